@@ -1,0 +1,110 @@
+"""Embedding networks. Any ``nn.Module`` mapping ``[B, ...] -> [B, D]`` works as a backbone;
+these are the standard ones, buildable by name from a checkpoint's JSON config."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+
+def conv_block(in_channels: int, out_channels: int, pool: bool = True) -> nn.Sequential:
+    """conv3×3 → BatchNorm → ReLU → (maxpool 2)."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, out_channels, 3, padding=1),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    ]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+class Conv4(nn.Module):
+    """The standard few-shot backbone: 4 × [conv3×3-``hidden``, BN, ReLU, maxpool2], flattened.
+
+    ``[B, C, H, W] -> [B, hidden * (H // 16) * (W // 16)]``: 64-d for 28×28, 1600-d for 84×84.
+    With ``flatten=False`` the feature map ``[B, hidden, H/16, W/16]`` is returned (relation networks).
+    """
+
+    def __init__(self, in_channels: int = 1, hidden: int = 64, depth: int = 4, flatten: bool = True):
+        super().__init__()
+        chans = [in_channels] + [hidden] * depth
+        self.encoder = nn.Sequential(*[conv_block(a, b) for a, b in zip(chans[:-1], chans[1:])])
+        self.flatten = flatten
+        self.out_channels = hidden
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.encoder(x)
+        return z.flatten(1) if self.flatten else z
+
+
+class MLP(nn.Module):
+    """Fully connected ``[B, *] -> [B, sizes[-1]]`` with ReLU between layers (input flattened)."""
+
+    def __init__(self, in_features: int, sizes: tuple[int, ...] | list[int] = (256, 128), batchnorm: bool = False):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        prev = in_features
+        for i, s in enumerate(sizes):
+            layers.append(nn.Linear(prev, s))
+            if i < len(sizes) - 1:
+                if batchnorm:
+                    layers.append(nn.BatchNorm1d(s))
+                layers.append(nn.ReLU(inplace=True))
+            prev = s
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Identity(nn.Module):
+    """For precomputed embeddings: ``[B, D] -> [B, D]`` (flattens anything else)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {"conv4": Conv4, "mlp": MLP, "identity": Identity}
+
+
+def register_backbone(name: str, factory: Callable[..., nn.Module]) -> None:
+    BACKBONES[name] = factory
+
+
+def build_backbone(name: str, **kwargs) -> nn.Module:
+    """Build a registered backbone from its name and JSON-able keyword arguments."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose from {', '.join(sorted(BACKBONES))}")
+    return BACKBONES[name](**kwargs)
+
+
+def default_backbone_for(item_shape: tuple[int, ...]) -> tuple[str, dict]:
+    """A sensible backbone spec for items of this shape: Conv4 for images ≥ 16 px, else an MLP."""
+    if len(item_shape) == 3 and min(item_shape[1:]) >= 16:
+        return backbone_spec_for("conv4", item_shape)
+    return backbone_spec_for("mlp", item_shape)
+
+
+def backbone_spec_for(name: str, item_shape: tuple[int, ...], **kwargs) -> tuple[str, dict]:
+    """Complete a backbone spec with the input size it needs for items of ``item_shape``."""
+    if name == "conv4":
+        kwargs.setdefault("in_channels", int(item_shape[0]))
+    elif name == "mlp":
+        kwargs.setdefault("in_features", math.prod(int(s) for s in item_shape))
+    return name, kwargs
+
+
+@torch.no_grad()
+def output_dim(backbone: nn.Module, item_shape: tuple[int, ...]) -> int:
+    """Embedding size of ``backbone`` for items of ``item_shape`` (one dry forward in eval mode)."""
+    was_training = backbone.training
+    backbone.eval()
+    param = next(backbone.parameters(), None)
+    x = torch.zeros((2, *item_shape), device=param.device if param is not None else "cpu")
+    d = backbone(x).flatten(1).shape[1]
+    backbone.train(was_training)
+    return int(d)

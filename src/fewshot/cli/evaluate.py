@@ -1,0 +1,99 @@
+"""``fewshot eval``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import main
+from .common import data_options, device_option, echo_json, load_dataset_arg
+
+
+def load_run(run_dir: str, checkpoint: str, device: str):
+    from ..checkpoint import load_checkpoint
+    from ..utils import resolve_device
+
+    dev = resolve_device(device)
+    try:
+        method, info = load_checkpoint(run_dir, checkpoint, map_location=dev)
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    return method.to(dev), info, dev
+
+
+@main.command("eval")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@data_options
+@click.option("--way", type=int, default=5, show_default=True)
+@click.option("--shot", type=int, default=1, show_default=True)
+@click.option("--query", type=int, default=5, show_default=True, help="queries per class")
+@click.option("--within", type=click.Choice(["alphabet", "group"]), default=None, help="each task's classes from one alphabet (Lake-style)")
+@click.option("--tasks", type=int, default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the task set (same seed = same tasks)")
+@click.option("--task-file", type=click.Path(dir_okay=False), default=None, help="load the task set from this JSON (written if it does not exist)")
+@click.option("--lake-runs", type=click.Path(exists=True), default=None, help="Lake's all_runs.zip or its folder: report the 20-run error instead")
+@click.option("--checkpoint", default="best", show_default=True, help="best | last")
+@click.option("--confusion", is_flag=True, help="include the per-class confusion matrix (JSON)")
+@click.option("--plot-episode", type=click.Path(dir_okay=False), default=None, help="save the first task as an episode grid PNG")
+@device_option
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def eval_cmd(run_dir, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, way, shot, query, within,
+             tasks, seed, task_file, lake_runs, checkpoint, confusion, plot_episode, device, as_json):
+    """Evaluate a trained run: accuracy ± 95% CI over a fixed task set, or Lake's protocol.
+
+    \b
+    Examples:
+      fewshot eval runs/proto --dataset omniglot --split background --alphabets heldout \\
+          --way 20 --shot 1 --within alphabet --tasks 1000 --seed 0 --json
+      fewshot eval runs/proto --lake-runs all_runs.zip --json
+    """
+    from ..data import ImageSpec, load_lake_runs
+    from ..episodes import TaskSet
+    from ..evaluate import evaluate, evaluate_lake
+
+    method, info, dev = load_run(run_dir, checkpoint, device)
+    image = info.get("data", {}).get("image", {})
+    if lake_runs:
+        spec = ImageSpec.from_dict(image) if image else ImageSpec(28, 1, True)
+        try:
+            runs = load_lake_runs(lake_runs, ImageSpec(spec.size, 1, True))
+        except (FileNotFoundError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        res = evaluate_lake(method, runs, dev)
+        out = {"run": run_dir, "protocol": "lake-20-runs", **res.to_dict()}
+        if as_json:
+            echo_json(out)
+        else:
+            click.echo(f"Lake one-shot error: {res.error:.2f}% over {res.trials} trials ({len(runs)} runs)")
+        return
+    data = load_dataset_arg(dataset, split, data_dir, image_size or image.get("size"), alphabets, exclude_alphabets,
+                            channels=image.get("channels"))
+    try:
+        if task_file and Path(task_file).exists():
+            taskset = TaskSet.load(task_file)
+        else:
+            taskset = TaskSet.generate(data, way, shot, query, tasks, within="group" if within else None, seed=seed)
+            if task_file:
+                taskset.save(task_file)
+        res = evaluate(method, data, taskset, dev, confusion=confusion)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if plot_episode:
+        from ..episodes import assemble
+        from ..plots import plot_episode as draw
+
+        ep = assemble(data, taskset.tasks[0]).to(dev)
+        from ..evaluate import eval_mode
+        method.eval()
+        with eval_mode(method):
+            pred = method.fit(ep.support_x, ep.support_y).predict(ep.query_x)
+        draw(ep, pred.cpu(), plot_episode)
+    out = {"run": run_dir, "method": info["method"], "dataset": dataset, "split": split,
+           "way": taskset.meta.get("way", way), "shot": taskset.meta.get("shot", shot),
+           "query": taskset.meta.get("query", query), "within": within, "seed": seed, **res.to_dict()}
+    if as_json:
+        echo_json(out)
+    else:
+        click.echo(f"{out['way']}-way {out['shot']}-shot{' within ' + within if within else ''}: "
+                   f"accuracy {100 * res.accuracy:.2f}% ± {100 * res.ci95:.2f} (95% CI, {res.tasks} tasks)")

@@ -1,0 +1,97 @@
+"""``fewshot train``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import main
+from .common import data_options, device_option, echo_json, load_dataset_arg, parse_params
+
+
+@main.command("train")
+@click.option("--method", default="protonet", show_default=True, help="a registered method (see `fewshot methods`)")
+@data_options
+@click.option("--way", type=int, default=20, show_default=True, help="classes per training episode")
+@click.option("--shot", type=int, default=1, show_default=True, help="support examples per class")
+@click.option("--query", type=int, default=5, show_default=True, help="query examples per class")
+@click.option("--episodes", type=int, default=3000, show_default=True, help="optimiser steps (episodes, or mini-batches for pre-training methods)")
+@click.option("--within", type=click.Choice(["alphabet", "group"]), default=None, help="draw each episode's classes from one alphabet")
+@click.option("--rotations/--no-rotations", default=None, help="add 90/180/270-degree rotated classes (default: on for Omniglot)")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True, help="fraction of training classes held out for validation (0: none)")
+@click.option("--val-split", default=None, help="validate on this Omniglot split/alphabets instead, e.g. 'background:heldout'")
+@click.option("--backbone", default=None, help="conv4 | mlp | identity (default: chosen by the method for the data)")
+@click.option("-p", "--param", "params", multiple=True, help="method option KEY=VALUE, repeatable (e.g. -p distance=cosine)")
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--optimizer", default="adam", show_default=True, type=click.Choice(["adam", "adamw", "sgd", "rmsprop"]))
+@click.option("--schedule", default="cosine", show_default=True, type=click.Choice(["cosine", "step", "constant"]))
+@click.option("--tasks-per-step", type=int, default=1, show_default=True, help="meta-batch: episodes per optimiser step")
+@click.option("--batch-size", type=int, default=128, show_default=True, help="mini-batch size for pre-training methods")
+@click.option("--grad-clip", type=float, default=None, help="clip the gradient norm to this value")
+@click.option("--val-every", type=int, default=500, show_default=True)
+@click.option("--val-tasks", type=int, default=200, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@device_option
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run directory (checkpoints, logs, plots)")
+@click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint")
+@click.option("--plots/--no-plots", default=True, show_default=True, help="save training-curve PNGs in the run directory")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+@click.option("--json", "as_json", is_flag=True, help="print the final record as JSON")
+def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, way, shot, query, episodes,
+              within, rotations, val_fraction, val_split, backbone, params, lr, optimizer, schedule, tasks_per_step,
+              batch_size, grad_clip, val_every, val_tasks, seed, device, out_dir, resume, plots, quiet, as_json):
+    """Train a method and write checkpoints (safetensors + JSON) and logs to --out.
+
+    \b
+    Examples:
+      fewshot train --method protonet --dataset omniglot --split background --exclude-alphabets heldout \\
+          --way 20 --shot 1 --query 5 --episodes 3000 --seed 0 --out runs/proto
+      fewshot train --method protonet --dataset omniglot --split background_small1 --way 20 --shot 1 \\
+          --episodes 3000 --out runs/proto-minimal
+      fewshot train ... --out runs/proto --resume        # after a crash
+    """
+    from ..backbones import backbone_spec_for, build_backbone
+    from ..data import with_rotations
+    from ..methods import METHODS, build_method
+    from ..train import Trainer, TrainConfig
+
+    if method not in METHODS:
+        raise click.BadParameter(f"unknown method {method!r}; choose from {', '.join(sorted(METHODS))}", param_hint="--method")
+    data = load_dataset_arg(dataset, split, data_dir, image_size, alphabets, exclude_alphabets)
+    val = None
+    if val_split:
+        vsplit, _, valph = val_split.partition(":")
+        val = load_dataset_arg(dataset, vsplit, data_dir, image_size, valph or None)
+    elif val_fraction > 0:
+        data, val = data.split_classes(val_fraction, seed=seed)
+    if rotations is None:
+        rotations = dataset == "omniglot"
+    if rotations:
+        data = with_rotations(data)
+    cls = METHODS[method]
+    spec = backbone_spec_for(backbone, data.item_shape) if backbone else cls.default_backbone(data.item_shape)
+    try:
+        model = build_method(method, build_backbone(spec[0], **spec[1]) if spec else None, **parse_params(params))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    cfg = TrainConfig(steps=episodes, way=way, shot=shot, query=query, within="group" if within else None,
+                      tasks_per_step=tasks_per_step, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                      schedule=schedule, grad_clip=grad_clip, val_every=val_every, val_tasks=val_tasks if val is not None else 0,
+                      seed=seed, device=device, progress=not quiet)
+    info = dict(data.info)
+    info.update(dataset=dataset, split=split)
+    trainer = Trainer(model, data, cfg, out_dir, val_data=val, backbone_spec=spec, data_info=info)
+    try:
+        records = trainer.fit(resume=resume)
+    except (FileExistsError, ValueError, FloatingPointError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if plots and records:
+        from ..plots import plot_training_curves
+
+        plot_training_curves(records, Path(out_dir) / "curves.png")
+    final = records[-1] if records else {}
+    if as_json:
+        echo_json({"out": out_dir, **final})
+    else:
+        click.echo(f"trained {method} for {episodes} steps -> {out_dir}  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()))

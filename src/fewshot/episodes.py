@@ -1,0 +1,198 @@
+"""N-way K-shot Q-query episodes: samplers, fixed task sets, and the Episode batch.
+
+An episode's labels are remapped to ``0..way-1`` in the order of ``classes`` (the original
+class ids), so ``support_y == arange(way).repeat_interleave(shot)`` after sampling.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data.dataset import LabeledDataset
+
+
+@dataclass
+class Episode:
+    """One task. Shapes: ``support_x [way*shot, ...]``, ``support_y [way*shot]`` in ``0..way-1``,
+    ``query_x [way*query, ...]``, ``query_y [way*query]``; ``classes [way]`` original class ids;
+    ``support_idx`` / ``query_idx`` dataset item indices (for traceability)."""
+
+    support_x: torch.Tensor
+    support_y: torch.Tensor
+    query_x: torch.Tensor
+    query_y: torch.Tensor
+    classes: torch.Tensor
+    support_idx: torch.Tensor
+    query_idx: torch.Tensor
+
+    @property
+    def way(self) -> int:
+        return int(self.classes.numel())
+
+    def to(self, device: torch.device | str, channels_last: bool = False) -> "Episode":
+        def move(t: torch.Tensor) -> torch.Tensor:
+            t = t.to(device, non_blocking=True)
+            return t.contiguous(memory_format=torch.channels_last) if channels_last and t.ndim == 4 else t
+
+        return Episode(move(self.support_x), self.support_y.to(device), move(self.query_x),
+                       self.query_y.to(device), self.classes, self.support_idx, self.query_idx)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Item indices of one task: ``support [way, shot]`` and ``query [way, query]`` (dataset indices)."""
+
+    classes: tuple[int, ...]
+    support: tuple[tuple[int, ...], ...]
+    query: tuple[tuple[int, ...], ...]
+
+
+def assemble(dataset: LabeledDataset, task: TaskSpec) -> Episode:
+    """Gather a task's items from the in-memory dataset by tensor indexing."""
+    s_idx = torch.tensor(task.support, dtype=torch.long)  # [way, shot]
+    q_idx = torch.tensor(task.query, dtype=torch.long)  # [way, query]
+    way, shot, query = s_idx.shape[0], s_idx.shape[1], q_idx.shape[1]
+    both = dataset.items(torch.cat([s_idx.reshape(-1), q_idx.reshape(-1)]))
+    labels = torch.arange(way)
+    return Episode(
+        both[: way * shot],
+        labels.repeat_interleave(shot),
+        both[way * shot:],
+        labels.repeat_interleave(query),
+        torch.tensor(task.classes, dtype=torch.long),
+        s_idx.reshape(-1),
+        q_idx.reshape(-1),
+    )
+
+
+class EpisodeSampler:
+    """Samples N-way K-shot Q-query tasks from a dataset, reproducibly.
+
+    Task ``i`` depends only on ``(seed, i)``, so a resumed run sees the same episodes as an
+    uninterrupted one. With ``within`` set to ``"group"`` every task draws its classes from one
+    group (e.g. one Omniglot alphabet), groups chosen with probability proportional to their size.
+
+    Args:
+        dataset: the labelled data.
+        way, shot, query: classes per task, support and query items per class.
+        within: ``None`` (classes from anywhere) or ``"group"`` (all from one group).
+        seed: base seed.
+        episodes: number of tasks when iterated (None: infinite).
+    """
+
+    def __init__(self, dataset: LabeledDataset, way: int, shot: int, query: int, within: str | None = None,
+                 seed: int = 0, episodes: int | None = None):
+        for name, v in (("way", way), ("shot", shot)):
+            if v < 1:
+                raise ValueError(f"{name} must be at least 1, got {v}")
+        if query < 0:
+            raise ValueError(f"query must be non-negative, got {query}")
+        self.dataset, self.way, self.shot, self.query = dataset, way, shot, query
+        self.within, self.seed, self.episodes = within, seed, episodes
+        counts = dataset.class_counts()
+        need = shot + query
+        self.eligible = np.flatnonzero(counts >= need)
+        if len(self.eligible) < way:
+            raise ValueError(
+                f"{way}-way {shot}-shot {query}-query needs {way} classes with at least {need} items each, "
+                f"but only {len(self.eligible)} of {dataset.num_classes} classes have that many "
+                f"(smallest class: {counts.min()} items). Lower --way, --shot or --query."
+            )
+        if within is not None:
+            if within not in ("group", "alphabet"):
+                raise ValueError(f"within must be None or 'group' (alias 'alphabet'), got {within!r}")
+            if dataset.groups is None:
+                raise ValueError("within-group episodes need a dataset with groups (e.g. Omniglot alphabets)")
+            groups = dataset.groups.numpy()[self.eligible]
+            self.group_classes = [self.eligible[groups == g] for g in np.unique(groups)]
+            self.group_classes = [c for c in self.group_classes if len(c) >= way]
+            if not self.group_classes:
+                largest = np.bincount(groups).max()
+                raise ValueError(
+                    f"within-group {way}-way episodes need a group with {way} eligible classes; the largest has "
+                    f"{largest}. Lower --way or drop --within."
+                )
+            sizes = np.array([len(c) for c in self.group_classes], dtype=np.float64)
+            self.group_p = sizes / sizes.sum()
+        self.by_class = dataset.indices_by_class()
+
+    def task(self, index: int) -> TaskSpec:
+        """The ``index``-th task (a pure function of ``seed`` and ``index``)."""
+        rng = np.random.default_rng([self.seed, index])
+        if self.within is None:
+            pool = self.eligible
+        else:
+            pool = self.group_classes[rng.choice(len(self.group_classes), p=self.group_p)]
+        classes = rng.choice(pool, size=self.way, replace=False)
+        support, query = [], []
+        for c in classes:
+            items = rng.choice(self.by_class[c], size=self.shot + self.query, replace=False)
+            support.append(tuple(int(i) for i in items[: self.shot]))
+            query.append(tuple(int(i) for i in items[self.shot:]))
+        return TaskSpec(tuple(int(c) for c in classes), tuple(support), tuple(query))
+
+    def episode(self, index: int) -> Episode:
+        return assemble(self.dataset, self.task(index))
+
+    def __iter__(self) -> Iterator[Episode]:
+        i = 0
+        while self.episodes is None or i < self.episodes:
+            yield self.episode(i)
+            i += 1
+
+    def __len__(self) -> int:
+        if self.episodes is None:
+            raise TypeError("an infinite sampler has no length; pass episodes=N")
+        return self.episodes
+
+
+class TaskSet:
+    """A fixed list of tasks, saved as JSON of item indices so evaluations repeat exactly."""
+
+    def __init__(self, tasks: Sequence[TaskSpec], meta: dict | None = None):
+        self.tasks = list(tasks)
+        self.meta = dict(meta or {})
+
+    @classmethod
+    def generate(cls, dataset: LabeledDataset, way: int, shot: int, query: int, tasks: int,
+                 within: str | None = None, seed: int = 0) -> "TaskSet":
+        sampler = EpisodeSampler(dataset, way, shot, query, within=within, seed=seed)
+        meta = {"way": way, "shot": shot, "query": query, "within": within, "seed": seed,
+                "num_items": len(dataset), "num_classes": dataset.num_classes}
+        return cls([sampler.task(i) for i in range(tasks)], meta)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __iter__(self) -> Iterator[TaskSpec]:
+        return iter(self.tasks)
+
+    def episodes(self, dataset: LabeledDataset) -> Iterator[Episode]:
+        self.check(dataset)
+        for t in self.tasks:
+            yield assemble(dataset, t)
+
+    def check(self, dataset: LabeledDataset) -> None:
+        n = self.meta.get("num_items")
+        if n is not None and n != len(dataset):
+            raise ValueError(f"this task set was made for a dataset of {n} items; this one has {len(dataset)}")
+
+    def save(self, path: str | Path) -> None:
+        data = {"meta": self.meta, "tasks": [{"classes": t.classes, "support": t.support, "query": t.query} for t in self.tasks]}
+        Path(path).write_text(json.dumps(data))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TaskSet":
+        try:
+            data = json.loads(Path(path).read_text())
+            tasks = [TaskSpec(tuple(t["classes"]), tuple(map(tuple, t["support"])), tuple(map(tuple, t["query"])))
+                     for t in data["tasks"]]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path} is not a fewshot task set (JSON with 'meta' and 'tasks'): {exc}") from exc
+        return cls(tasks, data.get("meta"))

@@ -1,0 +1,56 @@
+"""Small shared helpers: devices, seeding, confidence intervals."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Turn ``auto|cpu|cuda[:N]|mps`` into a ``torch.device``; ``auto`` prefers a GPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but CUDA is not available; use --device cpu or auto")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def mean_ci95(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """Mean and half-width of the normal-approximation 95% confidence interval.
+
+    ``ci95 = 1.96 * std / sqrt(n)`` with the sample (ddof=1) standard deviation, the
+    convention of the few-shot literature. A single value has an interval of 0.
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 0:
+        raise ValueError("mean_ci95 needs at least one value")
+    if arr.size == 1:
+        return float(arr[0]), 0.0
+    return float(arr.mean()), float(1.96 * arr.std(ddof=1) / math.sqrt(arr.size))
+
+
+def check_finite(loss: torch.Tensor, where: str) -> None:
+    """Raise a clear error when a loss became NaN or infinite."""
+    if not torch.isfinite(loss).all():
+        raise FloatingPointError(
+            f"{where}: the loss is {loss.item() if loss.numel() == 1 else 'not finite'}; "
+            "lower the learning rate, enable gradient clipping (--grad-clip), or check the inputs for NaNs"
+        )
