@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny generated datasets and the optional real data beside the checkout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fewshot.data import LabeledDataset
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+#: ../shared/data beside the checkout (this machine and CI have it), or $FEWSHOT_DATA.
+SHARED_DATA = Path(os.environ.get("FEWSHOT_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real data folder; tests using it skip (with the reason) where it is absent."""
+    if not (SHARED_DATA / "omniglot").is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA} (set FEWSHOT_DATA or place ../shared/data)")
+    return SHARED_DATA
+
+
+def make_blobs_dataset(num_classes: int = 12, per_class: int = 10, size: int = 8, groups: int = 3,
+                       seed: int = 0, noise: float = 0.15) -> LabeledDataset:
+    """Images ``uint8 [N, 1, size, size]`` whose class is a random template plus noise: learnable
+    few-shot classes in milliseconds. Classes are spread round-robin over ``groups`` groups."""
+    g = torch.Generator().manual_seed(seed)
+    templates = torch.rand(num_classes, 1, size, size, generator=g)
+    x = templates.repeat_interleave(per_class, 0) + noise * torch.randn(num_classes * per_class, 1, size, size, generator=g)
+    x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+    y = torch.arange(num_classes).repeat_interleave(per_class)
+    return LabeledDataset(
+        x, y, [f"g{c % groups}/c{c}" for c in range(num_classes)],
+        torch.arange(num_classes) % groups, [f"g{i}" for i in range(groups)],
+        info={"source": "blobs", "image": {"size": size, "channels": 1, "invert": False}},
+    )
+
+
+@pytest.fixture
+def blobs() -> LabeledDataset:
+    return make_blobs_dataset()
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
