@@ -11,7 +11,7 @@ import torch
 
 from fewshot.data import LabeledDataset
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+torch.set_num_threads(1)  # tiny models: one thread is fastest, and CI has 2 cores
 
 #: ../shared/data beside the checkout (this machine and CI have it), or $FEWSHOT_DATA.
 SHARED_DATA = Path(os.environ.get("FEWSHOT_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")

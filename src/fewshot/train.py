@@ -112,9 +112,12 @@ class Trainer:
             self.sampler = EpisodeSampler(train_data, cfg.way, cfg.shot, cfg.query, within=cfg.within, seed=cfg.seed)
         self.val_tasks = None
         if val_data is not None and cfg.val_tasks > 0:
-            self.val_tasks = TaskSet.generate(val_data, cfg.val_way or cfg.way, cfg.val_shot or cfg.shot,
-                                              query=min(cfg.query or 5, int(val_data.class_counts().min()) - (cfg.val_shot or cfg.shot)),
-                                              tasks=cfg.val_tasks, within=cfg.within, seed=cfg.val_seed)
+            # A small validation split may have fewer classes than the training way: shrink to fit.
+            val_way = cfg.val_way or min(cfg.way, val_data.num_classes)
+            val_shot = cfg.val_shot or cfg.shot
+            val_query = max(1, min(cfg.query or 5, int(val_data.class_counts().min()) - val_shot))
+            self.val_tasks = TaskSet.generate(val_data, val_way, val_shot, val_query, tasks=cfg.val_tasks,
+                                              within=cfg.within, seed=cfg.val_seed)
 
     # ------------------------------------------------------------------ batches
     def batch(self, step: int):

@@ -81,8 +81,8 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
                       seed=seed, device=device, progress=not quiet)
     info = dict(data.info)
     info.update(dataset=dataset, split=split)
-    trainer = Trainer(model, data, cfg, out_dir, val_data=val, backbone_spec=spec, data_info=info)
     try:
+        trainer = Trainer(model, data, cfg, out_dir, val_data=val, backbone_spec=spec, data_info=info)
         records = trainer.fit(resume=resume)
     except (FileExistsError, ValueError, FloatingPointError) as exc:
         raise click.ClickException(str(exc)) from exc

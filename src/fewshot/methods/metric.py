@@ -38,7 +38,7 @@ class ProtoNet(FewShotMethod):
         self.prototypes: torch.Tensor | None = None
 
     def config(self) -> dict:
-        return {"distance": self.distance, "scale": float(self.scale), "learn_scale": self.learn_scale}
+        return {"distance": self.distance, "scale": self.scale.item(), "learn_scale": self.learn_scale}
 
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "ProtoNet":
         self.way = check_support(support_x, support_y)
