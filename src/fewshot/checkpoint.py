@@ -29,9 +29,11 @@ def method_spec(method: FewShotMethod, backbone_spec: tuple[str, dict] | None) -
     }
 
 
-def build_from_spec(spec: dict[str, Any]) -> FewShotMethod:
+def build_from_spec(spec: dict[str, Any], backbone: nn.Module | None = None) -> FewShotMethod:
+    """Rebuild a method from its JSON spec; pass ``backbone`` for a custom (unregistered) one."""
     bb = spec.get("backbone")
-    backbone = build_backbone(bb["name"], **bb["kwargs"]) if bb else None
+    if backbone is None and bb:
+        backbone = build_backbone(bb["name"], **bb["kwargs"])
     return build_method(spec["method"], backbone, **spec.get("method_config", {}))
 
 
@@ -107,13 +109,18 @@ def read_checkpoint_info(run_dir: str | Path, tag: str) -> dict[str, Any]:
         raise ValueError(f"{path} is corrupt ({exc}); delete it and resume from another checkpoint") from exc
 
 
-def load_checkpoint(run_dir: str | Path, tag: str = "best", map_location: str | torch.device = "cpu") -> tuple[FewShotMethod, dict]:
-    """Rebuild the method saved as ``tag`` in ``run_dir`` (falls back from ``best`` to ``last``)."""
+def load_checkpoint(run_dir: str | Path, tag: str = "best", map_location: str | torch.device = "cpu",
+                    backbone: nn.Module | None = None) -> tuple[FewShotMethod, dict]:
+    """Rebuild the method saved as ``tag`` in ``run_dir`` (falls back from ``best`` to ``last``).
+
+    A run trained with a custom backbone (no registered name in its JSON) needs that module
+    passed as ``backbone``; its weights are then loaded from the checkpoint.
+    """
     run_dir = Path(run_dir)
     if tag == "best" and not (run_dir / "best.json").exists() and (run_dir / "last.json").exists():
         tag = "last"
     info = read_checkpoint_info(run_dir, tag)
-    method = build_from_spec(info)
+    method = build_from_spec(info, backbone)
     weights = run_dir / f"{tag}.safetensors"
     try:
         tensors = load_file(str(weights), device=str(map_location))

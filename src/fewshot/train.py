@@ -105,7 +105,7 @@ class Trainer:
         self.method, self.train_data, self.val_data, self.cfg = method, train_data, val_data, cfg
         self.out_dir = Path(out_dir)
         self.device = resolve_device(cfg.device)
-        self.spec = method_spec(method, backbone_spec)
+        self.backbone_spec = backbone_spec
         self.data_info = dict(data_info if data_info is not None else train_data.info)
         self.sampler = None
         if method.training_regime == "episodic":
@@ -140,7 +140,7 @@ class Trainer:
         seed_everything(cfg.seed)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.method.setup(self.train_data)
-        self.spec = method_spec(self.method, (self.spec["backbone"]["name"], self.spec["backbone"]["kwargs"]) if self.spec["backbone"] else None)
+        self.spec = method_spec(self.method, self.backbone_spec)  # after setup: it may add config
         self.method.to(self.device)
         if cfg.channels_last:
             self.method.to(memory_format=torch.channels_last)
@@ -237,11 +237,13 @@ class Trainer:
     def _append_log(self, record: dict) -> None:
         with open(self._log_path(), "a") as f:
             f.write(json.dumps(record) + "\n")
-        self._write_csv(self._read_log(upto=record["step"]))
+        self._write_csv([record], append=True)
 
-    def _write_csv(self, records: list[dict]) -> None:
-        cols = ["step", "loss", "accuracy", "lr", "items_per_s", "val_accuracy", "val_ci95"]
-        with open(self.out_dir / "metrics.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-            w.writeheader()
+    _CSV_COLUMNS = ["step", "loss", "accuracy", "lr", "items_per_s", "val_accuracy", "val_ci95"]
+
+    def _write_csv(self, records: list[dict], append: bool = False) -> None:
+        with open(self.out_dir / "metrics.csv", "a" if append else "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self._CSV_COLUMNS, extrasaction="ignore")
+            if not append:
+                w.writeheader()
             w.writerows(records)
