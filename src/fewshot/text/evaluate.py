@@ -1,0 +1,124 @@
+"""The few-shot intent protocol: K examples of every intent (full label space), a classifier fitted
+on them, accuracy on the whole test split; mean ± 95% CI over seeds of the K-shot sample.
+
+With out-of-scope data (CLINC150 ``oos_test``) the rejection threshold is chosen per seed on the
+validation split (in-scope accuracy within ``max_drop``) and applied to the test split.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..utils import mean_ci95
+from .data import TextDataset, k_shot_indices
+from .heads import TextClassifier
+from .openset import choose_threshold, confidence_and_prediction, open_set_metrics, tradeoff_curve
+
+#: thresholds on which per-seed trade-off curves are averaged
+CURVE_GRID = np.linspace(0.0, 1.0, 201)
+
+
+@dataclass
+class TextEvalResult:
+    """Accuracy (in [0, 1]) ± CI over ``seeds``; seconds per seed for fit and prediction; with
+    out-of-scope data, the open-set numbers (means ± CI) and the mean trade-off curve."""
+
+    accuracy: float
+    ci95: float
+    shot: int
+    seeds: int
+    per_seed: list[float]
+    fit_seconds: float
+    predict_seconds: float
+    test_items: int
+    oos: dict | None = None
+    curve: dict | None = field(default=None, repr=False)
+
+    def to_dict(self, curve: bool = False) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "curve"}
+        if curve and self.curve is not None:
+            d["curve"] = {k: np.asarray(v).tolist() for k, v in self.curve.items()}
+        return d
+
+
+def _labels(ds: TextDataset) -> list[str]:
+    return [ds.class_names[i] for i in ds.y.tolist()]
+
+
+def _stratified(ds: TextDataset, per_class: int | None, seed: int) -> TextDataset:
+    """``per_class`` items of every class (all when None or when a class has fewer)."""
+    if per_class is None:
+        return ds
+    y = ds.y.numpy()
+    rng = np.random.default_rng(seed)
+    keep = [np.sort(rng.choice(m, min(per_class, len(m)), replace=False)) for m in
+            (np.flatnonzero(y == c) for c in range(ds.num_classes)) if len(m)]
+    return ds.subset(np.concatenate(keep))
+
+
+def _correct(clf: TextClassifier, ds: TextDataset) -> tuple[np.ndarray, np.ndarray]:
+    """Confidence and correctness ``[N]`` of ``clf`` on the in-scope items of ``ds``."""
+    conf, pred = confidence_and_prediction(clf.predict_proba(ds.texts))
+    names = np.array(clf.classes_)[pred]
+    return conf, names == np.array(_labels(ds))
+
+
+def evaluate_kshot(make_classifier: Callable[[int], TextClassifier], train: TextDataset, test: TextDataset,
+                   shot: int, seeds: Sequence[int] = range(5), val: TextDataset | None = None,
+                   oos_test: TextDataset | None = None, max_drop: float = 0.02,
+                   val_per_class: int | None = None, test_per_class: int | None = None) -> TextEvalResult:
+    """Fit ``make_classifier(seed)`` on ``shot`` examples per class of ``train`` for each seed and
+    score the in-scope ``test`` items (optionally ``test_per_class`` of each, fixed across seeds).
+
+    With ``val`` and ``oos_test``: per seed, the threshold keeping validation in-scope accuracy
+    within ``max_drop`` (``val_per_class`` items per class), then test in-scope accuracy with
+    rejection and OOS recall at it.
+    """
+    test = _stratified(test.in_scope(), test_per_class, seed=12345)
+    accs, fit_s, pred_s, oos_rows, curves = [], [], [], [], []
+    for seed in seeds:
+        support = train.subset(k_shot_indices(train.y, shot, seed, train.num_classes))
+        clf = make_classifier(seed)
+        t0 = time.perf_counter()
+        clf.fit(support.texts, _labels(support))
+        t1 = time.perf_counter()
+        conf, correct = _correct(clf, test)
+        pred_s.append(time.perf_counter() - t1)
+        fit_s.append(t1 - t0)
+        accs.append(float(correct.mean()))
+        if val is not None and oos_test is not None:
+            v = _stratified(val.in_scope(), val_per_class, seed)
+            v_conf, v_correct = _correct(clf, v)
+            thr = choose_threshold(v_conf, v_correct, max_drop)
+            o_conf, _ = confidence_and_prediction(clf.predict_proba(oos_test.texts))
+            oos_rows.append(open_set_metrics(conf, correct, o_conf, thr))
+            curves.append(tradeoff_curve(conf, correct, o_conf, CURVE_GRID))
+    mean, ci = mean_ci95(accs)
+    oos = curve = None
+    if oos_rows:
+        oos = {}
+        for key in ("threshold", "in_scope_accuracy", "oos_recall", "in_scope_accuracy_no_rejection"):
+            m, c = mean_ci95([getattr(r, key) for r in oos_rows])
+            oos[key], oos[key + "_ci95"] = m, c
+        oos["max_drop"] = max_drop
+        curve = {k: np.mean([c[k] for c in curves], axis=0) for k in ("threshold", "in_scope_accuracy", "oos_recall")}
+    return TextEvalResult(mean, ci, shot, len(accs), accs, float(np.mean(fit_s)), float(np.mean(pred_s)),
+                          len(test), oos, curve)
+
+
+def evaluate_episodes(head, train: TextDataset, encoder, way: int, shot: int, query: int = 5,
+                      tasks: int = 600, seed: int = 0):
+    """N-way K-shot episodes on the embedded texts with :func:`fewshot.evaluate.evaluate`
+    (the image code path): ``head`` is any :class:`~fewshot.methods.FewShotMethod` on embeddings."""
+    from ..episodes import TaskSet
+    from ..evaluate import evaluate
+
+    ds = train.embed(encoder)
+    ts = TaskSet.generate(ds, way, shot, query, tasks, seed=seed)
+    with torch.inference_mode():
+        return evaluate(head, ds, ts, device="cpu", channels_last=False)
