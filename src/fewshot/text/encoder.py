@@ -50,31 +50,38 @@ class EmbeddingCache:
             root = cache_dir() / "text_embeddings"
         self.root = Path(root)
         self._mem: dict[str, dict[str, np.ndarray]] = {}
+        self._shards: dict[str, set[str]] = {}
 
     def _folder(self, model_id: str) -> Path:
         return self.root / _sha1(model_id)[:16]
 
-    def _table(self, model_id: str) -> dict[str, np.ndarray]:
-        if model_id not in self._mem:
+    def _table(self, model_id: str, refresh: bool = False) -> dict[str, np.ndarray]:
+        """The in-memory table of ``model_id``; ``refresh`` reads shards written since (by other processes)."""
+        if model_id not in self._mem or refresh:
             from safetensors import safe_open
 
-            table: dict[str, np.ndarray] = {}
+            table = self._mem.setdefault(model_id, {})
+            seen = self._shards.setdefault(model_id, set())
             folder = self._folder(model_id)
             for shard in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+                if shard.name in seen:
+                    continue
                 try:
                     with safe_open(str(shard), "np") as f:
                         keys = json.loads(f.metadata()["keys"])
                         emb = f.get_tensor("emb")
                 except Exception:  # a truncated shard (killed writer) is ignored, never trusted
                     continue
+                seen.add(shard.name)
                 table.update(zip(keys, emb))
-            self._mem[model_id] = table
         return self._mem[model_id]
 
     def get(self, model_id: str, texts: Sequence[str]) -> tuple[list[np.ndarray | None], list[str]]:
         """Cached rows for ``texts`` (None where missing) and their keys."""
         keys = [_sha1(model_id + "\0" + t) for t in texts]
         table = self._table(model_id)
+        if any(k not in table for k in keys):
+            table = self._table(model_id, refresh=True)
         return [table.get(k) for k in keys], keys
 
     def put(self, model_id: str, keys: Sequence[str], emb: np.ndarray) -> None:
@@ -89,6 +96,7 @@ class EmbeddingCache:
             tmp = folder / f".{name}.{os.getpid()}.tmp"
             save_file({"emb": np.ascontiguousarray(emb, dtype=np.float32)}, str(tmp), metadata={"keys": json.dumps(list(keys))})
             tmp.replace(folder / f"{name}.safetensors")
+            self._shards.setdefault(model_id, set()).add(f"{name}.safetensors")
         except OSError:
             pass  # a read-only cache only costs speed
 
