@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from ..utils import mean_ci95
 from .data import TextDataset, k_shot_indices
@@ -120,5 +119,4 @@ def evaluate_episodes(head, train: TextDataset, encoder, way: int, shot: int, qu
 
     ds = train.embed(encoder)
     ts = TaskSet.generate(ds, way, shot, query, tasks, seed=seed)
-    with torch.inference_mode():
-        return evaluate(head, ds, ts, device="cpu", channels_last=False)
+    return evaluate(head, ds, ts, device="cpu", channels_last=False)

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..backbones import Identity
 from ..distances import pairwise_logits
+from ..evaluate import eval_mode
 from ..methods.base import FewShotMethod, check_support
 
 
@@ -87,7 +88,6 @@ class LogisticHead(FewShotMethod):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             self.clf.fit(self._features(support_x), support_y.cpu().numpy())
-        self._device = support_x.device
         return self
 
     def scores(self, query_x: torch.Tensor) -> torch.Tensor:
@@ -139,17 +139,20 @@ class TextClassifier:
         self.classes_ = sorted({str(lab) for lab in labels})
         index = {c: i for i, c in enumerate(self.classes_)}
         y = torch.tensor([index[str(lab)] for lab in labels], dtype=torch.long)
-        with torch.inference_mode():
-            self.head.eval().fit(self.embed(texts), y)
+        x = self.embed(texts)
+        with eval_mode(self.head):
+            self.head.eval().fit(x, y)
         return self
 
     def predict_proba(self, texts: Sequence[str]) -> torch.Tensor:
         """Class probabilities ``[Q, way]`` in the order of ``classes_``."""
-        with torch.inference_mode():
-            return self.head.predict_proba(self.embed(texts))
+        x = self.embed(texts)
+        with eval_mode(self.head):
+            return self.head.predict_proba(x)
 
     def predict(self, texts: Sequence[str], threshold: float | None = None) -> list[str | None]:
         """Labels, with ``None`` (unknown) where the top probability is below ``threshold``."""
-        with torch.inference_mode():
-            pred = self.head.predict(self.embed(texts), threshold=threshold)
+        x = self.embed(texts)
+        with eval_mode(self.head):
+            pred = self.head.predict(x, threshold=threshold)
         return [self.classes_[p] if p >= 0 else None for p in pred.tolist()]
