@@ -201,6 +201,9 @@ def test_text_classifier_threshold_returns_none_for_unknown(intents):
     clf = TextClassifier(HashingEncoder(), "prototype").fit(intents.texts, [intents.class_names[i] for i in intents.y])
     assert clf.predict(["kw2x0 kw2x1 please"]) == ["intent2"]
     assert clf.predict(["kw2x0 kw2x1 please"], threshold=1.01) == [None]
+    assert clf.predict(["kw2x0 kw2x1 please", "zzz qqq"], threshold=0.3, reject_by="similarity") == ["intent2", None]
+    with pytest.raises(ValueError, match="reject_by"):
+        clf.predict(["x"], threshold=0.3, reject_by="bogus")
 
 
 def test_image_method_predict_rejects_below_threshold(blobs):
@@ -273,13 +276,15 @@ def test_kshot_eval_with_out_of_scope(intents, tmp_path):
     oos = TextDataset(["weather tomorrow sunny", "play a song now", "stock price apple"], torch.full((3,), OOS), intents.class_names)
     res = evaluate_kshot(lambda s: TextClassifier(HashingEncoder(), "logreg"), intents, make_intents(seed=2), 3,
                          range(3), val=make_intents(seed=3), oos_test=oos, max_drop=0.05)
-    o = res.oos
-    assert o["in_scope_accuracy"] >= o["in_scope_accuracy_no_rejection"] - 0.15
-    assert 0.0 <= o["oos_recall"] <= 1.0 and 0 < o["threshold"] <= 1
-    assert res.curve["threshold"].shape == res.curve["oos_recall"].shape
+    assert set(res.oos) == set(res.curve) == {"probability", "similarity"}
+    for rule, o in res.oos.items():
+        assert o["in_scope_accuracy"] >= o["in_scope_accuracy_no_rejection"] - 0.15
+        assert 0.0 <= o["oos_recall"] <= 1.0 and -1 <= o["threshold"] <= 1
+        assert res.curve[rule]["threshold"].shape == res.curve[rule]["oos_recall"].shape
+    # Gibberish shares no words with any intent: similarity rejects all of it at the chosen threshold.
+    assert res.oos["similarity"]["oos_recall"] == 1.0
     from fewshot.text import plot_tradeoff
-    assert (tmp_path / "c.png").exists() is False
-    plot_tradeoff({"logreg": res.curve}, str(tmp_path / "c.png"))
+    plot_tradeoff({f"logreg {r}": c for r, c in res.curve.items()}, str(tmp_path / "c.png"))
     assert (tmp_path / "c.png").stat().st_size > 1000
 
 
@@ -297,7 +302,8 @@ def test_cli_text_eval_and_predict(tmp_path):
     assert out["seeds"] == 2 and out["accuracy"] > 0.8 and out["oos"] is None
     _write_csv(tmp_path / "s.csv", make_intents(per_class=3))
     r = CliRunner().invoke(main, ["text", "predict", "--support", str(tmp_path / "s.csv"), "--encoder", "hashing",
-                                  "--query", "kw4x1 kw4x2 the", "--query", "zzz qqq", "--threshold", "0.5", "--json"])
+                                  "--query", "kw4x1 kw4x2 the", "--query", "zzz qqq", "--threshold", "0.3",
+                                  "--reject-by", "similarity", "--json"])
     assert r.exit_code == 0, r.output
     preds = json.loads(r.output)["predictions"]
     assert preds[0]["prediction"] == "intent4"

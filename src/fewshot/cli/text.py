@@ -87,18 +87,18 @@ def eval_cmd(dataset, data_dir, shot, method, params, seeds, model, text_col, la
     if plot and res.curve is not None:
         from ..text.openset import plot_tradeoff
 
-        plot_tradeoff({method: res.curve}, plot, title=f"{dataset} {shot}-shot: out-of-scope rejection")
+        plot_tradeoff({f"{method}, by {rule}": c for rule, c in res.curve.items()}, plot,
+                      title=f"{dataset} {shot}-shot: out-of-scope rejection")
     out = {"dataset": dataset, "method": method, "encoder": model, **res.to_dict()}
     if as_json:
         echo_json(out)
         return
     click.echo(f"{dataset} {shot}-shot {method}: accuracy {100 * res.accuracy:.2f} ± {100 * res.ci95:.2f} "
                f"({res.seeds} seeds, {res.test_items} test items; fit {res.fit_seconds:.1f}s, predict {res.predict_seconds:.1f}s per seed)")
-    if res.oos:
-        o = res.oos
-        click.echo(f"  out-of-scope: recall {100 * o['oos_recall']:.2f} ± {100 * o['oos_recall_ci95']:.2f}, in-scope accuracy "
-                   f"{100 * o['in_scope_accuracy']:.2f} (vs {100 * o['in_scope_accuracy_no_rejection']:.2f} without rejection) "
-                   f"at threshold {o['threshold']:.3f}")
+    for rule, o in (res.oos or {}).items():
+        click.echo(f"  out-of-scope by {rule}: recall {100 * o['oos_recall']:.2f} ± {100 * o['oos_recall_ci95']:.2f}, in-scope "
+                   f"accuracy {100 * o['in_scope_accuracy']:.2f} (vs {100 * o['in_scope_accuracy_no_rejection']:.2f} without "
+                   f"rejection) at threshold {o['threshold']:.3f}")
 
 
 @text.command("predict")
@@ -106,18 +106,21 @@ def eval_cmd(dataset, data_dir, shot, method, params, seeds, model, text_col, la
 @click.option("--query", "queries", required=True, multiple=True, help="text to classify (repeat for several)")
 @click.option("--method", default="prototype", show_default=True, help=METHOD_HELP)
 @click.option("-p", "--param", "params", multiple=True, help="method option KEY=VALUE")
-@click.option("--threshold", type=float, default=None, help="answer 'unknown' when the top probability is below this")
+@click.option("--threshold", type=float, default=None, help="answer 'unknown' when the confidence is below this")
+@click.option("--reject-by", type=click.Choice(["probability", "similarity"]), default="probability", show_default=True,
+              help="confidence: top class probability, or top cosine similarity to a class prototype (better with few classes)")
 @click.option("--encoder", "model", default="all-MiniLM-L6-v2", show_default=True, help=ENCODER_HELP)
 @click.option("--text-col", default=None)
 @click.option("--label-col", default=None)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def predict_cmd(support, queries, method, params, threshold, model, text_col, label_col, device, as_json):
+def predict_cmd(support, queries, method, params, threshold, reject_by, model, text_col, label_col, device, as_json):
     """Classify texts among the labels of a small support file.
 
     \b
     Examples:
       fewshot text predict --support intents.csv --query "I lost my card" --query "hi there" --threshold 0.3
+      fewshot text predict --support intents.csv --query "play jazz" --reject-by similarity --threshold 0.5
     """
     from ..text.data import read_table
 
@@ -131,16 +134,17 @@ def predict_cmd(support, queries, method, params, threshold, model, text_col, la
         clf.fit(texts, labels)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    proba = clf.predict_proba(list(queries))
+    proba, sim = clf.proba_and_similarity(list(queries))
     conf, pred = proba.max(-1)
+    score = conf if reject_by == "probability" else sim
     rows = []
     for i, q in enumerate(queries):
-        c = float(conf[i])
+        c = float(score[i])
         label = clf.classes_[int(pred[i])] if threshold is None or c >= threshold else "unknown"
-        rows.append({"query": q, "prediction": label, "score": c,
+        rows.append({"query": q, "prediction": label, "score": c, "similarity": float(sim[i]),
                      "probabilities": dict(zip(clf.classes_, proba[i].tolist()))})
     if as_json:
-        echo_json({"support": support, "method": method, "threshold": threshold, "predictions": rows})
+        echo_json({"support": support, "method": method, "threshold": threshold, "reject_by": reject_by, "predictions": rows})
     else:
         for r in rows:
             click.echo(f"{r['query']}\t{r['prediction']}\t{r['score']:.3f}")

@@ -18,14 +18,15 @@ from .data import TextDataset, k_shot_indices
 from .heads import TextClassifier
 from .openset import choose_threshold, confidence_and_prediction, open_set_metrics, tradeoff_curve
 
-#: thresholds on which per-seed trade-off curves are averaged
-CURVE_GRID = np.linspace(0.0, 1.0, 201)
+#: thresholds on which per-seed trade-off curves are averaged, per rejection rule
+CURVE_GRID = {"probability": np.linspace(0.0, 1.0, 201), "similarity": np.linspace(-1.0, 1.0, 401)}
 
 
 @dataclass
 class TextEvalResult:
     """Accuracy (in [0, 1]) ± CI over ``seeds``; seconds per seed for fit and prediction; with
-    out-of-scope data, the open-set numbers (means ± CI) and the mean trade-off curve."""
+    out-of-scope data, per rejection rule (``probability``, ``similarity``), the open-set numbers
+    (means ± CI) and the mean trade-off curve."""
 
     accuracy: float
     ci95: float
@@ -41,7 +42,7 @@ class TextEvalResult:
     def to_dict(self, curve: bool = False) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "curve"}
         if curve and self.curve is not None:
-            d["curve"] = {k: np.asarray(v).tolist() for k, v in self.curve.items()}
+            d["curve"] = {rule: {k: np.asarray(v).tolist() for k, v in c.items()} for rule, c in self.curve.items()}
         return d
 
 
@@ -60,11 +61,17 @@ def _stratified(ds: TextDataset, per_class: int | None, seed: int) -> TextDatase
     return ds.subset(np.concatenate(keep))
 
 
-def _correct(clf: TextClassifier, ds: TextDataset) -> tuple[np.ndarray, np.ndarray]:
-    """Confidence and correctness ``[N]`` of ``clf`` on the in-scope items of ``ds``."""
-    conf, pred = confidence_and_prediction(clf.predict_proba(ds.texts))
-    names = np.array(clf.classes_)[pred]
-    return conf, names == np.array(_labels(ds))
+def _confidences(clf: TextClassifier, texts: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per rejection rule the confidence ``[N]``, and the predicted class ``[N]``."""
+    proba, sim = clf.proba_and_similarity(texts)
+    conf, pred = confidence_and_prediction(proba)
+    return {"probability": conf, "similarity": sim.float().cpu().numpy()}, pred
+
+
+def _correct(clf: TextClassifier, ds: TextDataset) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Confidences (per rule) and correctness ``[N]`` of ``clf`` on the in-scope items of ``ds``."""
+    conf, pred = _confidences(clf, ds.texts)
+    return conf, np.array(clf.classes_)[pred] == np.array(_labels(ds))
 
 
 def evaluate_kshot(make_classifier: Callable[[int], TextClassifier], train: TextDataset, test: TextDataset,
@@ -76,10 +83,12 @@ def evaluate_kshot(make_classifier: Callable[[int], TextClassifier], train: Text
 
     With ``val`` and ``oos_test``: per seed, the threshold keeping validation in-scope accuracy
     within ``max_drop`` (``val_per_class`` items per class), then test in-scope accuracy with
-    rejection and OOS recall at it.
+    rejection and OOS recall at it, for both rejection rules (top probability, top prototype similarity).
     """
     test = _stratified(test.in_scope(), test_per_class, seed=12345)
-    accs, fit_s, pred_s, oos_rows, curves = [], [], [], [], []
+    accs, fit_s, pred_s = [], [], []
+    oos_rows: dict[str, list] = {r: [] for r in CURVE_GRID}
+    curves: dict[str, list] = {r: [] for r in CURVE_GRID}
     for seed in seeds:
         support = train.subset(k_shot_indices(train.y, shot, seed, train.num_classes))
         clf = make_classifier(seed)
@@ -93,19 +102,20 @@ def evaluate_kshot(make_classifier: Callable[[int], TextClassifier], train: Text
         if val is not None and oos_test is not None:
             v = _stratified(val.in_scope(), val_per_class, seed)
             v_conf, v_correct = _correct(clf, v)
-            thr = choose_threshold(v_conf, v_correct, max_drop)
-            o_conf, _ = confidence_and_prediction(clf.predict_proba(oos_test.texts))
-            oos_rows.append(open_set_metrics(conf, correct, o_conf, thr))
-            curves.append(tradeoff_curve(conf, correct, o_conf, CURVE_GRID))
+            o_conf, _ = _confidences(clf, oos_test.texts)
+            for rule, grid in CURVE_GRID.items():
+                thr = choose_threshold(v_conf[rule], v_correct, max_drop)
+                oos_rows[rule].append(open_set_metrics(conf[rule], correct, o_conf[rule], thr))
+                curves[rule].append(tradeoff_curve(conf[rule], correct, o_conf[rule], grid))
     mean, ci = mean_ci95(accs)
     oos = curve = None
-    if oos_rows:
-        oos = {}
-        for key in ("threshold", "in_scope_accuracy", "oos_recall", "in_scope_accuracy_no_rejection"):
-            m, c = mean_ci95([getattr(r, key) for r in oos_rows])
-            oos[key], oos[key + "_ci95"] = m, c
-        oos["max_drop"] = max_drop
-        curve = {k: np.mean([c[k] for c in curves], axis=0) for k in ("threshold", "in_scope_accuracy", "oos_recall")}
+    if oos_rows["probability"]:
+        oos, curve = {}, {}
+        for rule, rows in oos_rows.items():
+            o = oos[rule] = {"max_drop": max_drop}
+            for key in ("threshold", "in_scope_accuracy", "oos_recall", "in_scope_accuracy_no_rejection"):
+                o[key], o[key + "_ci95"] = mean_ci95([getattr(r, key) for r in rows])
+            curve[rule] = {k: np.mean([c[k] for c in curves[rule]], axis=0) for k in ("threshold", "in_scope_accuracy", "oos_recall")}
     return TextEvalResult(mean, ci, shot, len(accs), accs, float(np.mean(fit_s)), float(np.mean(pred_s)),
                           len(test), oos, curve)
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..backbones import Identity
-from ..distances import pairwise_logits
+from ..distances import class_means, pairwise_logits
 from ..evaluate import eval_mode
 from ..methods.base import FewShotMethod, check_support
 
@@ -120,8 +120,16 @@ def build_head(name: str = "prototype", **params) -> FewShotMethod:
         raise ValueError(f"{exc} (text heads: {', '.join(HEADS)}, setfit)") from exc
 
 
+REJECT_BY = ("probability", "similarity")
+
+
 class TextClassifier:
     """Encoder + head over raw texts with string labels.
+
+    Out-of-scope rejection (``threshold``) compares either the head's top probability
+    (``reject_by="probability"``, the rule of ``FewShotMethod.predict``) or the query's highest
+    cosine similarity to a class prototype, the mean support embedding (``"similarity"``: does not
+    depend on how many classes share the probability mass).
 
     >>> clf = TextClassifier(encoder, "logreg").fit(["hi", "bye"], ["greet", "leave"])
     >>> clf.predict(["hello"], threshold=0.5)   # a label, or None (unknown) below the threshold
@@ -131,6 +139,7 @@ class TextClassifier:
         self.encoder = encoder
         self.head = build_head(head, **head_params) if isinstance(head, str) else head
         self.classes_: list[str] = []
+        self.prototypes_: torch.Tensor | None = None
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         return self.encoder.encode(list(texts))
@@ -140,9 +149,21 @@ class TextClassifier:
         index = {c: i for i, c in enumerate(self.classes_)}
         y = torch.tensor([index[str(lab)] for lab in labels], dtype=torch.long)
         x = self.embed(texts)
+        self.prototypes_ = F.normalize(class_means(F.normalize(x, dim=1), y, len(self.classes_)), dim=1)
         with eval_mode(self.head):
             self.head.eval().fit(x, y)
         return self
+
+    def proba_and_similarity(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class probabilities ``[Q, way]`` (order of ``classes_``) and each query's highest
+        prototype cosine similarity ``[Q]``, from one encoding pass."""
+        if self.prototypes_ is None:
+            raise RuntimeError("call fit(texts, labels) before predicting")
+        x = self.embed(texts)
+        with eval_mode(self.head):
+            proba = self.head.predict_proba(x)
+        sim = pairwise_logits(x.float(), self.prototypes_, "cosine").max(1).values
+        return proba, sim
 
     def predict_proba(self, texts: Sequence[str]) -> torch.Tensor:
         """Class probabilities ``[Q, way]`` in the order of ``classes_``."""
@@ -150,9 +171,13 @@ class TextClassifier:
         with eval_mode(self.head):
             return self.head.predict_proba(x)
 
-    def predict(self, texts: Sequence[str], threshold: float | None = None) -> list[str | None]:
-        """Labels, with ``None`` (unknown) where the top probability is below ``threshold``."""
-        x = self.embed(texts)
-        with eval_mode(self.head):
-            pred = self.head.predict(x, threshold=threshold)
+    def predict(self, texts: Sequence[str], threshold: float | None = None, reject_by: str = "probability") -> list[str | None]:
+        """Labels, with ``None`` (unknown) where the confidence (``reject_by``) is below ``threshold``."""
+        if reject_by not in REJECT_BY:
+            raise ValueError(f"reject_by must be one of {REJECT_BY}, got {reject_by!r}")
+        proba, sim = self.proba_and_similarity(texts)
+        conf, pred = proba.max(-1)
+        if threshold is not None:
+            keep = (conf if reject_by == "probability" else sim) >= threshold
+            pred = torch.where(keep, pred, torch.full_like(pred, -1))
         return [self.classes_[p] if p >= 0 else None for p in pred.tolist()]
