@@ -52,9 +52,10 @@ def point_errors(net: BatchedMLP, x: torch.Tensor, targets: torch.Tensor) -> tor
 class LearnabilityResult:
     """Outcome of training one network per function.
 
-    ``level[f]`` is the smallest ``k`` with SSE ≤ threshold after ``base * 2^k`` iterations, or
-    -1 when never within the largest budget; ``iterations[f]`` the first logged iteration at which
-    it was reached (-1 never). ``curve_iters``/``curves [F, T]`` log the SSE (NaN once learnt)."""
+    ``iterations[f]`` is the first check (every ``log_every`` iterations) at which the SSE was
+    ≤ threshold (-1: never within the largest budget); ``level[f]`` the smallest ``k`` with
+    ``iterations[f] ≤ base * 2^k`` (-1: never). ``curve_iters``/``curves [F, T]`` log the SSE
+    (NaN once learnt), ``final_sse`` the last one."""
 
     tables: torch.Tensor
     level: torch.Tensor
@@ -76,8 +77,8 @@ def learnability(config: NetConfig, tables: torch.Tensor | None = None, lr: floa
                  slow_factor: float = 1.0, log_every: int = 500, device: str | torch.device = "cpu") -> LearnabilityResult:
     """Train one network per truth table (all at once) with budgets ``base * 2^k``, ``k < levels``.
 
-    Training is continuous and checked at each budget: with the same seed, this equals training
-    afresh with each budget. Networks stop once learnt, which shrinks the batch.
+    Training is continuous and checked every ``log_every`` iterations; a network stops at its
+    first check with SSE ≤ threshold, so one run of the largest budget gives every level.
     """
     n_inputs = config.sizes[0]
     if config.sizes[-1] != 1:
@@ -96,27 +97,25 @@ def learnability(config: NetConfig, tables: torch.Tensor | None = None, lr: floa
     t0 = time.perf_counter()
     done = 0
     target = config.encode(tables.unsqueeze(-1))
-    for k, budget in enumerate(budgets):
-        while done < budget and len(active):
-            n = min(log_every, budget - done)
-            net.train_steps(config.encode(x), target[active], n, lrs, mode=mode)
-            done += n
-            sse = point_errors(net, x, tables[active].unsqueeze(-1)).sum(1).cpu()
-            row = torch.full((n_fun,), float("nan"))
-            row[active.cpu()] = sse
-            curve_iters.append(done)
-            curves.append(row)
-            hit = sse <= threshold
-            first = active.cpu()[hit & (iters[active.cpu()] < 0)]
-            iters[first] = done
-            if done == budget:
-                final[active.cpu()] = sse
-                newly = active.cpu()[hit]
-                level[newly] = k
-                keep = ~hit
-                if not keep.all():
-                    net = net.select(torch.nonzero(keep.to(device)).flatten())
-                    active = active[keep.to(device)]
+    while done < budgets[-1] and len(active):
+        n = min(log_every, budgets[-1] - done)
+        net.train_steps(config.encode(x), target[active], n, lrs, mode=mode)
+        done += n
+        sse = point_errors(net, x, tables[active].unsqueeze(-1)).sum(1).cpu()
+        act_cpu = active.cpu()
+        row = torch.full((n_fun,), float("nan"))
+        row[act_cpu] = sse
+        curve_iters.append(done)
+        curves.append(row)
+        final[act_cpu] = sse
+        hit = sse <= threshold
+        if hit.any():  # learnt networks stop training, which shrinks the batch
+            iters[act_cpu[hit]] = done
+            keep = torch.nonzero(~hit).flatten()
+            net = net.select(keep.to(device))
+            active = active[keep.to(device)]
+    for k in reversed(range(levels)):
+        level[(iters >= 0) & (iters <= budgets[k])] = k
     return LearnabilityResult(tables.cpu(), level, iters, final, budgets, curve_iters, torch.stack(curves, 1),
                               time.perf_counter() - t0,
                               {"config": config, "lr": lr, "threshold": threshold, "seed": seed, "mode": mode, "base": base})
