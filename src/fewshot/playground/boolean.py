@@ -135,7 +135,7 @@ class FewShotResult:
 
 
 def threshold_fewshot(net: BatchedMLP, x: torch.Tensor, targets: torch.Tensor, lrs: Sequence[float],
-                      threshold: float = 0.05, max_steps: int = 200, max_presentations: int = 10,
+                      threshold: float = 0.1, max_steps: int = 200, max_presentations: int = 50,
                       order: torch.Tensor | None = None, seed: int = 0) -> FewShotResult:
     """Teach each network its own function one data point at a time.
 
@@ -211,9 +211,9 @@ class FewShotFunctionResult:
     seconds: float
 
 
-def fewshot_function_experiment(config: NetConfig, repetitions: int = 500, lr: float = 0.5, new_lr: float = 1.0,
+def fewshot_function_experiment(config: NetConfig, repetitions: int = 1000, lr: float = 0.5, new_lr: float = 3.0,
                                 slow_factors: Sequence[float] = (1.0, 0.1, 0.0), pretrain_steps: int = 20000,
-                                threshold: float = 0.05, max_steps: int = 200, max_presentations: int = 10,
+                                threshold: float = 0.1, max_steps: int = 200, max_presentations: int = 50,
                                 seed: int = 0, device: str | torch.device = "cpu") -> list[FewShotFunctionResult]:
     """Experiment 2: pre-train ``repetitions`` networks, each on its own random function (full
     batch, SSE ≤ 0.25), re-initialise the last layer, then teach a different random function with
