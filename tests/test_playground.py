@@ -26,7 +26,7 @@ def _autograd_grads(net: BatchedMLP, x, target, point_weight=None):
     return [w.grad for w in ws], [None if b is None else b.grad for b in bs], sq.sum((1, 2))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(sizes=st.lists(st.integers(1, 6), min_size=2, max_size=4), batch=st.integers(1, 4), points=st.integers(1, 6),
        activation=st.sampled_from(["sigmoid", "tanh"]), bias=st.booleans(), weighted=st.booleans(),
        seed=st.integers(0, 10_000))
@@ -187,3 +187,34 @@ def test_fewshot_loop_fails_exactly_after_the_presentation_budget():
     assert not res.success.any()
     assert res.shots.tolist() == [9, 3] and res.steps.tolist() == [63, 21]
     assert res.presentations[0, [1, 4, 6]].tolist() == [3, 3, 3] and res.presentations[0].sum() == 9
+
+
+# ---------------------------------------------------------------------- drawing and the CLI
+def test_draw_network_and_cli_write_files(tmp_path):
+    from click.testing import CliRunner
+
+    from fewshot.cli import main
+    from fewshot.playground.draw import draw_network
+
+    net = BatchedMLP.create(NetConfig((3, 30, 2), "tanh", bias=False), 2, seed=0)
+    path = draw_network(net, truth_table_inputs(3)[:3], torch.tensor([[1.0, 0.0]] * 3), tmp_path / "n.png", index=1)
+    assert path.stat().st_size > 1000  # wide layers are drawn truncated, two targets circled
+    res = CliRunner().invoke(main, ["playground", "draw", "--function", "00010111", "--steps", "200", "--frames", "3", "--out",
+                                    str(tmp_path / "draw")])
+    assert res.exit_code == 0, res.output
+    assert {p.name for p in (tmp_path / "draw").iterdir()} >= {"network_start.png", "network_end.png", "history.png",
+                                                               "training.gif", "results.md"}
+    bad = CliRunner().invoke(main, ["playground", "draw", "--function", "0101", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code != 0 and "8 bits" in bad.output
+
+
+def test_learnability_levels_are_consistent():
+    from fewshot.playground.boolean import learnability
+
+    tables = all_boolean_functions(3)[[0, 0b10010110, 0b11111111]]
+    res = learnability(NetConfig((3, 8, 1)), tables, lr=0.5, levels=2, base=400, log_every=100)
+    for lv, it in zip(res.level.tolist(), res.iterations.tolist()):
+        assert (lv == -1) == (it == -1)
+        if lv >= 0:
+            assert it <= 400 * 2**lv and (lv == 0 or it > 400 * 2 ** (lv - 1))
+    assert bool((res.final_sse[res.learnt] <= 0.25).all()) and bool((res.final_sse[~res.learnt] > 0.25).all())

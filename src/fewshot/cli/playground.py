@@ -121,14 +121,15 @@ def new_digit_cmd(out_dir, data_dir, source, pool, hidden, shots, repeats, draws
 @click.option("--steps", type=int, default=20000, show_default=True)
 @click.option("--lr", type=float, default=None, help="default 0.5 (sigmoid) or 0.1 (tanh)")
 @click.option("--gif/--no-gif", default=True, show_default=True, help="also write training.gif")
+@click.option("--frames", type=int, default=24, show_default=True, help="GIF frames (log-spaced over training)")
 @click.option("--seed", type=int, default=0, show_default=True)
-def draw_cmd(out_dir, function, hidden, activation, bias, signed, steps, lr, gif, seed):
+def draw_cmd(out_dir, function, hidden, activation, bias, signed, steps, lr, gif, frames, seed):
     """Train one network on a boolean function and draw it for every input (activations as fill,
     weights as coloured lines, target circled), its training history, and a GIF of training."""
     from ..playground.experiments import run_draw
 
     _threads()
     try:
-        click.echo(run_draw(out_dir, function, hidden, activation, bias, signed, steps, lr, 24, gif, seed, log=click.echo))
+        click.echo(run_draw(out_dir, function, hidden, activation, bias, signed, steps, lr, frames, gif, seed, log=click.echo))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc

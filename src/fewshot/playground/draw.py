@@ -41,7 +41,7 @@ def draw_network_on(ax, snapshot: dict, activations: Sequence[torch.Tensor], tar
     lo, hi = value_range
     sizes = [min(len(a), MAX_UNITS) for a in activations]
     xs = np.linspace(0, 1, len(sizes))
-    pos = [(xs[l], (np.arange(n) - (n - 1) / 2) / max(max(sizes) - 1, 1)) for l, n in enumerate(sizes)]
+    pos = [(xs[l], ((n - 1) / 2 - np.arange(n)) / max(max(sizes) - 1, 1)) for l, n in enumerate(sizes)]  # unit 0 on top
     radius = 0.35 / max(max(sizes), 2)
     weights = snapshot["weights"]
     w_max = max(float(w.abs().max()) for w in weights) or 1.0
@@ -108,7 +108,7 @@ def draw_network(net: BatchedMLP, x: torch.Tensor, target: torch.Tensor | None, 
 
 def plot_history(iterations: Sequence[int], curves: torch.Tensor | np.ndarray, path: str | Path,
                  labels: Sequence[str] | None = None, threshold: float | None = None,
-                 ylabel: str = "summed squared error", title: str = "training history") -> Path:
+                 ylabel: str = "summed squared error", title: str = "training history", log_x: bool = False) -> Path:
     """Error against iteration, one line per row of ``curves [K, T]`` (log-scaled y)."""
     curves = np.asarray(curves, dtype=np.float64)
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
@@ -117,6 +117,9 @@ def plot_history(iterations: Sequence[int], curves: torch.Tensor | np.ndarray, p
     if threshold is not None:
         ax.axhline(threshold, color="black", ls="--", lw=0.8, label=f"threshold {threshold:g}")
     ax.set(xlabel="iteration", ylabel=ylabel, title=title, yscale="log")
+    if log_x:  # linear up to the first logged point, logarithmic after it
+        ax.set_xscale("symlog", linthresh=max(float(iterations[1]) if len(iterations) > 1 else 1.0, 1.0))
+        ax.set_xlim(0, max(iterations))
     ax.grid(alpha=0.3)
     if labels is not None or threshold is not None:
         ax.legend(fontsize=7, ncol=2)

@@ -80,13 +80,14 @@ def run_boolean(out: str | Path, settings: Sequence[str] = tuple(BOOLEAN_SETTING
         log(f"{name}: learnt {int(learnt.sum())}/256 (f(000)=0: {int(learnt[zero].sum())}, f(000)=1: "
             f"{int(learnt[~zero].sum())}) in {res.seconds:.1f}s")
     hist = plot_level_histogram(groups, levels, out / "boolean_levels.png", base)
-    # training history of a few named functions in the first setting
+    # training history: parity, the slowest functions learnt and a few never learnt, in the first setting
     first = results[settings[0]]
-    named = {"parity 01101001": 0b10010110, "AND 00000001": 0b10000000, "OR 01111111": 0b11111110,
-             "majority 00010111": 0b11101000, "x1 00001111": 0b11110000, "NOT x1 11110000": 0b00001111}
-    curves = first.curves[list(named.values())]
-    plot_history(first.curve_iters, torch.nan_to_num(curves, nan=float("nan")).numpy(), out / "boolean_history.png",
-                 labels=list(named), threshold=threshold, title=f"{settings[0]}: SSE while learning (stops once learnt)")
+    slow = [int(i) for i in torch.argsort(first.iterations, descending=True) if first.iterations[i] >= 0][:4]
+    never = [int(i) for i in torch.nonzero(~first.learnt).flatten()[:3]]
+    picked = list(dict.fromkeys([0b10010110, *slow, *never]))
+    labels = [function_name(first.tables[i]) + (" (never)" if first.level[i] < 0 else "") for i in picked]
+    plot_history(first.curve_iters, first.curves[picked].numpy(), out / "boolean_history.png", labels=labels,
+                 threshold=threshold, title=f"{settings[0]}: SSE while learning (a network stops once learnt)", log_x=True)
     headers = ["setting", "lr", "max budget", "learnt f(000)=0", "learnt f(000)=1", *[f"k={k}" for k in range(levels)],
                "never", "median iters", "time (s)"]
     text = "\n".join([
