@@ -175,8 +175,11 @@ def plot_new_digit(rows: Sequence[dict], old_before: float, path: str | Path) ->
     ax_o.axhline(100 * old_before, color="black", lw=0.8, ls="--", label="pre-trained (before teaching)")
     ax_n.set(xlabel="examples of the new digit", ylabel="accuracy on the new digit (%)", xscale="log", ylim=(-2, 102))
     ax_o.set(xlabel="examples of the new digit", ylabel="accuracy on the old nine (%)", xscale="log", ylim=(-2, 102))
+    ticks = sorted({r["shot"] for r in rows})
     for ax in (ax_n, ax_o):
         ax.grid(alpha=0.3)
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
     ax_o.legend(fontsize=6, loc="lower left")
     fig.tight_layout()
     return _save(fig, path)
