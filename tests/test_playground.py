@@ -218,3 +218,20 @@ def test_learnability_levels_are_consistent():
         if lv >= 0:
             assert it <= 400 * 2**lv and (lv == 0 or it > 400 * 2 ** (lv - 1))
     assert bool((res.final_sse[res.learnt] <= 0.25).all()) and bool((res.final_sse[~res.learnt] > 0.25).all())
+
+
+def test_new_digit_experiment_runs_on_offline_digits():
+    from fewshot.playground.digits import NewDigitConfig, load_digit_data, new_digit_experiment
+
+    data = load_digit_data(source="digits", seed=0)
+    assert len(data.y_train) + len(data.y_test) == 1797 and data.x_train.shape[1] == 64
+    cfg = NewDigitConfig(hidden=32, epochs=3, shots=(2,), repeats=(1, 5), draws=1, retrain_draws=1)
+    res = new_digit_experiment(data, cfg, digits=(3, 7), log=lambda _: None)
+    methods = [r["method"] for r in res["rows"]]
+    assert methods == ["incremental, each example x1", "incremental, each example x5", "incremental + rehearsal, each example x1",
+                       "incremental + rehearsal, each example x5", "prototype (hidden layer)", "retrain from scratch"]
+    assert all(0 <= r["new"] <= 1 and 0 <= r["old"] <= 1 and r["runs"] == 2 for r in res["rows"])
+    inc = {r["method"]: r for r in res["rows"]}
+    # reusing the examples more teaches the new digit more and costs more of the old ones
+    assert inc["incremental, each example x5"]["new"] >= inc["incremental, each example x1"]["new"]
+    assert inc["incremental, each example x5"]["drop"] >= inc["incremental, each example x1"]["drop"]

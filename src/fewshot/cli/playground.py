@@ -49,8 +49,14 @@ def playground_group() -> None:
 @click.option("--base", type=int, default=5000, show_default=True, help="smallest budget (iterations)")
 @click.option("--threshold", type=float, default=0.25, show_default=True, help="learnt when the summed squared error ≤ this")
 @click.option("--hidden", type=int, default=8, show_default=True)
+@click.option("--mode", type=click.Choice(["batch", "example"]), default="batch", show_default=True,
+              help="full-batch or per-example updates (one iteration = one pass over the 8 points)")
+@click.option("--init-scale", default="1", show_default=True, help="uniform init amplitude, one number or one per layer (e.g. 4,1)")
+@click.option("--clip-weight", type=float, default=None, help="clamp weights to [-c, c] after each update")
+@click.option("--clip-bias", type=float, default=None, help="clamp biases to [-c, c] after each update")
+@click.option("--slow", "slow_factor", type=float, default=1.0, show_default=True, help="first-layer learning-rate factor")
 @click.option("--seed", type=int, default=0, show_default=True)
-def boolean_cmd(out_dir, settings, levels, base, threshold, hidden, seed):
+def boolean_cmd(out_dir, settings, levels, base, threshold, hidden, mode, init_scale, clip_weight, clip_bias, slow_factor, seed):
     """Experiment 1: learnability of all 256 boolean functions of 3 inputs (one network each, all
     trained at once), with and without bias; table + histogram in --out."""
     from ..playground.experiments import BOOLEAN_SETTINGS, run_boolean
@@ -58,7 +64,10 @@ def boolean_cmd(out_dir, settings, levels, base, threshold, hidden, seed):
     _threads()
     names = [s.strip() for s in settings.split(";")] if settings else list(BOOLEAN_SETTINGS)
     try:
-        click.echo(run_boolean(out_dir, names, levels, base, threshold, hidden, seed, log=click.echo))
+        scale = _floats(init_scale)
+        click.echo(run_boolean(out_dir, names, levels, base, threshold, hidden, seed, mode,
+                               scale[0] if len(scale) == 1 else tuple(scale), clip_weight, clip_bias, slow_factor,
+                               log=click.echo))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -55,7 +55,7 @@ def load_digit_data(data_dir: str | None = None, source: str = "auto", pool: int
     if ds is None:
         if source not in ("auto", "digits"):
             raise ValueError(f"unknown digit source {source!r}; use auto, mnist or digits")
-        ds, name = load_digits_images(), "scikit-learn 8x8 digits (halves)"
+        ds, name = load_digits_images(), "scikit-learn 8x8 digits (halves)" + (" — MNIST not found" if source == "auto" else "")
     x = ds.x.float() / 255.0
     if pool is None:
         pool = 2 if x.shape[-1] >= 28 else 1

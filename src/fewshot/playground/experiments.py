@@ -48,8 +48,11 @@ BOOLEAN_SETTINGS = {
 
 
 def run_boolean(out: str | Path, settings: Sequence[str] = tuple(BOOLEAN_SETTINGS), levels: int = 8, base: int = 5000,
-                threshold: float = 0.25, hidden: int = 8, seed: int = 0, log: Log = print) -> str:
-    """Experiment 1: every 3-input boolean function, one network each, budgets ``base·2^k``."""
+                threshold: float = 0.25, hidden: int = 8, seed: int = 0, mode: str = "batch",
+                init_scale: float | tuple[float, ...] = 1.0, clip_weight: float | None = None,
+                clip_bias: float | None = None, slow_factor: float = 1.0, log: Log = print) -> str:
+    """Experiment 1: every 3-input boolean function, one network each, budgets ``base·2^k``.
+    ``mode``/``init_scale``/``clip_*``/``slow_factor`` (first layer) apply to every setting."""
     from .draw import plot_history, plot_level_histogram
 
     out = Path(out)
@@ -58,11 +61,12 @@ def run_boolean(out: str | Path, settings: Sequence[str] = tuple(BOOLEAN_SETTING
     rows, never_lines, groups, results = [], [], {}, {}
     for name in settings:
         if name not in BOOLEAN_SETTINGS:
-            raise ValueError(f"unknown setting {name!r}; choose from {', '.join(BOOLEAN_SETTINGS)}")
+            raise ValueError(f"unknown setting {name!r}; choose from {'; '.join(map(repr, BOOLEAN_SETTINGS))} (separate several with ';')")
         cfg, lr, cap = BOOLEAN_SETTINGS[name]
-        cfg = NetConfig((3, hidden, 1), cfg.activation, cfg.signed, cfg.bias, cfg.init_scale)
+        cfg = NetConfig((3, hidden, 1), cfg.activation, cfg.signed, cfg.bias, init_scale, clip_weight, clip_bias)
         lv = levels if cap is None else min(levels, cap)
-        res = learnability(cfg, tables, lr=lr, levels=lv, base=base, threshold=threshold, seed=seed)
+        res = learnability(cfg, tables, lr=lr, levels=lv, base=base, threshold=threshold, seed=seed, mode=mode,
+                           slow_factor=slow_factor)
         results[name] = res
         groups[name] = res.level.numpy()
         learnt = res.learnt
@@ -93,9 +97,11 @@ def run_boolean(out: str | Path, settings: Sequence[str] = tuple(BOOLEAN_SETTING
     text = "\n".join([
         "## Experiment 1: learnability of the 256 boolean functions of 3 inputs",
         "",
-        f"One 3-{hidden}-1 network per function (all trained at once), full-batch gradient descent on the summed squared "
+        f"One 3-{hidden}-1 network per function (all trained at once), "
+        f"{'full-batch' if mode == 'batch' else 'per-example'} gradient descent on the summed squared "
         f"error, checked every 500 iterations; k = smallest k with SSE ≤ {threshold} within {base}·2^k iterations. "
-        f"Init uniform ±1, seed {seed}. {_cpu_note()}.",
+        f"Init uniform ±{init_scale}, clipping {clip_weight}/{clip_bias} (weights/biases), first-layer lr ×{slow_factor:g}, "
+        f"seed {seed}. {_cpu_note()}.",
         "",
         markdown_table(headers, rows),
         "",
