@@ -208,7 +208,8 @@ class FewShotFunctionResult:
     condition: str
     result: FewShotResult
     pretrained_ok: int
-    seconds: float
+    seconds: float  # the few-shot loop only
+    pretrain_seconds: float = 0.0
 
 
 def fewshot_function_experiment(config: NetConfig, repetitions: int = 1000, lr: float = 0.5, new_lr: float = 3.0,
@@ -245,7 +246,7 @@ def fewshot_function_experiment(config: NetConfig, repetitions: int = 1000, lr: 
         res = threshold_fewshot(net, x, new_t, layer_lrs(new_lr, config.num_layers, factor), threshold, max_steps,
                                 max_presentations, order=order[ok])
         name = f"pre-trained, first-layer lr x{factor:g}"
-        out.append(FewShotFunctionResult(name, res, len(ok), time.perf_counter() - t1 + pre_s / len(slow_factors)))
+        out.append(FewShotFunctionResult(name, res, len(ok), time.perf_counter() - t1, pre_s))
     scratch = BatchedMLP.create(config, len(ok), seed=seed + 2, device=device)
     t1 = time.perf_counter()
     res = threshold_fewshot(scratch, x, new_t, layer_lrs(new_lr, config.num_layers), threshold, max_steps,

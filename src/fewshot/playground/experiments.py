@@ -148,7 +148,8 @@ def run_fewshot_function(out: str | Path, repetitions: int = 1000, hidden: int =
         f"the last layer, then learns a different random function one point at a time: a point it gets wrong "
         f"(squared error ≥ {threshold}) is presented (one shot) and trained on alone (lr {new_lr}, ≤ {max_steps} steps) until "
         f"its error < {threshold}; success when all 8 points are below {threshold}, failure when a point would be presented "
-        f"more than {max_presentations} times. Shots are counted over successful runs. {_cpu_note()}; total {total:.1f}s.",
+        f"more than {max_presentations} times. Shots are counted over successful runs. {_cpu_note()}; total {total:.1f}s "
+        f"(pre-training {results[0].pretrain_seconds:.1f}s; the time column is the few-shot loop).",
         "",
         markdown_table(["condition", "runs", "success", "median shots", "mean shots", "90% shots", "mean steps", "time (s)"], rows),
         "",

@@ -9,7 +9,7 @@ inputs at once. The loss is the summed squared error ``E = sum_points sum_output
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -87,7 +87,6 @@ class BatchedMLP:
     config: NetConfig
     weights: list[torch.Tensor]
     biases: list[torch.Tensor | None]
-    history: list[dict] = field(default_factory=list)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -113,7 +112,7 @@ class BatchedMLP:
 
     def clone(self) -> "BatchedMLP":
         return BatchedMLP(self.config, [w.clone() for w in self.weights],
-                          [None if b is None else b.clone() for b in self.biases], list(self.history))
+                          [None if b is None else b.clone() for b in self.biases])
 
     def select(self, idx: torch.Tensor | Sequence[int]) -> "BatchedMLP":
         """The networks ``idx`` as a new (copied) batch."""
