@@ -200,7 +200,8 @@ def animate_network(snapshots: Sequence[dict], net: BatchedMLP, x: torch.Tensor,
                          [None if b is None else b.unsqueeze(0) for b in snap["biases"]])
         acts = [a[0, 0] for a in one.forward(xp)]
         fig, ax = plt.subplots(figsize=(4.2, 3.4))
-        draw_network_on(ax, snap, acts, enc_t, value_range, None if labels is None else labels[k])
+        bits = "".join(str(int(v)) for v in torch.as_tensor(x)[point].tolist())
+        draw_network_on(ax, snap, acts, enc_t, value_range, f"input {bits}" + ("" if labels is None else f" · {labels[k]}"))
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=80)
