@@ -1,0 +1,255 @@
+"""Boolean functions of a few inputs: learnability of all of them (experiment 1) and few-shot
+learning of a new one, one data point at a time (experiment 2)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .network import BatchedMLP, NetConfig, layer_lrs
+
+
+# ---------------------------------------------------------------------- enumeration
+def truth_table_inputs(n_inputs: int = 3) -> torch.Tensor:
+    """The ``2^n`` binary input vectors ``[2^n, n]`` as 0/1, row ``j`` = ``j`` in binary (most
+    significant bit first): ``000, 001, ..., 111``."""
+    j = torch.arange(2**n_inputs)
+    return torch.stack([(j >> (n_inputs - 1 - i)) & 1 for i in range(n_inputs)], 1).float()
+
+
+def all_boolean_functions(n_inputs: int = 3) -> torch.Tensor:
+    """Every boolean function of ``n_inputs`` inputs as its truth table ``[2^(2^n), 2^n]`` (0/1):
+    function ``f`` outputs bit ``j`` of ``f`` on input row ``j`` of :func:`truth_table_inputs`."""
+    points = 2**n_inputs
+    f = torch.arange(2**points)
+    return torch.stack([(f >> j) & 1 for j in range(points)], 1).float()
+
+
+def function_name(table: torch.Tensor) -> str:
+    """Truth table as a bit string, output on ``000`` first: ``"01101001"`` is 3-input parity."""
+    return "".join(str(int(v)) for v in table.flatten().tolist())
+
+
+def zero_at_origin(tables: torch.Tensor) -> torch.Tensor:
+    """``[F]`` bool: the functions with ``f(0...0) = 0`` (half of them)."""
+    return tables[:, 0] == 0
+
+
+def point_errors(net: BatchedMLP, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Squared error of every network on every point ``[B, P]``, on the 0/1 scale whatever the
+    coding (±1 errors are halved), so thresholds mean the same for every network."""
+    diff = net(net.config.encode(x)) - net.config.encode(targets)
+    if net.config.signed:
+        diff = diff / 2.0
+    return (diff * diff).sum(-1)
+
+
+# ---------------------------------------------------------------------- experiment 1
+@dataclass
+class LearnabilityResult:
+    """Outcome of training one network per function.
+
+    ``iterations[f]`` is the first check (every ``log_every`` iterations) at which the SSE was
+    ≤ threshold (-1: never within the largest budget); ``level[f]`` the smallest ``k`` with
+    ``iterations[f] ≤ base * 2^k`` (-1: never). ``curve_iters``/``curves [F, T]`` log the SSE
+    (NaN once learnt), ``final_sse`` the last one."""
+
+    tables: torch.Tensor
+    level: torch.Tensor
+    iterations: torch.Tensor
+    final_sse: torch.Tensor
+    budgets: list[int]
+    curve_iters: list[int]
+    curves: torch.Tensor
+    seconds: float
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def learnt(self) -> torch.Tensor:
+        return self.level >= 0
+
+
+def learnability(config: NetConfig, tables: torch.Tensor | None = None, lr: float = 0.5, levels: int = 8,
+                 base: int = 5000, threshold: float = 0.25, seed: int = 0, mode: str = "batch",
+                 slow_factor: float = 1.0, log_every: int = 500, device: str | torch.device = "cpu") -> LearnabilityResult:
+    """Train one network per truth table (all at once) with budgets ``base * 2^k``, ``k < levels``.
+
+    Training is continuous and checked every ``log_every`` iterations; a network stops at its
+    first check with SSE ≤ threshold, so one run of the largest budget gives every level.
+    """
+    n_inputs = config.sizes[0]
+    if config.sizes[-1] != 1:
+        raise ValueError(f"boolean functions have one output; got sizes {config.sizes}")
+    x = truth_table_inputs(n_inputs).to(device)
+    tables = (all_boolean_functions(n_inputs) if tables is None else tables).to(device)
+    n_fun = tables.shape[0]
+    lrs = layer_lrs(lr, config.num_layers, slow_factor)
+    net = BatchedMLP.create(config, n_fun, seed=seed, device=device)
+    active = torch.arange(n_fun, device=device)
+    level = torch.full((n_fun,), -1, dtype=torch.long)
+    iters = torch.full((n_fun,), -1, dtype=torch.long)
+    final = torch.full((n_fun,), float("nan"))
+    budgets = [base * 2**k for k in range(levels)]
+    curve_iters, curves = [0], [point_errors(net, x, tables.unsqueeze(-1)).sum(1).cpu()]
+    t0 = time.perf_counter()
+    done = 0
+    target = config.encode(tables.unsqueeze(-1))
+    while done < budgets[-1] and len(active):
+        n = min(log_every, budgets[-1] - done)
+        net.train_steps(config.encode(x), target[active], n, lrs, mode=mode)
+        done += n
+        sse = point_errors(net, x, tables[active].unsqueeze(-1)).sum(1).cpu()
+        act_cpu = active.cpu()
+        row = torch.full((n_fun,), float("nan"))
+        row[act_cpu] = sse
+        curve_iters.append(done)
+        curves.append(row)
+        final[act_cpu] = sse
+        hit = sse <= threshold
+        if hit.any():  # learnt networks stop training, which shrinks the batch
+            iters[act_cpu[hit]] = done
+            keep = torch.nonzero(~hit).flatten()
+            net = net.select(keep.to(device))
+            active = active[keep.to(device)]
+    for k in reversed(range(levels)):
+        level[(iters >= 0) & (iters <= budgets[k])] = k
+    return LearnabilityResult(tables.cpu(), level, iters, final, budgets, curve_iters, torch.stack(curves, 1),
+                              time.perf_counter() - t0,
+                              {"config": config, "lr": lr, "threshold": threshold, "seed": seed, "mode": mode, "base": base})
+
+
+# ---------------------------------------------------------------------- experiment 2
+@dataclass
+class FewShotResult:
+    """Per network: ``shots`` (presentations of a wrongly answered point), ``steps`` (gradient
+    steps), ``success`` (all points below the threshold), ``presentations [B, P]`` per point."""
+
+    shots: torch.Tensor
+    steps: torch.Tensor
+    success: torch.Tensor
+    presentations: torch.Tensor
+    iterations: int
+
+
+def threshold_fewshot(net: BatchedMLP, x: torch.Tensor, targets: torch.Tensor, lrs: Sequence[float],
+                      threshold: float = 0.1, max_steps: int = 200, max_presentations: int = 50,
+                      order: torch.Tensor | None = None, seed: int = 0) -> FewShotResult:
+    """Teach each network its own function one data point at a time.
+
+    Every network walks its own cyclic ``order [B, P]`` of the points (random per network unless
+    given). It skips points whose squared error (0/1 scale) is already below ``threshold``;
+    a point it gets wrong is *presented* (one shot): single-example gradient steps until its
+    error falls below ``threshold`` or ``max_steps`` steps were taken. The loop stops with
+    success as soon as all points are below the threshold, and with failure when a point would be
+    presented more than ``max_presentations`` times. ``x [P, d]`` (0/1), ``targets [B, P, 1]`` (0/1).
+    Networks are trained in place.
+    """
+    B, P = net.batch, x.shape[0]
+    dev = net.device
+    x, targets = x.to(dev), targets.to(dev)
+    if targets.shape[:2] != (B, P):
+        raise ValueError(f"targets must be [B={B}, P={P}, outputs]; got {tuple(targets.shape)}")
+    if order is None:
+        g = torch.Generator().manual_seed(seed)
+        order = torch.stack([torch.randperm(P, generator=g) for _ in range(B)])
+    order = order.to(dev)
+    xe, te = net.config.encode(x), net.config.encode(targets)
+    rows = torch.arange(B, device=dev)
+    pos = torch.full((B,), -1, dtype=torch.long, device=dev)  # position in `order` of the current/last point
+    in_pres = torch.zeros(B, dtype=torch.bool, device=dev)
+    done = torch.zeros(B, dtype=torch.bool, device=dev)
+    success = torch.zeros(B, dtype=torch.bool, device=dev)
+    pres_steps = torch.zeros(B, dtype=torch.long, device=dev)
+    steps = torch.zeros(B, dtype=torch.long, device=dev)
+    presentations = torch.zeros(B, P, dtype=torch.long, device=dev)
+    offsets = torch.arange(1, P + 1, device=dev)
+    it = 0
+    while not bool(done.all()):
+        it += 1
+        err = point_errors(net, x, targets)  # [B, P]
+        point = order[rows, pos.clamp_min(0)]
+        cur = err[rows, point]
+        # a presentation ends when its point is learnt or its step budget is spent
+        in_pres &= ~((cur < threshold) | (pres_steps >= max_steps))
+        idle = ~in_pres & ~done
+        all_ok = (err < threshold).all(1)
+        success |= idle & all_ok
+        done |= idle & all_ok
+        idle &= ~all_ok
+        if bool(idle.any()):
+            cand = (pos.unsqueeze(1) + offsets) % P  # next positions in cyclic order [B, P]
+            wrong = err.gather(1, order.gather(1, cand)) >= threshold
+            first = wrong.float().argmax(1)  # first wrongly answered point after the current one
+            new_pos = cand[rows, first]
+            new_point = order[rows, new_pos]
+            exhausted = idle & (presentations[rows, new_point] >= max_presentations)
+            done |= exhausted
+            start = idle & ~exhausted
+            pos = torch.where(start, new_pos, pos)
+            presentations[rows[start], new_point[start]] += 1
+            pres_steps = torch.where(start, torch.zeros_like(pres_steps), pres_steps)
+            in_pres |= start
+        stepping = in_pres & ~done
+        if not bool(stepping.any()):
+            continue
+        point = order[rows, pos.clamp_min(0)]
+        acts = net.forward(xe[point].unsqueeze(1))
+        net.step(net.backward(acts, te[rows, point].unsqueeze(1)), lrs, mask=stepping)
+        pres_steps += stepping.long()
+        steps += stepping.long()
+    return FewShotResult(presentations.sum(1).cpu(), steps.cpu(), success.cpu(), presentations.cpu(), it)
+
+
+@dataclass
+class FewShotFunctionResult:
+    condition: str
+    result: FewShotResult
+    pretrained_ok: int
+    seconds: float  # the few-shot loop only
+    pretrain_seconds: float = 0.0
+
+
+def fewshot_function_experiment(config: NetConfig, repetitions: int = 1000, lr: float = 0.5, new_lr: float = 3.0,
+                                slow_factors: Sequence[float] = (1.0, 0.1, 0.0), pretrain_steps: int = 20000,
+                                threshold: float = 0.1, max_steps: int = 200, max_presentations: int = 50,
+                                seed: int = 0, device: str | torch.device = "cpu") -> list[FewShotFunctionResult]:
+    """Experiment 2: pre-train ``repetitions`` networks, each on its own random function (full
+    batch, SSE ≤ 0.25), re-initialise the last layer, then teach a different random function with
+    :func:`threshold_fewshot` for each first-layer slow-down factor; plus a from-scratch baseline."""
+    n_inputs = config.sizes[0]
+    x = truth_table_inputs(n_inputs)
+    tables = all_boolean_functions(n_inputs)
+    g = torch.Generator().manual_seed(seed)
+    old = torch.randint(len(tables), (repetitions,), generator=g)
+    new = (old + torch.randint(1, len(tables), (repetitions,), generator=g)) % len(tables)  # always differs
+    order = torch.stack([torch.randperm(len(x), generator=g) for _ in range(repetitions)])
+    t0 = time.perf_counter()
+    base = BatchedMLP.create(config, repetitions, seed=seed, device=device)
+    sse = base.train_steps(config.encode(x), config.encode(tables[old].unsqueeze(-1)), pretrain_steps,
+                           layer_lrs(lr, config.num_layers), mode="batch")
+    if config.signed:
+        sse = sse / 4.0
+    ok = torch.nonzero(sse.cpu() <= 0.25).flatten()
+    pre_s = time.perf_counter() - t0
+    if len(ok) == 0:
+        raise RuntimeError("no network learnt its pre-training function; raise pretrain_steps or lr")
+    base = base.select(ok)
+    base.reinit_layer(-1, seed=seed + 1)
+    new_t = tables[new[ok]].unsqueeze(-1)
+    out = []
+    for factor in slow_factors:
+        net = base.clone()
+        t1 = time.perf_counter()
+        res = threshold_fewshot(net, x, new_t, layer_lrs(new_lr, config.num_layers, factor), threshold, max_steps,
+                                max_presentations, order=order[ok])
+        name = f"pre-trained, first-layer lr x{factor:g}"
+        out.append(FewShotFunctionResult(name, res, len(ok), time.perf_counter() - t1, pre_s))
+    scratch = BatchedMLP.create(config, len(ok), seed=seed + 2, device=device)
+    t1 = time.perf_counter()
+    res = threshold_fewshot(scratch, x, new_t, layer_lrs(new_lr, config.num_layers), threshold, max_steps,
+                            max_presentations, order=order[ok])
+    out.append(FewShotFunctionResult("from scratch (no pre-training)", res, len(ok), time.perf_counter() - t1))
+    return out

@@ -1,0 +1,254 @@
+"""The playground's experiments end to end: run, write markdown tables and PNG figures to a folder.
+
+Each ``run_*`` returns the markdown it wrote (``<out>/results.md``) and is what the
+``fewshot playground`` commands and ``benchmarks/playground.py`` call.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .boolean import (all_boolean_functions, fewshot_function_experiment, function_name, learnability, point_errors,
+                      truth_table_inputs, zero_at_origin)
+from .network import BatchedMLP, NetConfig, layer_lrs
+
+Log = Callable[[str], None]
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _cpu_note() -> str:
+    return f"CPU, torch.set_num_threads({torch.get_num_threads()}), torch {torch.__version__}"
+
+
+def _write(out: Path, text: str) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(text + "\n")
+    return text
+
+
+# ---------------------------------------------------------------------- experiment 1
+#: name -> (config, learning rate, levels): sigmoid and tanh need different rates (tanh is 4x steeper).
+BOOLEAN_SETTINGS = {
+    "sigmoid, no bias": (NetConfig((3, 8, 1), "sigmoid", bias=False), 0.5, None),
+    "sigmoid, bias": (NetConfig((3, 8, 1), "sigmoid", bias=True), 0.5, None),
+    "tanh, no bias, 0/1 coding": (NetConfig((3, 8, 1), "tanh", bias=False), 0.1, 2),
+    "tanh, no bias, ±1 coding": (NetConfig((3, 8, 1), "tanh", signed=True, bias=False), 0.1, 2),
+}
+
+
+def run_boolean(out: str | Path, settings: Sequence[str] = tuple(BOOLEAN_SETTINGS), levels: int = 8, base: int = 5000,
+                threshold: float = 0.25, hidden: int = 8, seed: int = 0, mode: str = "batch",
+                init_scale: float | tuple[float, ...] = 1.0, clip_weight: float | None = None,
+                clip_bias: float | None = None, slow_factor: float = 1.0, log: Log = print) -> str:
+    """Experiment 1: every 3-input boolean function, one network each, budgets ``base·2^k``.
+    ``mode``/``init_scale``/``clip_*``/``slow_factor`` (first layer) apply to every setting."""
+    from .draw import plot_history, plot_level_histogram
+
+    out = Path(out)
+    tables = all_boolean_functions(3)
+    zero = zero_at_origin(tables)
+    rows, never_lines, groups, results = [], [], {}, {}
+    for name in settings:
+        if name not in BOOLEAN_SETTINGS:
+            raise ValueError(f"unknown setting {name!r}; choose from {'; '.join(map(repr, BOOLEAN_SETTINGS))} (separate several with ';')")
+        cfg, lr, cap = BOOLEAN_SETTINGS[name]
+        cfg = NetConfig((3, hidden, 1), cfg.activation, cfg.signed, cfg.bias, init_scale, clip_weight, clip_bias)
+        lv = levels if cap is None else min(levels, cap)
+        res = learnability(cfg, tables, lr=lr, levels=lv, base=base, threshold=threshold, seed=seed, mode=mode,
+                           slow_factor=slow_factor)
+        results[name] = res
+        groups[name] = res.level.numpy()
+        learnt = res.learnt
+        counts = [int((res.level == k).sum()) for k in range(levels)]
+        it = res.iterations[learnt].float()
+        rows.append([name, lr, f"{base * 2 ** (lv - 1):,}", f"{int(learnt[zero].sum())}/128", f"{int(learnt[~zero].sum())}/128",
+                     *[(c if k < lv else "–") for k, c in enumerate(counts)], int((~learnt).sum()),
+                     f"{float(it.median()):.0f}" if len(it) else "–", f"{res.seconds:.1f}"])
+        never = [function_name(t) for t in res.tables[~learnt]]
+        if never and len(never) <= 40:
+            never_lines.append(f"- **{name}** never learnt: " + ", ".join(f"`{n}`" for n in never))
+        elif never:
+            z = int((~learnt & zero).sum())
+            never_lines.append(f"- **{name}** never learnt: {len(never)} functions ({z} with f(000)=0, {len(never) - z} with f(000)=1)")
+        log(f"{name}: learnt {int(learnt.sum())}/256 (f(000)=0: {int(learnt[zero].sum())}, f(000)=1: "
+            f"{int(learnt[~zero].sum())}) in {res.seconds:.1f}s")
+    hist = plot_level_histogram(groups, levels, out / "boolean_levels.png", base)
+    # training history: parity, the slowest functions learnt and a few never learnt, in the first setting
+    first = results[settings[0]]
+    slow = [int(i) for i in torch.argsort(first.iterations, descending=True) if first.iterations[i] >= 0][:4]
+    never = [int(i) for i in torch.nonzero(~first.learnt).flatten()[:3]]
+    picked = list(dict.fromkeys([0b10010110, *slow, *never]))
+    labels = [function_name(first.tables[i]) + (" (never)" if first.level[i] < 0 else "") for i in picked]
+    plot_history(first.curve_iters, first.curves[picked].numpy(), out / "boolean_history.png", labels=labels,
+                 threshold=threshold, title=f"{settings[0]}: SSE while learning (a network stops once learnt)", log_x=True)
+    headers = ["setting", "lr", "max budget", "learnt f(000)=0", "learnt f(000)=1", *[f"k={k}" for k in range(levels)],
+               "never", "median iters", "time (s)"]
+    text = "\n".join([
+        "## Experiment 1: learnability of the 256 boolean functions of 3 inputs",
+        "",
+        f"One 3-{hidden}-1 network per function (all trained at once), "
+        f"{'full-batch' if mode == 'batch' else 'per-example'} gradient descent on the summed squared "
+        f"error, checked every 500 iterations; k = smallest k with SSE ≤ {threshold} within {base}·2^k iterations. "
+        f"Init uniform ±{init_scale}, clipping {clip_weight}/{clip_bias} (weights/biases), first-layer lr ×{slow_factor:g}, "
+        f"seed {seed}. {_cpu_note()}.",
+        "",
+        markdown_table(headers, rows),
+        "",
+        *never_lines,
+        "",
+        f"Figures: `{hist.name}`, `boolean_history.png`.",
+    ])
+    (out / "boolean.json").write_text(json.dumps({n: {"level": r.level.tolist(), "iterations": r.iterations.tolist(),
+                                                      "final_sse": [None if np.isnan(v) else v for v in r.final_sse.tolist()],
+                                                      "seconds": r.seconds} for n, r in results.items()}))
+    return _write(out, text)
+
+
+# ---------------------------------------------------------------------- experiment 2
+def run_fewshot_function(out: str | Path, repetitions: int = 1000, hidden: int = 8, threshold: float = 0.1,
+                         max_steps: int = 200, max_presentations: int = 50, slow_factors: Sequence[float] = (1.0, 0.1, 0.0),
+                         new_lr: float = 3.0, seed: int = 0, log: Log = print) -> str:
+    """Experiment 2: few-shot learning of a new function, one data point at a time."""
+    from .draw import plot_shots_histogram
+
+    out = Path(out)
+    cfg = NetConfig((3, hidden, 1), "sigmoid", bias=True)
+    t0 = time.perf_counter()
+    results = fewshot_function_experiment(cfg, repetitions, new_lr=new_lr, slow_factors=slow_factors, threshold=threshold,
+                                          max_steps=max_steps, max_presentations=max_presentations, seed=seed)
+    total = time.perf_counter() - t0
+    rows, hist = [], {}
+    for r in results:
+        ok = r.result.success
+        shots = r.result.shots[ok].float()
+        steps = r.result.steps[ok].float()
+        rows.append([r.condition, len(ok), f"{100 * ok.float().mean():.1f}%",
+                     f"{float(shots.median()):.0f}" if len(shots) else "–", f"{float(shots.mean()):.2f}" if len(shots) else "–",
+                     f"{float(shots.quantile(0.9)):.0f}" if len(shots) else "–",
+                     f"{float(steps.mean()):.0f}" if len(steps) else "–", f"{r.seconds:.1f}"])
+        hist[r.condition] = r.result.shots[ok].numpy()
+        log(f"{r.condition}: success {100 * ok.float().mean():.1f}%, median shots {rows[-1][3]}")
+    fig = plot_shots_histogram(hist, out / "fewshot_function_shots.png")
+    text = "\n".join([
+        "## Experiment 2: few-shot learning of a new boolean function",
+        "",
+        f"{repetitions} repetitions; each pre-trains a 3-{hidden}-1 sigmoid network with bias on a random function "
+        f"(full batch, lr 0.5, 20,000 iterations, kept if SSE ≤ 0.25: {results[0].pretrained_ok} kept), re-initialises "
+        f"the last layer, then learns a different random function one point at a time: a point it gets wrong "
+        f"(squared error ≥ {threshold}) is presented (one shot) and trained on alone (lr {new_lr}, ≤ {max_steps} steps) until "
+        f"its error < {threshold}; success when all 8 points are below {threshold}, failure when a point would be presented "
+        f"more than {max_presentations} times. Shots are counted over successful runs. {_cpu_note()}; total {total:.1f}s "
+        f"(pre-training {results[0].pretrain_seconds:.1f}s; the time column is the few-shot loop).",
+        "",
+        markdown_table(["condition", "runs", "success", "median shots", "mean shots", "90% shots", "mean steps", "time (s)"], rows),
+        "",
+        f"Figure: `{fig.name}`.",
+    ])
+    return _write(out, text)
+
+
+# ---------------------------------------------------------------------- experiment 3
+def run_new_digit(out: str | Path, data_dir: str | None = None, source: str = "auto", pool: int | None = None, hidden: int = 128,
+                  shots: Sequence[int] = (1, 2, 5, 10), repeats: Sequence[int] = (1, 5, 20), draws: int = 5,
+                  retrain_draws: int = 1, epochs: int = 15, slow_factor: float = 0.01, seed: int = 0, log: Log = print) -> str:
+    """Experiment 3: pre-train on nine digits, teach the tenth from a few examples."""
+    from .digits import NewDigitConfig, load_digit_data, new_digit_experiment
+    from .draw import plot_new_digit
+
+    out = Path(out)
+    data = load_digit_data(data_dir, source, pool=pool, seed=seed)
+    log(f"data: {data.source}: {len(data.y_train)} train / {len(data.y_test)} test, {data.x_train.shape[1]} inputs")
+    cfg = NewDigitConfig(hidden=hidden, epochs=epochs, repeats=tuple(repeats), slow_factor=slow_factor, shots=tuple(shots),
+                         draws=draws, retrain_draws=retrain_draws, seed=seed)
+    t0 = time.perf_counter()
+    res = new_digit_experiment(data, cfg, log=log)
+    total = time.perf_counter() - t0
+    rows = [[r["method"], r["shot"], r["runs"], f"{100 * r['new']:.1f} ± {100 * r['new_ci']:.1f}",
+             f"{100 * r['old']:.1f} ± {100 * r['old_ci']:.1f}",
+             f"{100 * r['drop']:.1f}" if "drop" in r else f"{100 * (res['old_before'] - r['old']):.1f}"] for r in res["rows"]]
+    fig = plot_new_digit(res["rows"], res["old_before"], out / "new_digit.png")
+    secs = ", ".join(f"{k} {v:.1f}s" for k, v in res["seconds"].items())
+    sizes = "-".join(str(s) for s in res["sizes"])
+    text = "\n".join([
+        "## Experiment 3: few-shot learning of a new digit",
+        "",
+        f"Data: {data.source}: {len(data.y_train)} images to train, {len(data.y_test)} to test. Ten {sizes} sigmoid networks, "
+        f"each pre-trained on nine digits (one per held-out digit; mini-batch 16, lr 0.5, {epochs} epochs, squared error "
+        f"on one-hot targets): old-nine test accuracy {100 * res['old_before']:.2f}% before teaching. "
+        f"Each run draws the given number of training examples of the held-out digit ({draws} draws × 10 digits = runs; "
+        f"retraining: {retrain_draws} draw(s)). *incremental*: the new digit's output unit is re-initialised and trained on "
+        f"the examples one at a time (each reused ×n, lr {cfg.teach_lr:g}) while the hidden layer and the other output units learn "
+        f"{slow_factor:g}× slower; *+ rehearsal*: the same with a memory of as many stored examples of each old digit, "
+        f"the new examples repeated ×9 per round so that new and old are equally frequent. *prototype*: nearest class mean on the pre-trained hidden layer, the new class's mean from the few "
+        f"examples. *retrain from scratch*: a fresh network trained on the old data plus the few examples (weighted "
+        f"×{max(repeats)} per epoch). Accuracy = 10-way arg-max accuracy on the test half: on the new digit, and on the old "
+        f"nine; drop = old-nine accuracy lost against the pre-trained network. ± = 95% CI over runs. {_cpu_note()}; "
+        f"total {total:.1f}s ({secs}).",
+        "",
+        markdown_table(["method", "shots", "runs", "new digit acc %", "old nine acc %", "drop (points)"], rows),
+        "",
+        f"Figure: `{fig.name}`.",
+    ])
+    (out / "new_digit.json").write_text(json.dumps({"rows": res["rows"], "old_before": res["old_before"],
+                                                    "seconds": res["seconds"], "source": data.source}))
+    return _write(out, text)
+
+
+# ---------------------------------------------------------------------- drawing
+def run_draw(out: str | Path, function: str = "01101001", hidden: int = 8, activation: str = "sigmoid", bias: bool = True,
+             signed: bool = False, steps: int = 20000, lr: float | None = None, frames: int = 24, gif: bool = True,
+             seed: int = 0, log: Log = print) -> str:
+    """Train one network on ``function`` (truth table, output on 000 first) and draw it."""
+    from .draw import animate_network, draw_network, plot_history
+
+    if len(function) != 8 or set(function) - {"0", "1"}:
+        raise ValueError(f"function must be 8 bits (outputs on 000..111), e.g. 01101001 for parity; got {function!r}")
+    out = Path(out)
+    cfg = NetConfig((3, hidden, 1), activation, signed=signed, bias=bias)
+    lr = lr if lr is not None else (0.5 if activation == "sigmoid" else 0.1)
+    x = truth_table_inputs(3)
+    target = torch.tensor([float(c) for c in function]).unsqueeze(-1)
+    net = BatchedMLP.create(cfg, 1, seed=seed)
+    lrs = layer_lrs(lr, cfg.num_layers)
+    draw_network(net, x, target, out / "network_start.png", title=f"f = {function}, before training")
+    marks = np.unique(np.geomspace(1, steps, frames).astype(int))
+    snaps, labels, hist_it, hist = [net.snapshot()], ["iteration 0"], [0], [float(point_errors(net, x, target[None]).sum())]
+    done = 0
+    t0 = time.perf_counter()
+    every = max(steps // 400, 1)
+    while done < steps:
+        n = min(every, steps - done)
+        net.train_steps(cfg.encode(x), cfg.encode(target), n, lrs)
+        done += n
+        hist_it.append(done)
+        hist.append(float(point_errors(net, x, target[None]).sum()))
+        if len(snaps) <= len(marks) and (marks <= done).sum() >= len(snaps):
+            snaps.append(net.snapshot())
+            labels.append(f"iteration {done:,}, SSE {hist[-1]:.3f}")
+    secs = time.perf_counter() - t0
+    draw_network(net, x, target, out / "network_end.png", title=f"f = {function}, after {steps:,} iterations, SSE {hist[-1]:.3f}")
+    plot_history(hist_it, np.array([hist]), out / "history.png", labels=[f"f = {function}"], threshold=0.25)
+    files = ["network_start.png", "network_end.png", "history.png"]
+    if gif:
+        worst = int(point_errors(BatchedMLP(cfg, [w.unsqueeze(0) for w in snaps[0]["weights"]],
+                                            [None if b is None else b.unsqueeze(0) for b in snaps[0]["biases"]]),
+                                 x, target[None])[0].argmax())
+        animate_network(snaps, net, x, target, out / "training.gif", point=worst, labels=labels)
+        files.append("training.gif")
+    log(f"f = {function}: SSE {hist[-1]:.4f} after {steps} iterations ({secs:.1f}s); wrote {', '.join(files)} to {out}")
+    text = "\n".join([f"## Drawing: f = {function}", "",
+                      f"3-{hidden}-1 {activation} network{'' if bias else ' without bias'}, lr {lr}, {steps:,} full-batch "
+                      f"iterations in {secs:.1f}s: final SSE {hist[-1]:.4f}.", "",
+                      "Files: " + ", ".join(f"`{f}`" for f in files)])
+    return _write(out, text)

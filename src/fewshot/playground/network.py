@@ -1,0 +1,268 @@
+"""A batch of small fully connected networks trained by hand-written backpropagation.
+
+``B`` independent networks of the same shape live in one set of tensors (weights
+``[B, d_in, d_out]``), so one ``torch.bmm`` trains, e.g., all 256 boolean functions of 3
+inputs at once. The loss is the summed squared error ``E = sum_points sum_outputs w (a_L - t)^2``
+(``w`` an optional per-network, per-point weight), the notebook's criterion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+ACTIVATIONS = ("sigmoid", "tanh")
+
+
+@dataclass
+class NetConfig:
+    """Shape, activation and initialisation of the networks.
+
+    Attributes:
+        sizes: units per layer, input first, e.g. ``(3, 8, 1)``.
+        activation: ``sigmoid`` or ``tanh``, used by every layer including the output.
+        signed: ±1 coding of inputs and targets (``0 -> -1``); needs ``tanh``.
+        bias: whether the units have biases.
+        init_scale: amplitude ``a`` of the uniform ``[-a, a]`` initialisation, one per layer
+            (a single number applies to all). A larger first layer is one of the notebook's settings.
+        clip_weight / clip_bias: after each update, clamp weights / biases to ``[-c, c]``.
+    """
+
+    sizes: tuple[int, ...] = (3, 8, 1)
+    activation: str = "sigmoid"
+    signed: bool = False
+    bias: bool = True
+    init_scale: float | tuple[float, ...] = 1.0
+    clip_weight: float | None = None
+    clip_bias: float | None = None
+
+    def __post_init__(self) -> None:
+        self.sizes = tuple(int(s) for s in self.sizes)
+        if len(self.sizes) < 2 or min(self.sizes) < 1:
+            raise ValueError(f"sizes must list at least input and output units (all >= 1); got {self.sizes}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; choose from {', '.join(ACTIVATIONS)}")
+        if self.signed and self.activation != "tanh":
+            raise ValueError("signed (±1) coding needs activation='tanh': a sigmoid cannot output -1")
+        scales = (self.init_scale,) * (len(self.sizes) - 1) if isinstance(self.init_scale, (int, float)) else tuple(self.init_scale)
+        if len(scales) != len(self.sizes) - 1:
+            raise ValueError(f"init_scale needs one amplitude per layer ({len(self.sizes) - 1}); got {len(scales)}")
+        self.init_scale = tuple(float(s) for s in scales)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.sizes) - 1
+
+    def encode(self, bits: torch.Tensor) -> torch.Tensor:
+        """0/1 values -> the network's coding (unchanged, or ±1 when ``signed``)."""
+        bits = bits.float()
+        return 2.0 * bits - 1.0 if self.signed else bits
+
+    @property
+    def midpoint(self) -> float:
+        """The output value halfway between the two codes (0.5, or 0 when signed)."""
+        return 0.0 if self.signed else 0.5
+
+
+def layer_lrs(lr: float, num_layers: int, slow_factor: float = 1.0, slow_layers: int = 1) -> list[float]:
+    """Per-layer learning rates: the first ``slow_layers`` layers learn ``slow_factor`` times slower."""
+    if not 0 <= slow_layers <= num_layers:
+        raise ValueError(f"slow_layers must lie in 0..{num_layers}; got {slow_layers}")
+    return [lr * (slow_factor if i < slow_layers else 1.0) for i in range(num_layers)]
+
+
+@dataclass
+class Grads:
+    weights: list[torch.Tensor]
+    biases: list[torch.Tensor | None]
+    loss: torch.Tensor  # [B]
+
+
+@dataclass
+class BatchedMLP:
+    """``B`` networks with weights ``[B, d_in, d_out]`` and biases ``[B, d_out]`` (None without bias)."""
+
+    config: NetConfig
+    weights: list[torch.Tensor]
+    biases: list[torch.Tensor | None]
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(cls, config: NetConfig, batch: int = 1, seed: int = 0, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32) -> "BatchedMLP":
+        """``batch`` networks initialised uniformly in ``[-init_scale, init_scale]``; deterministic in ``seed``."""
+        g = torch.Generator().manual_seed(seed)
+        weights, biases = [], []
+        for (d_in, d_out), a in zip(zip(config.sizes[:-1], config.sizes[1:]), config.init_scale):
+            weights.append(((torch.rand(batch, d_in, d_out, generator=g) * 2 - 1) * a).to(device, dtype))
+            biases.append(((torch.rand(batch, d_out, generator=g) * 2 - 1) * a).to(device, dtype) if config.bias else None)
+        net = cls(config, weights, biases)
+        net.clip_()
+        return net
+
+    @property
+    def batch(self) -> int:
+        return self.weights[0].shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.weights[0].device
+
+    def clone(self) -> "BatchedMLP":
+        return BatchedMLP(self.config, [w.clone() for w in self.weights],
+                          [None if b is None else b.clone() for b in self.biases])
+
+    def select(self, idx: torch.Tensor | Sequence[int]) -> "BatchedMLP":
+        """The networks ``idx`` as a new (copied) batch."""
+        idx = torch.as_tensor(idx, dtype=torch.long, device=self.device)
+        return BatchedMLP(self.config, [w[idx].clone() for w in self.weights],
+                          [None if b is None else b[idx].clone() for b in self.biases])
+
+    def reinit_layer(self, layer: int, seed: int, units: Sequence[int] | None = None) -> None:
+        """Draw layer ``layer`` (0 = first; -1 = last) afresh, optionally only its output ``units``."""
+        layer = layer % self.config.num_layers
+        g = torch.Generator().manual_seed(seed)
+        a = self.config.init_scale[layer]
+        w = self.weights[layer]
+        new_w = ((torch.rand(w.shape, generator=g) * 2 - 1) * a).to(w)
+        b = self.biases[layer]
+        new_b = None if b is None else ((torch.rand(b.shape, generator=g) * 2 - 1) * a).to(b)
+        if units is None:
+            w.copy_(new_w)
+            if b is not None:
+                b.copy_(new_b)
+        else:
+            u = torch.as_tensor(list(units), dtype=torch.long, device=w.device)
+            w[:, :, u] = new_w[:, :, u]
+            if b is not None:
+                b[:, u] = new_b[:, u]
+        self.clip_()
+
+    # ------------------------------------------------------------------ maths
+    def _act(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(z) if self.config.activation == "sigmoid" else torch.tanh(z)
+
+    def _act_backward(self, grad: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """``grad * act'(z)`` written with the activation's output ``a`` (``a(1-a)`` or ``1-a^2``),
+        as one fused kernel: these tiny networks are bound by the number of tensor ops."""
+        if self.config.activation == "sigmoid":
+            return torch.ops.aten.sigmoid_backward(grad, a)
+        return torch.ops.aten.tanh_backward(grad, a)
+
+    def _expand(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 2:  # the same points for every network
+            x = x.unsqueeze(0).expand(self.batch, -1, -1)
+        if x.ndim != 3 or x.shape[0] != self.batch or x.shape[2] != self.config.sizes[0]:
+            raise ValueError(f"inputs must be [N, {self.config.sizes[0]}] or [B={self.batch}, N, {self.config.sizes[0]}]; "
+                             f"got {tuple(x.shape)}")
+        return x.to(self.weights[0])
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Activations of every layer, input first: ``[B, N, d_l]`` for ``x [N, d_0]`` or ``[B, N, d_0]``."""
+        acts = [self._expand(x)]
+        for w, b in zip(self.weights, self.biases):
+            z = torch.bmm(acts[-1], w) if b is None else torch.baddbmm(b.unsqueeze(1), acts[-1], w)
+            acts.append(self._act(z))
+        return acts
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Outputs ``[B, N, d_L]``."""
+        return self.forward(x)[-1]
+
+    def hidden(self, x: torch.Tensor, layer: int = 1) -> torch.Tensor:
+        """Activations of hidden layer ``layer`` (1 = first hidden): ``[B, N, d_layer]``."""
+        return self.forward(x)[layer]
+
+    def sse(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Summed squared error of each network ``[B]`` (``target [N, d_L]`` or ``[B, N, d_L]``)."""
+        return ((self(x) - target) ** 2).sum((1, 2))
+
+    def backward(self, acts: list[torch.Tensor], target: torch.Tensor, point_weight: torch.Tensor | None = None) -> Grads:
+        """Gradients of ``E = sum w (a_L - t)^2`` by the chain rule, layer by layer.
+
+        ``point_weight [B, N]`` (or ``[N]``) weights each point, e.g. 0 to leave it out.
+        """
+        out = acts[-1]
+        diff = out - target
+        if point_weight is not None:
+            pw = point_weight if point_weight.ndim == 2 else point_weight.unsqueeze(0)
+            pw = pw.to(out).unsqueeze(-1)
+            loss = (pw * diff * diff).sum((1, 2))
+            d_out = 2.0 * pw * diff
+        else:
+            loss = (diff * diff).sum((1, 2))
+            d_out = 2.0 * diff
+        delta = self._act_backward(d_out, out)  # dE/dz of the output layer
+        gw: list[torch.Tensor] = [None] * len(self.weights)  # type: ignore[list-item]
+        gb: list[torch.Tensor | None] = [None] * len(self.weights)
+        for layer in range(len(self.weights) - 1, -1, -1):
+            gw[layer] = torch.bmm(acts[layer].transpose(1, 2), delta)
+            if self.biases[layer] is not None:
+                gb[layer] = delta.sum(1)
+            if layer > 0:
+                delta = self._act_backward(torch.bmm(delta, self.weights[layer].transpose(1, 2)), acts[layer])
+        return Grads(gw, gb, loss)
+
+    def step(self, grads: Grads, lrs: Sequence[float], mask: torch.Tensor | None = None) -> None:
+        """Gradient-descent update with per-layer learning rates; ``mask [B]`` (bool/float)
+        freezes the networks where it is 0. Clipping follows the update."""
+        m = None if mask is None else mask.to(self.weights[0]).view(-1, 1)
+        for layer, lr in enumerate(lrs):
+            if lr == 0:
+                continue
+            gw = grads.weights[layer]
+            if m is not None:
+                gw = gw * m.unsqueeze(-1)
+            self.weights[layer].sub_(gw, alpha=lr)
+            gb = grads.biases[layer]
+            if gb is not None:
+                self.biases[layer].sub_(gb if m is None else gb * m, alpha=lr)
+        self.clip_()
+
+    def clip_(self) -> None:
+        c_w, c_b = self.config.clip_weight, self.config.clip_bias
+        if c_w is not None:
+            for w in self.weights:
+                w.clamp_(-c_w, c_w)
+        if c_b is not None:
+            for b in self.biases:
+                if b is not None:
+                    b.clamp_(-c_b, c_b)
+
+    # ------------------------------------------------------------------ training
+    def train_steps(self, x: torch.Tensor, target: torch.Tensor, steps: int, lrs: Sequence[float],
+                    mode: str = "batch", point_weight: torch.Tensor | None = None,
+                    mask: torch.Tensor | None = None, order_seed: int | None = None) -> torch.Tensor:
+        """Train for ``steps`` iterations and return the final SSE ``[B]``.
+
+        ``mode="batch"``: one update on the gradient summed over all points per iteration.
+        ``mode="example"``: per iteration, one update per point (in a fixed order, shuffled each
+        iteration when ``order_seed`` is given).
+        """
+        if len(lrs) != self.config.num_layers:
+            raise ValueError(f"need one learning rate per layer ({self.config.num_layers}); got {len(lrs)}")
+        x = self._expand(x)
+        target = target.to(x)
+        if target.ndim == 2:
+            target = target.unsqueeze(0).expand(self.batch, -1, -1)
+        if mode == "batch":
+            for _ in range(steps):
+                self.step(self.backward(self.forward(x), target, point_weight), lrs, mask)
+        elif mode == "example":
+            g = None if order_seed is None else torch.Generator().manual_seed(order_seed)
+            n = x.shape[1]
+            for _ in range(steps):
+                order = torch.randperm(n, generator=g) if g is not None else torch.arange(n)
+                for i in order.tolist():
+                    pw = None if point_weight is None else (point_weight[..., i:i + 1])
+                    self.step(self.backward(self.forward(x[:, i:i + 1]), target[:, i:i + 1], pw), lrs, mask)
+        else:
+            raise ValueError(f"unknown training mode {mode!r}; use 'batch' (full batch) or 'example' (per example)")
+        return self.sse(x, target)
+
+    def snapshot(self, index: int = 0) -> dict[str, list[torch.Tensor]]:
+        """Copies of network ``index``'s weights and biases (for drawing and animation)."""
+        return {"weights": [w[index].detach().cpu().clone() for w in self.weights],
+                "biases": [None if b is None else b[index].detach().cpu().clone() for b in self.biases]}
