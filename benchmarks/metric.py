@@ -36,6 +36,8 @@ METHODS: dict[str, tuple[str, dict, tuple | None, str]] = {
     "siamese (triplet, batch-hard)": ("siamese", {"objective": "triplet", "mining": "batch_hard"}, None, ""),
     "matching (FCE off)": ("matching", {"fce": False}, (98.1, 98.9, 93.8, 98.5), "Vinyals et al. 2016"),
     "matching (FCE on)": ("matching", {"fce": True}, None, "no Omniglot FCE number in the paper"),
+    "matching (FCE off, learned scale from 10)": ("matching", {"fce": False, "scale": 10.0, "learn_scale": True}, None,
+                                                  "variant: sharper attention"),
     "relation (MSE)": ("relation", {"objective": "mse"}, (99.6, 99.8, 97.6, 99.1), "Sung et al. 2018"),
 }
 
@@ -67,8 +69,8 @@ def write_table(rows: list, args, train, test, held_out: list[str], final: bool)
                      + f" | {source} |")
     text = "\n".join(lines) + "\n"
     (HERE / "results").mkdir(exist_ok=True)
-    suffix = "" if args.methods == "all" and final else "_partial"
-    (HERE / "results" / f"metric{suffix}.md").write_text(text)
+    name = args.results or ("metric" if args.methods == "all" and final else "metric_partial")
+    (HERE / "results" / f"{name}.md").write_text(text)
     return text
 
 
@@ -80,6 +82,7 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=100)
     ap.add_argument("--methods", default="all", help="comma list of names in METHODS, or all")
     ap.add_argument("--out", default="runs/bench-metric")
+    ap.add_argument("--results", default=None, help="name of the results file (default: metric, or metric_partial for a subset)")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
