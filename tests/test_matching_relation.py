@@ -86,13 +86,18 @@ def test_relation_encoder_and_module_shapes():
 
 def test_relation_class_maps_sum_the_shots_and_scores_have_shape():
     torch.manual_seed(0)
-    m = RelationNet(RelationEncoder(1))
+    m = RelationNet(RelationEncoder(1), class_pool="sum")
     assert m.feature_channels == 64
     m.eval()
     sx, sy = torch.rand(6, 1, 28, 28), torch.tensor([0, 0, 1, 1, 2, 2])
     m.fit(sx, sy)
     maps = m.feature_maps(sx)
     torch.testing.assert_close(m.class_maps[1], maps[2] + maps[3])
+    m.class_pool = "mean"
+    torch.testing.assert_close(m.fit(sx, sy).class_maps[1], (maps[2] + maps[3]) / 2)
+    one_shot = m.fit(sx[::2], sy[::2]).scores(sx[:2])
+    m.class_pool = "sum"
+    torch.testing.assert_close(m.fit(sx[::2], sy[::2]).scores(sx[:2]), one_shot)  # the pools agree at 1-shot
     assert m.scores(torch.rand(4, 1, 28, 28)).shape == (4, 3)
     # the order of shots within a class does not matter
     perm = m.fit(sx[[1, 0, 3, 2, 5, 4]], sy).scores(sx[:2])
