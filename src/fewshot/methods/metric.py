@@ -149,7 +149,7 @@ class MatchingNet(FewShotMethod):
                 self.context = FullContextEmbedding(self.embedding_dim, self.fce_steps)
 
     def config(self) -> dict:
-        return {"fce": self.fce, "fce_steps": self.fce_steps, "scale": float(self.scale),
+        return {"fce": self.fce, "fce_steps": self.fce_steps, "scale": float(self.scale.detach()),
                 "learn_scale": self.learn_scale, "embedding_dim": self.embedding_dim}
 
     def _context(self) -> FullContextEmbedding | None:
