@@ -39,6 +39,7 @@ METHODS: dict[str, tuple[str, dict, tuple | None, str]] = {
     "matching (FCE off; learned scale from 10)": ("matching", {"fce": False, "scale": 10.0, "learn_scale": True}, None,
                                                   "variant: sharper attention"),
     "relation (MSE)": ("relation", {"objective": "mse"}, (99.6, 99.8, 97.6, 99.1), "Sung et al. 2018"),
+    "relation (CE)": ("relation", {"objective": "ce"}, None, "variant: softmax cross-entropy"),
     "relation (MSE; sum over shots)": ("relation", {"objective": "mse", "class_pool": "sum"}, (99.6, 99.8, 97.6, 99.1),
                                        "Sung et al. 2018"),
 }
