@@ -47,11 +47,11 @@ class _ClassSampler:
         pool = range(dataset.num_classes) if classes is None else classes
         self.by_class = by_class
         self.multi = np.array([c for c in pool if len(by_class[c]) >= 2], dtype=np.int64)
-        self.any = np.array([c for c in pool if len(by_class[c]) >= 1], dtype=np.int64)
-        if len(self.multi) < 1 or len(self.any) < 2:
+        self.nonempty = np.array([c for c in pool if len(by_class[c]) >= 1], dtype=np.int64)
+        if len(self.multi) < 1 or len(self.nonempty) < 2:
             raise ValueError(
                 f"pairs need at least one class with 2 items and 2 non-empty classes; this dataset has "
-                f"{len(self.multi)} classes with ≥2 items and {len(self.any)} non-empty classes"
+                f"{len(self.multi)} classes with ≥2 items and {len(self.nonempty)} non-empty classes"
             )
 
     def _positive(self, rng: np.random.Generator) -> tuple[int, int]:
@@ -61,10 +61,10 @@ class _ClassSampler:
 
     def _negative(self, rng: np.random.Generator, anchor_class: int | None = None) -> tuple[int, int]:
         if anchor_class is None:
-            c1, c2 = rng.choice(self.any, size=2, replace=False)
+            c1, c2 = rng.choice(self.nonempty, size=2, replace=False)
         else:
             c1 = anchor_class
-            c2 = rng.choice(self.any[self.any != anchor_class])
+            c2 = rng.choice(self.nonempty[self.nonempty != anchor_class])
         return int(rng.choice(self.by_class[c1])), int(rng.choice(self.by_class[c2]))
 
 

@@ -70,12 +70,12 @@ def balanced_mean(per_pair: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
     return torch.stack(parts).mean()
 
 
-def mine_triplets(dist: torch.Tensor, labels: torch.Tensor, strategy: str = "batch_hard", margin: float = 1.0,
+def mine_triplets(dist: torch.Tensor, labels: torch.Tensor, strategy: str = "batch_hard",
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Choose triplets in a labelled batch from its distance matrix ``dist [N, N]``.
+    """Choose triplets in a labelled batch ``labels [N]`` from its distance matrix ``dist [N, N]``.
 
-    Returns index tensors ``(anchor, positive, negative)`` of equal length. ``margin`` is unused
-    by the strategies here but kept so callers can swap in margin-aware miners.
+    Returns index tensors ``(anchor, positive, negative)`` of equal length (no gradient flows
+    through the choice; index ``dist`` with them to get differentiable distances).
     """
     if strategy not in MININGS:
         raise ValueError(f"unknown mining {strategy!r}; choose from {', '.join(MININGS)}")
@@ -247,7 +247,7 @@ class SiameseNet(FewShotMethod):
         z2 = z1 if self.tower2 is None else self.tower2(x)
         if self.objective == "triplet":
             dist = cdist(z1, z1)
-            a, p, n = mine_triplets(dist, y, self.mining, self.margin)
+            a, p, n = mine_triplets(dist, y, self.mining)
             if a.numel() == 0:
                 raise ValueError("no triplets in this episode: use at least 2 classes and 2 items per class (shot + query ≥ 2)")
             loss = triplet_loss(dist[a, p], dist[a, n], self.margin).mean()
