@@ -144,6 +144,8 @@ class Trainer:
         self.method.to(self.device)
         if cfg.channels_last:
             self.method.to(memory_format=torch.channels_last)
+        if not any(p.requires_grad for p in self.method.parameters()):
+            return self._fit_nonparametric(resume)
         optimizer = build_optimizer(self.method.parameters(), cfg)
         start, best = 0, -1.0
         records: list[dict] = []
@@ -200,6 +202,23 @@ class Trainer:
         if self.val_tasks is None:
             self._save("best", cfg.steps, best)
         return records
+
+    def _fit_nonparametric(self, resume: bool) -> list[dict]:
+        """Methods with nothing to learn (kNN on raw inputs...): validate once and save the run."""
+        if (self.out_dir / "last.json").exists():
+            if resume:
+                return self._read_log(upto=0)
+            raise FileExistsError(f"{self.out_dir} already holds a run; pass --resume to continue it or choose another --out")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        record: dict[str, Any] = {"step": 0}
+        if self.val_tasks is not None:
+            res = evaluate(self.method, self.val_data, self.val_tasks, self.device, channels_last=self.cfg.channels_last)
+            record.update(val_accuracy=res.accuracy, val_ci95=res.ci95)
+        self._write_log([record])
+        best = record.get("val_accuracy", -1.0)
+        self._save("best", 0, best)
+        self._save("last", 0, best)
+        return [record]
 
     # ------------------------------------------------------------------ helpers
     @staticmethod

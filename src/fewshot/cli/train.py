@@ -55,6 +55,7 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
     from ..data import with_rotations
     from ..methods import METHODS, build_method
     from ..train import Trainer, TrainConfig
+    from ..utils import seed_everything
 
     if method not in METHODS:
         raise click.BadParameter(f"unknown method {method!r}; choose from {', '.join(sorted(METHODS))}", param_hint="--method")
@@ -71,6 +72,7 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
         data = with_rotations(data)
     cls = METHODS[method]
     spec = backbone_spec_for(backbone, data.item_shape) if backbone else cls.default_backbone(data.item_shape)
+    seed_everything(seed)  # the initial weights are part of the run: same seed, same model
     try:
         model = build_method(method, build_backbone(spec[0], **spec[1]) if spec else None, **parse_params(params))
     except ValueError as exc:
