@@ -7,9 +7,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fewshot.augment import (AugmentedSupport, Augmenter, brightness, contrast, elastic, hflip, random_affine,
-                             random_crop)
+from fewshot.augment import (AugmentedSupport, Augmenter, augment_episode, brightness, contrast, elastic, hflip,
+                             random_affine, random_crop)
+from fewshot.episodes import EpisodeSampler
 from fewshot.methods import ProtoNet
+
+from conftest import make_blobs_dataset
 
 TRANSFORMS = [random_affine, elastic, hflip, brightness, contrast, random_crop]
 
@@ -75,3 +78,14 @@ def test_expand_and_wrapper_are_reproducible():
     q = torch.rand(5, 1, 16, 16)
     s = [p.fit(x, y).scores(q) for p in proto]
     assert torch.equal(s[0], s[1]) and s[0].shape == (5, 3)
+
+
+def test_augment_episode_keeps_labels_and_is_seeded():
+    ep = EpisodeSampler(make_blobs_dataset(size=16), way=3, shot=2, query=2, seed=0).episode(0)
+    a = augment_episode(ep, Augmenter.characters(), torch.Generator().manual_seed(3))
+    b = augment_episode(ep, Augmenter.characters(), torch.Generator().manual_seed(3))
+    assert torch.equal(a.support_x, b.support_x) and torch.equal(a.query_x, b.query_x)
+    assert a.support_x.shape == ep.support_x.shape and not torch.equal(a.support_x, ep.support_x)
+    assert torch.equal(a.support_y, ep.support_y) and torch.equal(a.query_y, ep.query_y)
+    c = augment_episode(ep, Augmenter.characters(), torch.Generator().manual_seed(3), queries=False)
+    assert torch.equal(c.query_x, ep.query_x)

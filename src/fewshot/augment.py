@@ -7,12 +7,14 @@ scale, translation) and :func:`elastic` (Simard et al. 2003); photos: :func:`hfl
 :func:`brightness`, :func:`contrast`, :func:`random_crop`.
 
 :class:`Augmenter` chains transforms; :meth:`Augmenter.expand` enlarges a support set
-(K shots -> K·m shots, the originals first) and :class:`AugmentedSupport` wraps any method so its
-``fit`` sees the enlarged support set.
+(K shots -> K·m shots, the originals first), :class:`AugmentedSupport` wraps any method so its
+``fit`` sees the enlarged support set, :func:`augment_episode` augments an episode for episodic
+training, and the transfer methods take ``augment="characters"|"photos"`` for pre-training.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -20,6 +22,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
+from .episodes import Episode
 from .methods.base import FewShotMethod
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -161,6 +164,14 @@ class Augmenter:
         rep = support_x.repeat(copies - 1, 1, 1, 1)
         x = torch.cat([support_x, self(rep, generator).to(memory_format=torch.contiguous_format)])
         return x, support_y.repeat(copies)
+
+
+def augment_episode(episode: Episode, augmenter: Augmenter, generator: torch.Generator,
+                    queries: bool = True) -> Episode:
+    """The same episode with its support (and, with ``queries``, query) images augmented: one fresh
+    draw per image, labels and indices unchanged (for episodic training)."""
+    qx = augmenter(episode.query_x, generator) if queries else episode.query_x
+    return dataclasses.replace(episode, support_x=augmenter(episode.support_x, generator), query_x=qx)
 
 
 class AugmentedSupport(FewShotMethod):
