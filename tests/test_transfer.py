@@ -147,3 +147,35 @@ def test_baseline_bad_options_and_unfitted():
     with pytest.raises(RuntimeError, match="call fit"):
         m.scores(torch.zeros(2, 16))
     assert isinstance(m, TransferMethod) and m.training_regime == "batch" and m.fit_needs_grad
+
+
+def test_resume_with_augmentation_repeats_the_uninterrupted_run(tmp_path):
+    ds = make_blobs_dataset(num_classes=4, per_class=6, size=16)
+    spec = ("mlp", {"in_features": 256, "sizes": [16]})
+
+    def run(out, resume=False, crash_at=None):
+        torch.manual_seed(0)
+        m = build_method("baseline", MLP(256, (16,)), augment="characters", seed=1)
+        if crash_at is not None:
+            step = m.training_step
+
+            def crashing(batch):
+                if int(m.steps_done) == crash_at:
+                    raise KeyboardInterrupt
+                return step(batch)
+
+            m.training_step = crashing
+        cfg = TrainConfig(steps=6, batch_size=8, val_tasks=0, progress=False, log_every=2, checkpoint_every=2,
+                          device="cpu", channels_last=False)
+        try:
+            Trainer(m, ds, cfg, out, backbone_spec=spec).fit(resume=resume)
+        except KeyboardInterrupt:
+            pass
+        return m
+
+    full = run(tmp_path / "a")
+    run(tmp_path / "b", crash_at=4)
+    resumed = run(tmp_path / "b", resume=True)
+    assert int(resumed.steps_done) == 6
+    for k, v in full.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, msg=k)
