@@ -1,6 +1,6 @@
 """The transfer and Bayesian family on Omniglot under a small CPU budget, beside ProtoNet.
 
-    python benchmarks/transfer.py [--steps 500] [--batch-size 64] [--tasks 600] [--out runs/bench-transfer]
+    python benchmarks/transfer.py [--steps 500] [--batch-size 64] [--tasks 300] [--out runs/bench-transfer]
 
 Pre-training (one thread): Omniglot background minus the project's held-out alphabets (741
 classes, no rotations), Conv4 28×28, Adam 1e-3, cosine schedule, ``--steps`` mini-batches of
@@ -103,9 +103,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--tasks", type=int, default=600, help="tasks per setting of table 1")
-    ap.add_argument("--bayes-tasks", type=int, default=300)
-    ap.add_argument("--aug-tasks", type=int, default=200)
+    ap.add_argument("--tasks", type=int, default=300, help="tasks per setting of table 1")
+    ap.add_argument("--bayes-tasks", type=int, default=200)
+    ap.add_argument("--aug-tasks", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/bench-transfer")
     ap.add_argument("--data", default=None)
