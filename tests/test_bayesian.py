@@ -124,3 +124,14 @@ def test_method_options_and_errors():
     assert logp.shape == (4, 3) and torch.allclose(logp.exp().sum(-1), torch.ones(4), atol=1e-5)
     assert m.task_weights.shape == (3, 3, 5)
     assert math.isfinite(float(logp.sum()))
+
+
+def test_l2_and_unregularised_priors_need_no_pretraining():
+    sx, sy = torch.randn(6, 8), torch.tensor([0, 0, 1, 1, 2, 2])
+    for prior in ("l2", "none"):
+        m = build_method("discriminative-kshot", MLP(8, (4,)), prior=prior).eval()
+        with torch.no_grad():
+            assert m.fit(sx, sy).scores(torch.randn(4, 8)).shape == (4, 3)
+        assert m.task_weights.shape == (3, 5)
+    with pytest.raises(RuntimeError, match="pre-trained base-class head"):
+        build_method("discriminative-kshot", MLP(8, (4,))).fit(sx, sy)

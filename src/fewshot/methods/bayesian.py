@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -151,11 +152,12 @@ class DiscriminativeKShot(TransferMethod):
             raise RuntimeError("discriminative k-shot learning needs a pre-trained base-class head; train the method first")
         return torch.cat([self.head.weight, self.head.bias[:, None]], 1).detach()
 
-    def concept_prior(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Phase 2: ``(μ [d], precision [d, d])`` of the prior over new-class weights (cached)."""
+    def concept_prior(self, d: int | None = None, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Phase 2: ``(μ [d], precision [d, d])`` of the prior over new-class weights (cached).
+        ``d`` (feature size + 1) is only needed for the ``l2``/``none`` priors without a pre-trained head."""
         if self.prior == "none" or self.prior == "l2":
-            d = (self.feature_dim or 0) + 1
-            device = self.head.weight.device if self.head is not None else torch.device("cpu")
+            d = d or (self.feature_dim or 0) + 1
+            device = device or (self.head.weight.device if self.head is not None else torch.device("cpu"))
             lam = 0.0 if self.prior == "none" else self.l2
             return torch.zeros(d, device=device), lam * torch.eye(d, device=device)
         w = self.base_weights()
@@ -174,7 +176,7 @@ class DiscriminativeKShot(TransferMethod):
         self.way = check_support(support_x, support_y)
         with torch.no_grad():
             z = self._features(support_x).detach()
-        mu, precision = self.concept_prior()
+        mu, precision = self.concept_prior(z.shape[1], z.device)
         w = softmax_map(z, support_y.long(), self.way, mu, precision, self.map_iters)
         if self.samples > 0:
             g = torch.Generator().manual_seed(self.seed)
@@ -190,4 +192,4 @@ class DiscriminativeKShot(TransferMethod):
             return z @ self.task_weights.T
         # Predictive average over posterior samples; log-probabilities are valid logits.
         logp = torch.einsum("nd,swd->snw", z, self.task_weights).log_softmax(-1)
-        return torch.logsumexp(logp, 0) - torch.log(torch.tensor(float(logp.shape[0])))
+        return torch.logsumexp(logp, 0) - math.log(logp.shape[0])
