@@ -1,8 +1,12 @@
 """Few-shot methods, one module per family; importing this package registers them all."""
 
 from .base import METHODS, FewShotMethod, LossOutput, StepOutput, build_method, check_support, register_method
+from .bayesian import DiscriminativeKShot
 from .metric import MatchingNet, ProtoNet, RelationNet
 from .nonparametric import KNN, NearestPrototype, OneNN
 from .siamese import SiameseNet
+from .transfer import Baseline, BaselinePlusPlus, FineTune, SimpleShot
 
-__all__ = ["METHODS", "FewShotMethod", "KNN", "LossOutput", "MatchingNet", "NearestPrototype", "OneNN", "ProtoNet", "RelationNet", "SiameseNet", "StepOutput", "build_method", "check_support", "register_method"]
+__all__ = ["METHODS", "Baseline", "BaselinePlusPlus", "DiscriminativeKShot", "FewShotMethod", "FineTune", "KNN",
+           "LossOutput", "MatchingNet", "NearestPrototype", "OneNN", "ProtoNet", "RelationNet", "SiameseNet",
+           "SimpleShot", "StepOutput", "build_method", "check_support", "register_method"]

@@ -1,0 +1,91 @@
+"""Augmentations: shapes/dtypes kept, identity at zero strength, reproducible from a seed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fewshot.augment import (AugmentedSupport, Augmenter, augment_episode, brightness, contrast, elastic, hflip,
+                             random_affine, random_crop)
+from fewshot.episodes import EpisodeSampler
+from fewshot.methods import ProtoNet
+
+from conftest import make_blobs_dataset
+
+TRANSFORMS = [random_affine, elastic, hflip, brightness, contrast, random_crop]
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS, ids=lambda t: t.__name__)
+@settings(max_examples=8, deadline=None)
+@given(b=st.integers(1, 4), c=st.sampled_from([1, 3]), h=st.integers(8, 20), w=st.integers(8, 20),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_shape_dtype_and_seed(transform, b, c, h, w, dtype):
+    x = torch.rand(b, c, h, w, dtype=dtype)
+    out1 = transform(x, torch.Generator().manual_seed(7))
+    out2 = transform(x, torch.Generator().manual_seed(7))
+    assert out1.shape == x.shape and out1.dtype == x.dtype
+    assert torch.equal(out1, out2)
+    assert torch.isfinite(out1).all()
+
+
+@pytest.mark.parametrize("transform", [random_affine, elastic, brightness, contrast, random_crop], ids=lambda t: t.__name__)
+def test_different_seeds_differ(transform):
+    x = torch.rand(4, 1, 16, 16)
+    assert not torch.equal(transform(x, torch.Generator().manual_seed(0)), transform(x, torch.Generator().manual_seed(1)))
+
+
+def test_zero_strength_is_identity():
+    x = torch.rand(3, 2, 12, 10)
+    g = torch.Generator().manual_seed(0)
+    torch.testing.assert_close(random_affine(x, g, rotation=0, shear=0, scale=(1, 1), translate=0), x, atol=1e-5, rtol=0)
+    torch.testing.assert_close(elastic(x, g, alpha=0.0), x, atol=1e-5, rtol=0)
+    assert torch.equal(random_crop(x, g, padding=0), x)
+    assert torch.equal(hflip(x, g, p=0.0), x) and torch.equal(hflip(x, g, p=1.0), x.flip(-1))
+
+
+def test_rotation_preserves_ink_and_elastic_displaces_locally():
+    x = torch.zeros(8, 1, 28, 28)
+    x[..., 10:18, 12:16] = 1.0  # a centred stroke, far from the border
+    rot = random_affine(x, torch.Generator().manual_seed(0), rotation=90, shear=0, scale=(1, 1), translate=0)
+    assert not torch.allclose(rot, x)
+    torch.testing.assert_close(rot.sum(dim=(1, 2, 3)), x.sum(dim=(1, 2, 3)), rtol=0.05, atol=0)
+    ela = elastic(x, torch.Generator().manual_seed(0), alpha=1.0)
+    assert not torch.allclose(ela, x)
+    coords = torch.arange(28.0)
+
+    def centroid(img):
+        m = img.sum(dim=(1, 2, 3))
+        return torch.stack([(img.sum(3)[:, 0] * coords).sum(1) / m, (img.sum(2)[:, 0] * coords).sum(1) / m], 1)
+
+    assert (centroid(ela) - centroid(x)).abs().max() < 3.0  # displacements of ~alpha pixels
+
+
+def test_expand_and_wrapper_are_reproducible():
+    x = torch.rand(6, 1, 16, 16)
+    y = torch.arange(3).repeat_interleave(2)
+    aug = Augmenter.characters()
+    xe, ye = aug.expand(x, y, 4, torch.Generator().manual_seed(0))
+    assert xe.shape == (24, 1, 16, 16) and torch.equal(xe[:6], x) and torch.equal(ye, y.repeat(4))
+    xe2, _ = aug.expand(x, y, 4, torch.Generator().manual_seed(0))
+    assert torch.equal(xe, xe2)
+    with pytest.raises(ValueError, match="copies"):
+        aug.expand(x, y, 0, torch.Generator())
+    with pytest.raises(ValueError, match="float images"):
+        aug(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), torch.Generator())
+    proto = [AugmentedSupport(ProtoNet(None), Augmenter.photos(), copies=3, seed=1) for _ in range(2)]
+    q = torch.rand(5, 1, 16, 16)
+    s = [p.fit(x, y).scores(q) for p in proto]
+    assert torch.equal(s[0], s[1]) and s[0].shape == (5, 3)
+
+
+def test_augment_episode_keeps_labels_and_is_seeded():
+    ep = EpisodeSampler(make_blobs_dataset(size=16), way=3, shot=2, query=2, seed=0).episode(0)
+    a = augment_episode(ep, Augmenter.characters(), torch.Generator().manual_seed(3))
+    b = augment_episode(ep, Augmenter.characters(), torch.Generator().manual_seed(3))
+    assert torch.equal(a.support_x, b.support_x) and torch.equal(a.query_x, b.query_x)
+    assert a.support_x.shape == ep.support_x.shape and not torch.equal(a.support_x, ep.support_x)
+    assert torch.equal(a.support_y, ep.support_y) and torch.equal(a.query_y, ep.query_y)
+    c = augment_episode(ep, Augmenter.characters(), torch.Generator().manual_seed(3), queries=False)
+    assert torch.equal(c.query_x, ep.query_x)
