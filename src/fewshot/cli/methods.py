@@ -12,8 +12,9 @@ def methods_cmd():
     """List every method usable with --method, with its family and one-line summary."""
     from ..methods import METHODS
 
+    width = max(len(n) for n in METHODS) + 2
     for name in sorted(METHODS):
         cls = METHODS[name]
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         family = cls.__module__.rsplit(".", 1)[-1]
-        click.echo(f"{name:16s} {family:14s} {doc}")
+        click.echo(f"{name:{width}s}{family:15s}{doc}")
