@@ -5,6 +5,7 @@ Reptile writes theta - phi, ANIL adapts only the head, and every method learns a
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -198,6 +199,7 @@ def test_too_many_classes_for_the_head_is_a_clear_error():
 @pytest.mark.parametrize("method,params", [
     ("maml", {"inner_lr": 0.5}), ("fomaml", {"inner_lr": 0.5}), ("meta-sgd", {"inner_lr": 0.3}),
     ("anil", {"inner_lr": 0.5}), ("reptile", {"inner_lr": 0.3, "test_inner_steps": 10}),
+    ("lstm-meta", {"inner_steps": 5}),
 ])
 def test_methods_learn_on_held_out_classes_and_round_trip(method, params, blobs, tmp_path):
     from fewshot.checkpoint import load_checkpoint
@@ -223,3 +225,38 @@ def test_conv4_episode_with_batchnorm_trains(blobs):
     ep = EpisodeSampler(blobs, 3, 1, 2, seed=0).episode(0)
     out = m.training_step([ep, ep])
     assert out.loss > 0 and all(p.grad is not None for p in m.parameters())
+
+
+# ---------------------------------------------------------------- LSTM meta-learner
+def test_preprocess_matches_the_paper_formula():
+    from fewshot.methods.optimization import preprocess
+
+    x = torch.tensor([1.0, -2.0, 1e-6, 0.0])
+    out = preprocess(x, p=10.0)
+    torch.testing.assert_close(out[0], torch.tensor([0.0, 1.0]))
+    torch.testing.assert_close(out[1], torch.tensor([math.log(2.0) / 10, -1.0]))
+    torch.testing.assert_close(out[2], torch.tensor([-1.0, 1e-6 * math.exp(10)]))
+    torch.testing.assert_close(out[3], torch.tensor([-1.0, 0.0]))
+
+
+def test_lstm_cell_update_is_sgd_when_gates_are_pinned():
+    """With f = 1 and i = lr the cell-state update theta - i * grad is exactly one SGD step."""
+    lr = 0.25
+    m = tiny("lstm-meta", dtype=torch.float64, inner_steps=1)
+    with torch.no_grad():
+        for gate, bias in ((m.gate_f, 60.0), (m.gate_i, math.log(lr / (1 - lr)))):
+            gate.weight.zero_()
+            gate.bias.fill_(bias)
+    ep = tiny_episode(dtype=torch.float64)
+    fast = m.adapt(ep.support_x, ep.support_y, 1, create_graph=False, detach=True)
+    ref = nn.Sequential(copy.deepcopy(m.backbone), copy.deepcopy(m.head))
+    F.cross_entropy(ref(ep.support_x), ep.support_y).backward()
+    for (n, p), q in zip(fast.items(), ref.parameters()):
+        torch.testing.assert_close(p, q.detach() - lr * q.grad, msg=n)
+
+
+def test_lstm_meta_gradient_reaches_the_meta_learner_and_the_initialisation():
+    m = tiny("lstm-meta", dtype=torch.float32, inner_steps=3)
+    m.loss(tiny_episode()).loss.backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name

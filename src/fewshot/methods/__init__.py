@@ -2,6 +2,6 @@
 
 from .base import METHODS, FewShotMethod, LossOutput, StepOutput, build_method, check_support, register_method
 from .metric import ProtoNet
-from .optimization import ANIL, FOMAML, MAML, MetaSGD, Reptile  # noqa: F401
+from .optimization import ANIL, FOMAML, MAML, LSTMMetaLearner, MetaSGD, Reptile  # noqa: F401
 
 __all__ = ["METHODS", "FewShotMethod", "LossOutput", "ProtoNet", "StepOutput", "build_method", "check_support", "register_method"]

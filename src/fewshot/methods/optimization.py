@@ -19,6 +19,7 @@ peak memory does not grow with ``tasks_per_step``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -321,3 +322,99 @@ class Reptile(GradientMetaLearner):
         for n, p in theta.items():
             p.grad = delta[n]
         return StepOutput(total / len(batch), correct / max(count, 1))
+
+
+def preprocess(x: torch.Tensor, p: float = 10.0) -> torch.Tensor:
+    """Andrychowicz et al.'s scaling of gradients/losses for an LSTM input: ``[N] -> [N, 2]``,
+    ``(log|x| / p, sign x)`` when ``|x| >= e^-p``, else ``(-1, e^p x)``."""
+    big = x.abs() >= math.exp(-p)
+    log = torch.where(big, x.abs().clamp_min(1e-38).log() / p, torch.full_like(x, -1.0))
+    sign = torch.where(big, x.sign(), x * math.exp(p))
+    return torch.stack([log, sign], -1)
+
+
+@register_method("lstm-meta")
+class LSTMMetaLearner(GradientMetaLearner):
+    """Optimization as a model for few-shot learning (Ravi & Larochelle 2017).
+
+    The learner's parameters, flattened to a vector ``theta [n]``, are the cell state of an LSTM
+    whose update is ``theta_t = f_t * theta_{t-1} - i_t * grad_t``. Every coordinate is one "batch
+    row" and all coordinates share the meta-learner's weights:
+
+    * a first LSTM layer (``nn.LSTMCell(4, hidden)``) reads the preprocessed gradient and loss;
+    * input gate ``i_t = sigmoid(W_i [h_t, theta_{t-1}, i_{t-1}] + b_i)`` (a learned learning rate) and
+      forget gate ``f_t = sigmoid(W_f [h_t, theta_{t-1}, f_{t-1}] + b_f)`` (learned weight decay),
+      with ``b_f`` initialised large (f ~ 1) and ``b_i`` small (i ~ 0.01) as in the paper;
+    * the initial cell state ``theta_0`` is the learner module's own weights (meta-learned).
+
+    As in the paper, the gradient and loss fed to the LSTM are treated as inputs (no second
+    derivatives); the meta-gradient flows through the cell-state recurrence. The learner is a
+    backbone (default Conv4 with 32 filters) + linear head, BatchNorm in batch-statistics mode.
+    """
+
+    def __init__(self, backbone: nn.Module | None = None, way: int = 5, inner_steps: int = 8,
+                 test_inner_steps: int | None = None, hidden: int = 20, feature_dim: int | None = None,
+                 inner_lr: float = 0.0, first_order: bool = True):
+        super().__init__(backbone, way, inner_steps, inner_lr, test_inner_steps, True, feature_dim)
+        self.hidden = int(hidden)
+        self.lstm = nn.LSTMCell(4, self.hidden)
+        self.gate_i = nn.Linear(self.hidden + 2, 1)
+        self.gate_f = nn.Linear(self.hidden + 2, 1)
+        with torch.no_grad():
+            for gate, lo, hi in ((self.gate_i, -5.0, -4.0), (self.gate_f, 4.0, 6.0)):
+                gate.weight.uniform_(-0.01, 0.01)
+                gate.bias.uniform_(lo, hi)
+
+    @classmethod
+    def default_backbone(cls, item_shape: tuple[int, ...]) -> tuple[str, dict] | None:
+        from ..backbones import backbone_spec_for, default_backbone_for
+
+        name, kw = default_backbone_for(item_shape)
+        return backbone_spec_for(name, item_shape, hidden=32) if name == "conv4" else (name, kw)
+
+    def config(self) -> dict[str, Any]:
+        cfg = super().config()
+        cfg.pop("inner_lr")
+        cfg.pop("first_order")
+        return {**cfg, "hidden": self.hidden}
+
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, steps: int, create_graph: bool,
+              detach: bool) -> Params:
+        way = int(support_y.max()) + 1
+        params = self.adapted_params()
+        names = list(params)
+        shapes = [params[n].shape for n in names]
+        sizes = [params[n].numel() for n in names]
+
+        def unflatten(vec: torch.Tensor) -> Params:
+            return {n: v.view(s) for n, v, s in zip(names, vec.split(sizes), shapes)}
+
+        theta = torch.cat([params[n].reshape(-1) for n in names])
+        if detach:
+            theta = theta.detach()
+        n = theta.numel()
+        h = c = theta.new_zeros(n, self.hidden)
+        i_prev = f_prev = theta.new_zeros(n, 1)
+        for _ in range(steps):
+            with torch.enable_grad():
+                leaf = theta.detach().requires_grad_()
+                loss = F.cross_entropy(self._forward(unflatten(leaf), support_x)[:, :way], support_y)
+                check_finite(loss, "lstm-meta inner loop")
+                (grad,) = torch.autograd.grad(loss, leaf)
+            inputs = torch.cat([preprocess(grad), preprocess(loss.detach().expand(n))], 1)
+            h, c = self.lstm(inputs, (h, c))
+            f = torch.sigmoid(self.gate_f(torch.cat([h, theta[:, None], f_prev], 1)))
+            i = torch.sigmoid(self.gate_i(torch.cat([h, theta[:, None], i_prev], 1)))
+            theta = f[:, 0] * theta - i[:, 0] * grad
+            f_prev, i_prev = f, i
+        return unflatten(theta)
+
+    def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "LSTMMetaLearner":
+        self.way = check_support(support_x, support_y)
+        self._check_way(self.way)
+        self._require_head(support_x)
+        steps = self.inner_steps if self.test_inner_steps is None else self.test_inner_steps
+        with torch.no_grad():  # the meta-learner's own graph is never needed at evaluation
+            fast = self.adapt(support_x, support_y, steps, create_graph=False, detach=True)
+        self.fast = {n: p.detach() for n, p in fast.items()}
+        return self
