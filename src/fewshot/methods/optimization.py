@@ -180,14 +180,15 @@ class GradientMetaLearner(FewShotMethod):
         params = self.adapted_params()
         if detach:
             params = {n: p.detach().requires_grad_() for n, p in params.items()}
-        inputs = self._inputs(support_x)
+        inputs = self._inputs(support_x)  # under the caller's grad mode: ANIL features need no graph at evaluation
         if detach:
             inputs = inputs.detach()
 
         def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return F.cross_entropy(logits[:, :way], y)
 
-        return inner_loop(self._forward, params, inputs, support_y, loss_fn, steps, self.inner_lrs(), create_graph)
+        with torch.enable_grad():
+            return inner_loop(self._forward, params, inputs, support_y, loss_fn, steps, self.inner_lrs(), create_graph)
 
     # ----------------------------------------------------------------- estimator API
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "GradientMetaLearner":
@@ -195,8 +196,7 @@ class GradientMetaLearner(FewShotMethod):
         self._check_way(self.way)
         self._require_head(support_x)
         steps = self.inner_steps if self.test_inner_steps is None else self.test_inner_steps
-        with torch.enable_grad():
-            fast = self.adapt(support_x, support_y, steps, create_graph=False, detach=True)
+        fast = self.adapt(support_x, support_y, steps, create_graph=False, detach=True)  # enables grad inside
         self.fast = {n: p.detach() for n, p in fast.items()}
         return self
 
