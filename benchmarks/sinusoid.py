@@ -56,8 +56,9 @@ def main() -> None:
         with torch.no_grad():
             o = task_mse(oracle(test.query_x, test.task_params()), test.query_y)
         rows.append((shot, "oracle (told A and phase)", o, o, o))
-        plot_sinusoid_adaptation({f"MAML, K={shot}": maml, f"pretrained, K={shot}, lr {best_lr}": pre}, test,
-                                 HERE / "results" / f"sinusoid_k{shot}.png", lr=args.inner_lr, task=0)
+        names = (f"MAML, K={shot}, lr {args.inner_lr}", f"pretrained, K={shot}, lr {best_lr}")
+        plot_sinusoid_adaptation(dict(zip(names, (maml, pre))), test, HERE / "results" / f"sinusoid_k{shot}.png",
+                                 lr=dict(zip(names, (args.inner_lr, best_lr))), task=0)
         print(rows[-3:], flush=True)
 
     def cell(v):

@@ -155,10 +155,11 @@ def task_mse(pred: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
     return mean_ci95(((pred - target) ** 2).mean(dim=(1, 2)).numpy())
 
 
-def plot_sinusoid_adaptation(models: dict[str, nn.Module], batch: SinusoidBatch, path: str | Path, lr: float,
-                             steps: Sequence[int] = (0, 1, 10), task: int = 0) -> Path:
+def plot_sinusoid_adaptation(models: dict[str, nn.Module], batch: SinusoidBatch, path: str | Path,
+                             lr: float | dict[str, float], steps: Sequence[int] = (0, 1, 10), task: int = 0) -> Path:
     """The MAML paper's figure: for one task, the true curve, the support points and each model's
-    prediction before adaptation and after each number of steps (one panel per model)."""
+    prediction before adaptation and after each number of steps (one panel per model; ``lr`` one
+    fine-tuning step size, or one per model name)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -169,7 +170,7 @@ def plot_sinusoid_adaptation(models: dict[str, nn.Module], batch: SinusoidBatch,
     one.query_y = SinusoidTasks.curve(one.amplitude, one.phase, one.query_x)
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), squeeze=False)
     for ax, (name, model) in zip(axes[0], models.items()):
-        preds = predictions_after(model, one, steps, lr)
+        preds = predictions_after(model, one, steps, lr[name] if isinstance(lr, dict) else lr)
         xs = one.query_x[0, :, 0]
         ax.plot(xs, one.query_y[0, :, 0], "r", lw=2, label="ground truth")
         for s, style in zip(sorted(preds), [":", "--", "-", "-."]):
