@@ -260,3 +260,26 @@ def test_lstm_meta_gradient_reaches_the_meta_learner_and_the_initialisation():
     m.loss(tiny_episode()).loss.backward()
     for name, p in m.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_cli_trains_and_evaluates_every_method_with_inner_step_options(tmp_path):
+    from click.testing import CliRunner
+
+    from fewshot.cli import main
+    from conftest import make_blobs_dataset, write_png
+
+    ds = make_blobs_dataset(num_classes=8, per_class=8, size=16)
+    for i in range(len(ds)):
+        write_png(tmp_path / "data" / f"c{int(ds.y[i])}" / f"{i}.png", ds.x[i, 0].numpy())
+    data = ["--dataset", f"folder:{tmp_path / 'data'}", "--image-size", "16"]
+    runner = CliRunner()
+    for method in ("maml", "fomaml", "meta-sgd", "anil", "reptile", "lstm-meta"):
+        out = tmp_path / method
+        res = runner.invoke(main, ["train", "--method", method, *data, "--way", "3", "--shot", "1", "--query", "2",
+                                   "--episodes", "2", "--val-fraction", "0", "--no-plots", "--quiet", "--device", "cpu",
+                                   "-p", "way=3", "-p", "inner_steps=2", "-p", "test_inner_steps=3", "--out", str(out)])
+        assert res.exit_code == 0, (method, res.output)
+        res = runner.invoke(main, ["eval", str(out), *data, "--way", "3", "--shot", "1", "--query", "2", "--tasks", "3",
+                                   "--device", "cpu", "--json"])
+        assert res.exit_code == 0, (method, res.output)
+        assert '"accuracy"' in res.output
