@@ -136,7 +136,8 @@ def run_method(name: str, args, train, test, tasksets: dict) -> dict:
     cfg = TrainConfig(steps=args.steps, way=5, shot=1, query=5, tasks_per_step=args.tasks_per_step, lr=args.lr,
                       val_tasks=0, log_every=50, checkpoint_every=10**9, seed=args.seed, device="cpu", progress=False)
     t0 = time.perf_counter()
-    records = Trainer(m, train, cfg, Path(args.out) / name).fit()
+    spec = ("conv4", {"in_channels": 1, "hidden": BACKBONE_HIDDEN.get(name, 64)})  # so `fewshot eval RUN_DIR` can rebuild it
+    records = Trainer(m, train, cfg, Path(args.out) / name, backbone_spec=spec).fit()
     train_s = time.perf_counter() - t0
     res = {"method": name, "backbone": f"Conv4-{BACKBONE_HIDDEN.get(name, 64)}", "params": METHOD_PARAMS.get(name, {}), "train_s": train_s, "steps": args.steps,
            "tasks_per_step": args.tasks_per_step, "final_train_loss": records[-1]["loss"],
