@@ -186,19 +186,24 @@ def main() -> None:
     results += [json.loads(p.read_text()) for p in sorted(Path(args.out).glob("*.json"))
                 if p.stem != "cost" and p.stem not in methods]
 
+    order = list(METHOD_PARAMS)
+    results.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
     lines = [
         "# Optimization-based methods on Omniglot (small CPU budget)", "",
         f"Train: background minus held-out alphabets ({', '.join(HELDOUT_ALPHABETS)}), rotations ×4, Conv4 28×28, "
         f"5-way 1-shot 5-query episodes, meta-steps × tasks as listed, Adam lr {args.lr} cosine, "
         "1 CPU thread (2 shared cores). Test: the held-out alphabets, 5-way, 5 queries per class, "
         f"{args.eval_tasks} fixed tasks, accuracy ± 95% CI. Published numbers: full training budgets "
-        "(60k+ meta-steps) on the 20 evaluation alphabets — not comparable in budget, listed for scale.", "",
+        "(60k+ meta-steps) on the 20 evaluation alphabets — not comparable in budget, listed for scale. "
+        "Train times were measured on a machine shared with other jobs (load ~18 on 2 cores): "
+        "they say little about relative speed; the cost table below is the side-by-side measurement.", "",
         "| method | inner (train/test steps, lr) | meta-steps × tasks | 5-way 1-shot | 5-way 5-shot | published 1-shot / 5-shot | train time (s) |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         p = r.get("params", {})
-        inner = f"{p.get('inner_steps', '')}/{p.get('test_inner_steps') or p.get('inner_steps', '')}, {p.get('inner_lr', '')}" if p else "–"
+        inner = (f"{p.get('inner_steps', '')}/{p.get('test_inner_steps') or p.get('inner_steps', '')}, "
+                 f"{p.get('inner_lr', 'learned')}") if p else "–"
         pub = PUBLISHED.get(r["method"], (None, None))
         a1, a5 = r["5w1s"], r["5w5s"]
         bb = r.get("backbone", "Conv4-64")
