@@ -151,6 +151,38 @@ def run_method(name: str, args, train, test, tasksets: dict) -> dict:
     return res
 
 
+def controls(test, tasksets: dict, n: int = 50) -> dict:
+    """Each evaluation protocol applied to an untrained Conv4 (first ``n`` tasks): what test-time
+    adaptation alone gives, i.e. the floor the meta-learning gain is measured from."""
+    out = {}
+    for name in ("maml", "reptile"):
+        m = build(name, 0)
+        m.setup(test)
+        for key, ts in tasksets.items():
+            sub = TaskSet(ts.tasks[:n], ts.meta)
+            r = evaluate(m, test, sub)
+            out[f"{name}@{key}"] = {"accuracy": r.accuracy, "ci95": r.ci95, "tasks": r.tasks}
+    return out
+
+
+def maml_test_steps(run_dir: Path, test, n: int = 40) -> list[tuple]:
+    """Diagnostic on the trained MAML weights: accuracy for other test-time steps / step sizes
+    (chosen on the test alphabets, so optimistic; not a result)."""
+    from safetensors.torch import load_file
+
+    m = build("maml", 0)
+    m.setup(test)
+    m.load_state_dict(load_file(str(run_dir / "last.safetensors")))
+    rows = []
+    for shot in (1, 5):
+        ts = TaskSet.generate(test, 5, shot, 5, n, seed=0)
+        for steps, lr in ((0, 0.4), (1, 0.4), (3, 0.4), (3, 0.1), (10, 0.1)):
+            m.test_inner_steps, m.inner_lr = steps, lr
+            r = evaluate(m, test, ts)
+            rows.append((shot, steps, lr, r.accuracy, r.ci95))
+    return rows
+
+
 def fmt(acc) -> str:
     return "–" if acc is None else f"{acc:.1f}"
 
@@ -165,6 +197,8 @@ def main() -> None:
     ap.add_argument("--cost-methods", default="maml,fomaml")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table-only", action="store_true", help="rebuild the table from the cached results")
+    ap.add_argument("--controls", action="store_true", help="also evaluate untrained inits with each protocol")
+    ap.add_argument("--diagnose-maml", action="store_true", help="MAML accuracy for other test-time steps")
     ap.add_argument("--out", default="runs/bench-optimization")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -184,8 +218,15 @@ def main() -> None:
     methods = [] if args.table_only else [n for n in args.methods.split(",") if n]
     results = [run_method(n, args, train, test, tasksets) for n in methods]
     results += [json.loads(p.read_text()) for p in sorted(Path(args.out).glob("*.json"))
-                if p.stem != "cost" and p.stem not in methods]
+                if p.stem not in ("cost", "controls") and p.stem not in methods]
 
+    ctrl_path = Path(args.out) / "controls.json"
+    if args.controls and not ctrl_path.exists():
+        ctrl_path.write_text(json.dumps(controls(test, tasksets), indent=1))
+    if args.diagnose_maml:
+        for row in maml_test_steps(Path(args.out) / "maml", test):
+            print("MAML diagnostic: shot %d, %d test steps of %g: %.3f ± %.3f" % row, flush=True)
+    results = [r for r in results if r["method"] != "controls"]
     order = list(METHOD_PARAMS)
     results.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
     lines = [
@@ -209,6 +250,15 @@ def main() -> None:
         bb = r.get("backbone", "Conv4-64")
         lines.append(f"| {r['method']}{'' if bb == 'Conv4-64' else f' ({bb})'} | {inner} | {r['steps']} × {r['tasks_per_step']} | {100 * a1['accuracy']:.1f} ± {100 * a1['ci95']:.1f} | "
                      f"{100 * a5['accuracy']:.1f} ± {100 * a5['ci95']:.1f} | {fmt(pub[0])} / {fmt(pub[1])} | {r['train_s']:.0f} |")
+    if ctrl_path.exists():
+        ctrl = json.loads(ctrl_path.read_text())
+        lines += ["", "Control — the same evaluation protocol on an *untrained* Conv4 (first 50 tasks): what test-time "
+                  "adaptation alone gives.", "", "| protocol | 5-way 1-shot | 5-way 5-shot |", "|---|---|---|"]
+        for name in ("maml", "reptile"):
+            p = METHOD_PARAMS[name]
+            a1, a5 = ctrl[f"{name}@5w1s"], ctrl[f"{name}@5w5s"]
+            lines.append(f"| {name} ({p['test_inner_steps']} steps of {p['inner_lr']}), no meta-training | "
+                         f"{100 * a1['accuracy']:.1f} ± {100 * a1['ci95']:.1f} | {100 * a5['accuracy']:.1f} ± {100 * a5['ci95']:.1f} |")
     if cost:
         lines += ["", "## Cost per meta-step, measured side by side in one run (5-way 1-shot 5-query, Conv4, 1 thread)", "",
                   "Memory: " + ("CUDA allocator peak" if torch.cuda.is_available() else
