@@ -1,0 +1,420 @@
+"""Optimization-based meta-learning on ``torch.func``: MAML, first-order MAML, Meta-SGD, Reptile, ANIL.
+
+The learner is an unmodified ``nn.Module`` (backbone + linear head). Adapted weights live in a
+dict ``name -> tensor`` ("fast weights") and the module is run on them with
+:func:`torch.func.functional_call`; nothing is monkeypatched and no layer is rewritten, so any
+backbone works. The same :func:`inner_loop` drives the regression experiments.
+
+BatchNorm runs in *transductive batch-statistics* mode, as in the MAML paper: the BN layers of the
+backbone keep no running statistics, so every forward pass (support or query, training or
+evaluation) is normalised with the statistics of its own batch. Consequences: queries are scored as
+a batch and one query's prediction depends on the others in its batch (the standard protocol
+for MAML-family results on Omniglot/miniImageNet, but not a per-item classifier); a single-query
+batch is still defined because BN normalises over the spatial positions of conv features.
+
+Memory: :meth:`GradientMetaLearner.training_step` back-propagates each task of the meta-batch as
+soon as its loss is computed, so at most one task's (second-order) graph is alive at a time and
+peak memory does not grow with ``tasks_per_step``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from ..episodes import Episode
+from ..utils import check_finite
+from .base import FewShotMethod, LossOutput, StepOutput, check_support, register_method
+
+Params = dict[str, torch.Tensor]
+LR = float | Mapping[str, torch.Tensor]
+
+
+def sgd_step(params: Params, grads: Mapping[str, torch.Tensor | None], lr: LR) -> Params:
+    """``p - lr * g`` for every entry (``lr`` a float or a per-parameter tensor dict, as in Meta-SGD).
+    A parameter without gradient (unused by the loss) is kept as is."""
+    out = {}
+    for name, p in params.items():
+        g = grads.get(name)
+        if g is None:
+            out[name] = p
+            continue
+        step = lr[name] if isinstance(lr, Mapping) else lr
+        out[name] = p - step * g
+    return out
+
+
+def inner_loop(forward: Callable[[Params, torch.Tensor], torch.Tensor], params: Params, x: torch.Tensor,
+               y: torch.Tensor, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], steps: int, lr: LR,
+               create_graph: bool) -> Params:
+    """``steps`` plain gradient steps on ``loss_fn(forward(params, x), y)``; returns the fast weights.
+
+    With ``create_graph=True`` the steps stay differentiable (second-order MAML); otherwise the
+    gradients are constants and a meta-gradient through the result is the first-order one.
+    Call it with autograd enabled (``fit`` wraps it in ``torch.enable_grad()``).
+    """
+    for _ in range(steps):
+        loss = loss_fn(forward(params, x), y)
+        check_finite(loss, "inner loop")
+        names = [n for n, p in params.items() if p.requires_grad]
+        grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph, allow_unused=True)
+        params = sgd_step(params, dict(zip(names, grads)), lr)
+    return params
+
+
+def use_batch_statistics(module: nn.Module) -> nn.Module:
+    """Turn every BatchNorm layer of ``module`` into transductive batch-statistics mode (in place):
+    no running statistics, so training and evaluation both normalise with the current batch."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.track_running_stats = False
+            m.register_buffer("running_mean", None)
+            m.register_buffer("running_var", None)
+            m.register_buffer("num_batches_tracked", None)
+    return module
+
+
+class GradientMetaLearner(FewShotMethod):
+    """Shared machinery of the MAML family: a backbone + linear head adapted by inner SGD steps.
+
+    Args:
+        backbone: feature extractor ``[B, ...] -> [B, D]`` (BatchNorm switched to batch statistics).
+        way: outputs of the head (the largest ``way`` the model will see; smaller tasks use the first rows).
+        inner_steps: inner SGD steps during meta-training.
+        inner_lr: inner learning rate (the initial value for Meta-SGD).
+        test_inner_steps: inner steps at evaluation (default: ``inner_steps``).
+        first_order: drop the second-order term (FOMAML).
+        feature_dim: ``D``; found from the data in ``setup`` when not given.
+    """
+
+    fit_needs_grad = True
+    #: False for ANIL: only the head is adapted and the backbone features are computed once
+    adapt_backbone = True
+
+    def __init__(self, backbone: nn.Module | None = None, way: int = 5, inner_steps: int = 1, inner_lr: float = 0.4,
+                 test_inner_steps: int | None = None, first_order: bool = False, feature_dim: int | None = None):
+        super().__init__(backbone)
+        if inner_steps < 0 or (test_inner_steps is not None and test_inner_steps < 0):
+            raise ValueError(f"inner steps must be >= 0, got inner_steps={inner_steps}, test_inner_steps={test_inner_steps}")
+        if way < 2:
+            raise ValueError(f"way must be at least 2, got {way}")
+        if backbone is not None:
+            use_batch_statistics(backbone)
+        self.head_way = int(way)
+        self.inner_steps = int(inner_steps)
+        self.inner_lr = float(inner_lr)
+        self.test_inner_steps = None if test_inner_steps is None else int(test_inner_steps)
+        self.first_order = bool(first_order)
+        self.feature_dim = feature_dim
+        self.head: nn.Linear | None = None
+        self.fast: Params | None = None
+        if feature_dim is not None:
+            self._build_head(int(feature_dim))
+
+    # ----------------------------------------------------------------- construction
+    def config(self) -> dict[str, Any]:
+        return {"way": self.head_way, "inner_steps": self.inner_steps, "inner_lr": self.inner_lr,
+                "test_inner_steps": self.test_inner_steps, "first_order": self.first_order,
+                "feature_dim": self.feature_dim}
+
+    def _build_head(self, feature_dim: int) -> None:
+        self.feature_dim = int(feature_dim)
+        self.head = nn.Linear(self.feature_dim, self.head_way)
+        param = next(self.backbone.parameters(), None) if self.backbone is not None else None
+        if param is not None:
+            self.head.to(param.device)
+
+    def setup(self, dataset) -> None:
+        if self.head is None:
+            from ..backbones import output_dim
+
+            self._build_head(output_dim(self.backbone, dataset.item_shape) if self.backbone is not None
+                             else int(torch.tensor(dataset.item_shape).prod()))
+
+    def _require_head(self, x: torch.Tensor) -> None:
+        if self.head is None:  # used directly (not through the trainer): size the head from the data
+            with torch.no_grad():
+                self._build_head(self.embed(x[:2]).shape[1])
+            self.head.to(x.device)
+
+    def _check_way(self, way: int) -> None:
+        if way > self.head_way:
+            raise ValueError(f"{self.name} was built with a {self.head_way}-way head but the task has {way} classes; "
+                             f"train with -p way={way} (or more)")
+
+    # ----------------------------------------------------------------- the functional model
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the full head ``[B, head_way]`` with the module's own weights."""
+        return self.head(self.embed(x))
+
+    def adapted_params(self) -> Params:
+        """The weights the inner loop adapts (all of them; only the head for ANIL)."""
+        if self.adapt_backbone:
+            return {n: p for n, p in self.named_parameters() if n.startswith(("backbone.", "head.")) and p.requires_grad}
+        return {n: p for n, p in self.named_parameters() if n.startswith("head.")}
+
+    def inner_lrs(self) -> LR:
+        return self.inner_lr
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """What the inner forward consumes: raw items, or (ANIL) backbone features computed once."""
+        return x if self.adapt_backbone else self.embed(x)
+
+    def _forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        if self.adapt_backbone:
+            return functional_call(self, params, (x,))
+        head = {n[len("head."):]: p for n, p in params.items()}
+        return functional_call(self.head, head, (x,))
+
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, steps: int, create_graph: bool,
+              detach: bool) -> Params:
+        """Fast weights after ``steps`` inner steps on the support set (``detach``: start from a copy
+        cut from the meta-parameters, for evaluation)."""
+        way = int(support_y.max()) + 1
+        params = self.adapted_params()
+        if detach:
+            params = {n: p.detach().requires_grad_() for n, p in params.items()}
+        inputs = self._inputs(support_x)  # under the caller's grad mode: ANIL features need no graph at evaluation
+        if detach:
+            inputs = inputs.detach()
+
+        def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(logits[:, :way], y)
+
+        with torch.enable_grad():
+            return inner_loop(self._forward, params, inputs, support_y, loss_fn, steps, self.inner_lrs(), create_graph)
+
+    # ----------------------------------------------------------------- estimator API
+    def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "GradientMetaLearner":
+        self.way = check_support(support_x, support_y)
+        self._check_way(self.way)
+        self._require_head(support_x)
+        steps = self.inner_steps if self.test_inner_steps is None else self.test_inner_steps
+        fast = self.adapt(support_x, support_y, steps, create_graph=False, detach=True)  # enables grad inside
+        self.fast = {n: p.detach() for n, p in fast.items()}
+        return self
+
+    def scores(self, query_x: torch.Tensor) -> torch.Tensor:
+        if self.fast is None:
+            raise RuntimeError("call fit(support_x, support_y) before scoring queries")
+        return self._forward(self.fast, self._inputs(query_x))[:, : self.way]
+
+    # ----------------------------------------------------------------- meta-training
+    def loss(self, episode: Episode) -> LossOutput:
+        """Query cross-entropy after adapting to the support set, differentiable w.r.t. the
+        meta-parameters (through the inner loop unless ``first_order``)."""
+        way = check_support(episode.support_x, episode.support_y)
+        self._check_way(way)
+        self._require_head(episode.support_x)
+        fast = self.adapt(episode.support_x, episode.support_y, self.inner_steps,
+                          create_graph=not self.first_order and torch.is_grad_enabled(), detach=False)
+        scores = self._forward(fast, self._inputs(episode.query_x))[:, :way]
+        return LossOutput(F.cross_entropy(scores, episode.query_y), scores)
+
+    def training_step(self, batch: list[Episode]) -> StepOutput:
+        """Mean query loss over the meta-batch; each task is back-propagated as soon as it is computed
+        so that only one task's graph is held at a time (flat peak memory in ``tasks_per_step``)."""
+        total, correct, count = 0.0, 0, 0
+        for ep in batch:
+            out = self.loss(ep)
+            check_finite(out.loss, f"{self.name} training step")
+            (out.loss / len(batch)).backward()
+            total += float(out.loss.detach())
+            correct += int((out.scores.detach().argmax(-1) == ep.query_y).sum())
+            count += ep.query_y.numel()
+        return StepOutput(total / len(batch), correct / max(count, 1))
+
+
+@register_method("maml")
+class MAML(GradientMetaLearner):
+    """Model-agnostic meta-learning (Finn et al. 2017), second order by default: the meta-gradient
+    flows through the inner SGD steps (``create_graph=True``). Defaults follow the paper's Omniglot
+    set-up (1 inner step of 0.4 in training, 3 at test)."""
+
+    def __init__(self, backbone: nn.Module | None = None, way: int = 5, inner_steps: int = 1, inner_lr: float = 0.4,
+                 test_inner_steps: int | None = 3, first_order: bool = False, feature_dim: int | None = None):
+        super().__init__(backbone, way, inner_steps, inner_lr, test_inner_steps, first_order, feature_dim)
+
+
+@register_method("fomaml")
+class FOMAML(GradientMetaLearner):
+    """First-order MAML: the inner gradients are constants, so the meta-gradient is the query-loss
+    gradient at the adapted weights (the second-order term is dropped)."""
+
+    def __init__(self, backbone: nn.Module | None = None, way: int = 5, inner_steps: int = 1, inner_lr: float = 0.4,
+                 test_inner_steps: int | None = 3, feature_dim: int | None = None, first_order: bool = True):
+        if not first_order:
+            raise ValueError("fomaml is first-order by definition; use --method maml for second-order gradients")
+        super().__init__(backbone, way, inner_steps, inner_lr, test_inner_steps, True, feature_dim)
+
+
+@register_method("anil")
+class ANIL(GradientMetaLearner):
+    """Almost No Inner Loop (Raghu et al. 2020): the inner loop adapts only the linear head; the
+    backbone is meta-learned through the outer loop. Backbone features are computed once per set."""
+
+    adapt_backbone = False
+
+    def __init__(self, backbone: nn.Module | None = None, way: int = 5, inner_steps: int = 5, inner_lr: float = 0.4,
+                 test_inner_steps: int | None = 10, first_order: bool = False, feature_dim: int | None = None):
+        super().__init__(backbone, way, inner_steps, inner_lr, test_inner_steps, first_order, feature_dim)
+
+
+def _lr_key(name: str) -> str:
+    return name.replace(".", "__")
+
+
+@register_method("meta-sgd")
+class MetaSGD(GradientMetaLearner):
+    """Meta-SGD (Li et al. 2017): a learned learning rate for every coordinate of every adapted
+    parameter (tensors ``lrs[name]`` shaped like the parameter, initialised to ``inner_lr``),
+    meta-trained together with the initialisation; one inner step by default."""
+
+    def __init__(self, backbone: nn.Module | None = None, way: int = 5, inner_steps: int = 1, inner_lr: float = 0.4,
+                 test_inner_steps: int | None = None, first_order: bool = False, feature_dim: int | None = None):
+        super().__init__(backbone, way, inner_steps, inner_lr, test_inner_steps, first_order, feature_dim)
+
+    def _build_head(self, feature_dim: int) -> None:
+        super()._build_head(feature_dim)
+        self.lrs = nn.ParameterDict({_lr_key(n): nn.Parameter(torch.full_like(p.detach(), self.inner_lr))
+                                     for n, p in self.adapted_params().items()})
+
+    def inner_lrs(self) -> LR:
+        return {n: self.lrs[_lr_key(n)] for n in self.adapted_params()}
+
+
+@register_method("reptile")
+class Reptile(GradientMetaLearner):
+    """Reptile (Nichol et al. 2018): run ``inner_steps`` SGD steps on each task (support and query
+    pooled), then move the initialisation towards the adapted weights. ``training_step`` writes the
+    mean ``theta - phi`` into ``.grad`` and the trainer's optimiser takes the (outer) step; with
+    ``--optimizer sgd`` and no momentum this is the paper's ``theta += eps (phi - theta)``, with Adam
+    the common normalised variant. Evaluation fine-tunes on the support set for ``test_inner_steps``."""
+
+    def __init__(self, backbone: nn.Module | None = None, way: int = 5, inner_steps: int = 5, inner_lr: float = 0.1,
+                 test_inner_steps: int | None = 20, first_order: bool = True, feature_dim: int | None = None):
+        super().__init__(backbone, way, inner_steps, inner_lr, test_inner_steps, True, feature_dim)
+
+    def training_step(self, batch: list[Episode]) -> StepOutput:
+        theta = self.adapted_params()
+        delta = {n: torch.zeros_like(p) for n, p in theta.items()}
+        total, correct, count = 0.0, 0, 0
+        for ep in batch:
+            way = check_support(ep.support_x, ep.support_y)
+            self._check_way(way)
+            self._require_head(ep.support_x)
+            with torch.no_grad():  # report the pre-update query loss of the task, as the other methods report theirs
+                scores = self._forward(theta, ep.query_x)[:, :way]
+                total += float(F.cross_entropy(scores, ep.query_y))
+                correct += int((scores.argmax(-1) == ep.query_y).sum())
+                count += ep.query_y.numel()
+            x = torch.cat([ep.support_x, ep.query_x])
+            y = torch.cat([ep.support_y, ep.query_y])
+            phi = self.adapt(x, y, self.inner_steps, create_graph=False, detach=True)
+            for n in delta:
+                delta[n] += (theta[n].detach() - phi[n].detach()) / len(batch)
+        for n, p in theta.items():
+            p.grad = delta[n]
+        return StepOutput(total / len(batch), correct / max(count, 1))
+
+
+def preprocess(x: torch.Tensor, p: float = 10.0) -> torch.Tensor:
+    """Andrychowicz et al.'s scaling of gradients/losses for an LSTM input: ``[N] -> [N, 2]``,
+    ``(log|x| / p, sign x)`` when ``|x| >= e^-p``, else ``(-1, e^p x)``."""
+    big = x.abs() >= math.exp(-p)
+    log = torch.where(big, x.abs().clamp_min(1e-38).log() / p, torch.full_like(x, -1.0))
+    sign = torch.where(big, x.sign(), x * math.exp(p))
+    return torch.stack([log, sign], -1)
+
+
+@register_method("lstm-meta")
+class LSTMMetaLearner(GradientMetaLearner):
+    """Optimization as a model for few-shot learning (Ravi & Larochelle 2017).
+
+    The learner's parameters, flattened to a vector ``theta [n]``, are the cell state of an LSTM
+    whose update is ``theta_t = f_t * theta_{t-1} - i_t * grad_t``. Every coordinate is one "batch
+    row" and all coordinates share the meta-learner's weights:
+
+    * a first LSTM layer (``nn.LSTMCell(4, hidden)``) reads the preprocessed gradient and loss;
+    * input gate ``i_t = sigmoid(W_i [h_t, theta_{t-1}, i_{t-1}] + b_i)`` (a learned learning rate) and
+      forget gate ``f_t = sigmoid(W_f [h_t, theta_{t-1}, f_{t-1}] + b_f)`` (learned weight decay),
+      with ``b_f`` initialised large (f ~ 1) and ``b_i`` small (i ~ 0.01) as in the paper;
+    * the initial cell state ``theta_0`` is the learner module's own weights (meta-learned).
+
+    As in the paper, the gradient and loss fed to the LSTM are treated as inputs (no second
+    derivatives); the meta-gradient flows through the cell-state recurrence. The learner is a
+    backbone (default Conv4 with 32 filters) + linear head, BatchNorm in batch-statistics mode.
+    """
+
+    def __init__(self, backbone: nn.Module | None = None, way: int = 5, inner_steps: int = 8,
+                 test_inner_steps: int | None = None, hidden: int = 20, feature_dim: int | None = None,
+                 inner_lr: float = 0.0, first_order: bool = True):
+        super().__init__(backbone, way, inner_steps, inner_lr, test_inner_steps, True, feature_dim)
+        self.hidden = int(hidden)
+        self.lstm = nn.LSTMCell(4, self.hidden)
+        self.gate_i = nn.Linear(self.hidden + 2, 1)
+        self.gate_f = nn.Linear(self.hidden + 2, 1)
+        with torch.no_grad():
+            for gate, lo, hi in ((self.gate_i, -5.0, -4.0), (self.gate_f, 4.0, 6.0)):
+                gate.weight.uniform_(-0.01, 0.01)
+                gate.bias.uniform_(lo, hi)
+
+    @classmethod
+    def default_backbone(cls, item_shape: tuple[int, ...]) -> tuple[str, dict] | None:
+        from ..backbones import backbone_spec_for, default_backbone_for
+
+        name, kw = default_backbone_for(item_shape)
+        return backbone_spec_for(name, item_shape, hidden=32) if name == "conv4" else (name, kw)
+
+    def config(self) -> dict[str, Any]:
+        cfg = super().config()
+        cfg.pop("inner_lr")
+        cfg.pop("first_order")
+        return {**cfg, "hidden": self.hidden}
+
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, steps: int, create_graph: bool,
+              detach: bool) -> Params:
+        way = int(support_y.max()) + 1
+        params = self.adapted_params()
+        names = list(params)
+        shapes = [params[n].shape for n in names]
+        sizes = [params[n].numel() for n in names]
+
+        def unflatten(vec: torch.Tensor) -> Params:
+            return {n: v.view(s) for n, v, s in zip(names, vec.split(sizes), shapes)}
+
+        theta = torch.cat([params[n].reshape(-1) for n in names])
+        if detach:
+            theta = theta.detach()
+        n = theta.numel()
+        h = c = theta.new_zeros(n, self.hidden)
+        i_prev = f_prev = theta.new_zeros(n, 1)
+        for _ in range(steps):
+            with torch.enable_grad():
+                leaf = theta.detach().requires_grad_()
+                loss = F.cross_entropy(self._forward(unflatten(leaf), support_x)[:, :way], support_y)
+                check_finite(loss, "lstm-meta inner loop")
+                (grad,) = torch.autograd.grad(loss, leaf)
+            inputs = torch.cat([preprocess(grad), preprocess(loss.detach().expand(n))], 1)
+            h, c = self.lstm(inputs, (h, c))
+            f = torch.sigmoid(self.gate_f(torch.cat([h, theta[:, None], f_prev], 1)))
+            i = torch.sigmoid(self.gate_i(torch.cat([h, theta[:, None], i_prev], 1)))
+            theta = f[:, 0] * theta - i[:, 0] * grad
+            f_prev, i_prev = f, i
+        return unflatten(theta)
+
+    def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "LSTMMetaLearner":
+        self.way = check_support(support_x, support_y)
+        self._check_way(self.way)
+        self._require_head(support_x)
+        steps = self.inner_steps if self.test_inner_steps is None else self.test_inner_steps
+        with torch.no_grad():  # the meta-learner's own graph is never needed at evaluation
+            fast = self.adapt(support_x, support_y, steps, create_graph=False, detach=True)
+        self.fast = {n: p.detach() for n, p in fast.items()}
+        return self
