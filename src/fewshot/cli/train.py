@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import click
@@ -74,7 +75,10 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
     spec = backbone_spec_for(backbone, data.item_shape) if backbone else cls.default_backbone(data.item_shape)
     seed_everything(seed)  # the initial weights are part of the run: same seed, same model
     try:
-        model = build_method(method, build_backbone(spec[0], **spec[1]) if spec else None, **parse_params(params))
+        options = parse_params(params)
+        if "way" in inspect.signature(cls.__init__).parameters:
+            options.setdefault("way", way)  # methods with a fixed-size head (MAML, ...) are built for the training way
+        model = build_method(method, build_backbone(spec[0], **spec[1]) if spec else None, **options)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     cfg = TrainConfig(steps=episodes, way=way, shot=shot, query=query, within="group" if within else None,
