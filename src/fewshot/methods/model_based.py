@@ -166,7 +166,8 @@ class SequenceClassifier(FewShotMethod):
         loss = F.cross_entropy(logits.reshape(-1, way), y.reshape(-1))
         check_finite(loss, f"{self.name} training step")
         loss.backward()
-        acc = float((logits.argmax(-1) == y)[is_q].float().mean()) if is_q.any() else float("nan")
+        hit = logits.argmax(-1) == y
+        acc = float((hit[is_q] if is_q.any() else hit).float().mean())  # over every step when there is no query
         return StepOutput(float(loss.detach()), acc)
 
 
