@@ -47,7 +47,10 @@ def run_ntm(args) -> None:
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     model = NTM(9, 8, hidden=args.hidden, slots=args.slots, width=args.width)
-    opt = torch.optim.RMSprop(model.parameters(), lr=args.lr, momentum=0.9, alpha=0.95)
+    if args.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    else:
+        opt = torch.optim.RMSprop(model.parameters(), lr=args.lr, momentum=0.9, alpha=0.95)
     val_gen = torch.Generator().manual_seed(10_000 + args.seed)
     val = [copy_batch(8, L, generator=val_gen) for L in range(1, 21)]
 
@@ -84,7 +87,7 @@ def run_ntm(args) -> None:
         gen_rows.append((L, evaluate([b])))
 
     # plots: learning curve, target vs output, attention
-    tag = "ntm"
+    tag = args.tag
     fig, ax = plt.subplots(figsize=(5, 3.4))
     ax.plot([r["sequences"] for r in log], [r["val_bits_wrong"] for r in log], label="validation (lengths 1-20)")
     ax.plot([r["sequences"] for r in log], [r["train_bits_wrong"] for r in log], alpha=0.6, label="training")
@@ -116,7 +119,7 @@ def run_ntm(args) -> None:
         "# NTM copy task",
         "",
         f"NTM: LSTM controller {args.hidden} units, memory {args.slots}x{args.width}, 1 read + 1 write head, shifts -1..1; "
-        f"RMSprop lr {args.lr} (momentum 0.9), gradient norm clipped at 10, batch {args.batch}, lengths uniform in [1, 20], "
+        f"{'Adam' if args.optimizer == 'adam' else 'RMSprop'} lr {args.lr}{'' if args.optimizer == 'adam' else ' (momentum 0.9)'}, gradient norm clipped at 10, batch {args.batch}, lengths uniform in [1, 20], "
         "8 bits + delimiter channel, BCE on the answer steps.",
         "",
         f"**CPU budget:** {args.cpu_seconds:.0f} s of process CPU time on 1 thread, capped at {args.wall_seconds:.0f} s wall on a shared 2-core machine (used {cpu:.0f} s CPU, {wall:.0f} s wall) "
@@ -140,7 +143,7 @@ def run_ntm(args) -> None:
               "gradually by length 120. A random guess gets 4 bits per 8-bit vector wrong (0.5 fraction).",
               "", f"Plots: `{tag}_curve.png`, `{tag}_copy_len20.png`, `{tag}_copy_len50.png` (target vs output, "
               "write and read weights over time).", ""]
-    _write("ntm", "\n".join(lines))
+    _write(tag, "\n".join(lines))
 
 
 # ------------------------------------------------------------------------------------------ MANN
@@ -349,6 +352,8 @@ def main() -> None:
     p.add_argument("--width", type=int, default=20)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--optimizer", choices=["rmsprop", "adam"], default="rmsprop")
+    p.add_argument("--tag", default="ntm", help="name of the report and plots")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--wall-seconds", type=float, default=float("inf"), help="also stop training after this wall time (shared machines)")
     p.set_defaults(fn=run_ntm)
