@@ -138,8 +138,8 @@ def run_ntm(args) -> None:
     for L, e in gen_rows:
         lines.append(f"| {L} | {e:.2f} | {8 * L} | {e / (8 * L):.3f} |")
     lines += ["",
-              "Published (Graves et al. 2014, Fig. 3/4): the NTM reaches ~0 bits wrong per sequence after ~200k training "
-              "sequences (batch 1, lengths 1-20) and copies lengths 30 and 50 almost perfectly, with errors growing "
+              "Published (Graves et al. 2014, Figs. 3-4): trained with batch 1 on lengths 1-20, the NTM drives the copy cost "
+              "to near zero, much faster than an LSTM, and copies lengths 30 and 50 almost perfectly, with errors growing "
               "gradually by length 120. A random guess gets 4 bits per 8-bit vector wrong (0.5 fraction).",
               "", f"Plots: `{tag}_curve.png`, `{tag}_copy_len20.png`, `{tag}_copy_len50.png` (target vs output, "
               "write and read weights over time).", ""]
@@ -164,10 +164,10 @@ def _omniglot(image_size: int, heldout: bool, rotations: bool):
 def _instance_eval(method, sampler, episodes: int, batch: int, seed: int):
     from fewshot.methods.model_based import instance_accuracy
 
-    torch.manual_seed(seed)  # the within-sequence shuffle
     hits, tot = torch.zeros(10, dtype=torch.long), torch.zeros(10, dtype=torch.long)
     method.eval()
-    with torch.inference_mode():
+    with torch.random.fork_rng(devices=[]), torch.inference_mode():
+        torch.manual_seed(seed)  # the within-sequence shuffle, without disturbing training's RNG
         for start in range(0, episodes, batch):
             eps = [sampler.episode(i) for i in range(start, min(start + batch, episodes))]
             x, y, _ = method.sequence_of(eps)
