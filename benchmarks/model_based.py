@@ -106,7 +106,7 @@ def run_ntm(args) -> None:
         axes[0, 0].set_title(f"target (length {L})")
         axes[0, 1].imshow(torch.sigmoid(b.outputs_of(y)[:, 0]).T, cmap="gray_r", aspect="auto", vmin=0, vmax=1)
         axes[0, 1].set_title("output")
-        used = slice(0, min(args.slots, 2 * L + 8))
+        used = slice(0, args.slots)  # heads may shift either way and wrap round
         axes[1, 0].imshow(ww[:, 0, used].T, cmap="gray_r", aspect="auto", origin="lower")
         axes[1, 0].set(title="write weights", xlabel="time step", ylabel="memory slot")
         axes[1, 1].imshow(wr[:, 0, used].T, cmap="gray_r", aspect="auto", origin="lower")
