@@ -218,7 +218,7 @@ def run_mann_model(args, name: str) -> dict:
     res = {"model": name, "config": method.config(), "iterations": it, "episodes": it * args.batch, "cpu_s": cpu,
            "wall_s": wall, "log": log, "final_by_instance": final, "test_episodes": args.test_episodes,
            "params": sum(p.numel() for p in method.parameters())}
-    (RESULTS / f"mann_{name}_{args.way}way.json").write_text(json.dumps(res, indent=1))
+    (RESULTS / f"mann_{name}_{args.way}way{args.suffix}.json").write_text(json.dumps(res, indent=1))
     return res
 
 
@@ -360,6 +360,7 @@ def main() -> None:
     p = sub.add_parser("mann", help="MANN vs LSTM, accuracy by instance")
     p.add_argument("--models", default="mann,lstm_seq")
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from saved JSON")
+    p.add_argument("--suffix", default="", help="suffix of the saved JSON (extra runs kept out of the report)")
     p.add_argument("--cpu-seconds", type=float, default=300, help="per model")
     p.add_argument("--way", type=int, default=5)
     p.add_argument("--instances", type=int, default=10)
