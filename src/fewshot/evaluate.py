@@ -53,6 +53,11 @@ def eval_mode(method: FewShotMethod) -> contextlib.AbstractContextManager:
     return torch.no_grad() if method.fit_needs_grad else torch.inference_mode()
 
 
+def match_layout(method: FewShotMethod, channels_last: bool) -> None:
+    """Put 4-D weights in the layout of the inputs: mixed NCHW/NHWC convolutions are the slowest of all."""
+    method.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
 def _device_of(method: FewShotMethod) -> torch.device:
     p = next(method.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
@@ -71,6 +76,7 @@ def evaluate(
     With ``confusion=True`` also returns a dataset-class confusion matrix (rows: true class).
     """
     device = torch.device(device) if device is not None else _device_of(method)
+    match_layout(method, channels_last)
     was_training = method.training
     method.eval()
     accs = []
@@ -91,18 +97,21 @@ def evaluate(
                       conf.tolist() if conf is not None else None)
 
 
-def evaluate_lake(method: FewShotMethod, runs: list[LakeRun], device: torch.device | str | None = None) -> LakeResult:
+def evaluate_lake(method: FewShotMethod, runs: list[LakeRun], device: torch.device | str | None = None,
+                  channels_last: bool = True) -> LakeResult:
     """Lake et al.'s protocol: per run, fit the 20 training images (one class each) and classify
     the 20 test images; error = % of all test items misclassified."""
     device = torch.device(device) if device is not None else _device_of(method)
+    match_layout(method, channels_last)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     was_training = method.training
     method.eval()
     wrong, total, per_run = 0, 0, []
     try:
         with eval_mode(method):
             for run in runs:
-                sx = run.support.float().div(255).to(device)
-                qx = run.query.float().div(255).to(device)
+                sx = run.support.float().div(255).to(device).contiguous(memory_format=fmt)
+                qx = run.query.float().div(255).to(device).contiguous(memory_format=fmt)
                 pred = method.fit(sx, torch.arange(sx.shape[0], device=device)).predict(qx).cpu()
                 w = int((pred != run.query_labels).sum())
                 per_run.append(100.0 * w / len(pred))
