@@ -8,7 +8,8 @@ settings of the spine issue, evaluated on the project's held-out background alph
 
 Only way/shot/episodes are given to `fewshot train` (plus where the data is): the defaults
 (rotations ×4, query 5, Adam 1e-3, cosine schedule, 10% validation classes) do the rest.
-Writes a markdown table to benchmarks/results/protonet_omniglot.md.
+Writes a markdown table to benchmarks/results/protonet_omniglot.md. Finished trainings and evaluations
+are cached in the run folder (train_seconds.json, eval-*.json), so a rerun only redoes what is missing.
 """
 
 from __future__ import annotations
@@ -43,18 +44,25 @@ def main() -> None:
     rows = []
     for name in args.settings.split(","):
         out = Path(args.out) / name
-        t0 = time.perf_counter()
+        timing = out / "train_seconds.json"  # a finished run is reused; its measured time is kept beside it
         if not (out / "last.json").exists():
+            t0 = time.perf_counter()
             run(FEWSHOT + ["train", "--method", "protonet", "--dataset", "omniglot", *SETTINGS[name], "--data-dir", data_dir,
                            "--way", "20", "--shot", "1", "--episodes", str(args.episodes), "--seed", "0", "--out", str(out), "--quiet"])
-        train_s = time.perf_counter() - t0
+            timing.write_text(json.dumps({"train_seconds": time.perf_counter() - t0, "load_average": os.getloadavg()}))
+        train_s = json.loads(timing.read_text())["train_seconds"] if timing.exists() else float("nan")
         for way, shot, within in EVALS:
             cmd = FEWSHOT + ["eval", str(out), "--dataset", "omniglot", "--split", "background", "--alphabets", "heldout",
                              "--data-dir", data_dir, "--way", str(way), "--shot", str(shot), "--query", "5",
                              "--tasks", str(args.tasks), "--seed", "0", "--json"] + (["--within", "alphabet"] if within else [])
-            t1 = time.perf_counter()
-            res = json.loads(run(cmd))
-            rows.append((name, train_s, way, shot, within, res["accuracy"], res["ci95"], res["tasks"], time.perf_counter() - t1))
+            cache = out / f"eval-{way}w{shot}s{'-within' if within else ''}-{args.tasks}.json"
+            if not cache.exists():
+                t1 = time.perf_counter()
+                res = json.loads(run(cmd))
+                res["eval_seconds"] = time.perf_counter() - t1
+                cache.write_text(json.dumps(res))
+            res = json.loads(cache.read_text())
+            rows.append((name, train_s, way, shot, within, res["accuracy"], res["ci95"], res["tasks"], res["eval_seconds"]))
             print(rows[-1], flush=True)
     lines = [f"# ProtoNet, Conv4 28×28, `fewshot train` defaults, {args.episodes} episodes of 20-way 1-shot 5-query",
              "", "Held-out alphabets: " + ", ".join(__import__("fewshot.data", fromlist=["x"]).HELDOUT_ALPHABETS), "",
