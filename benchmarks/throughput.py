@@ -2,7 +2,7 @@
 Conv4 ProtoNet and the same Omniglot episodes, and evaluation speed (tasks/s), measured side by
 side in one process, interleaved in rounds so machine load affects both alike.
 
-    python benchmarks/throughput.py [--steps 60] [--rounds 3] [--threads 2]
+    FEWSHOT_DATA=../shared/data python benchmarks/throughput.py [--steps 60] [--rounds 3] [--threads 2]
 
 Writes benchmarks/results/throughput.md.
 """
