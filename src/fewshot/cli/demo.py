@@ -36,7 +36,7 @@ def demo_cmd(data_dir, episodes, tasks, out_dir, seed, device):
     from ..data.sources import find_file
     from ..episodes import TaskSet, assemble
     from ..evaluate import evaluate
-    from ..methods import build_method
+    from ..methods import ProtoNet
     from ..plots import plot_episode, plot_training_curves
     from ..train import Trainer, TrainConfig
 
@@ -60,8 +60,8 @@ def demo_cmd(data_dir, episodes, tasks, out_dir, seed, device):
         settings = [(4, 1, None), (4, 5, None)]
         way, query = 5, 5
     click.echo(f"data: {source}")
-    spec = build_method("protonet").default_backbone(train.item_shape)
-    method = build_method("protonet", build_backbone(spec[0], **spec[1]))
+    spec = ProtoNet.default_backbone(train.item_shape)
+    method = ProtoNet(build_backbone(spec[0], **spec[1]))
     cfg = TrainConfig(steps=episodes, way=way, shot=1, query=query, val_every=max(episodes // 4, 1), val_tasks=100 if val else 0,
                       seed=seed, device=device, log_every=max(episodes // 20, 1))
     t0 = time.perf_counter()
