@@ -1,5 +1,5 @@
 """Domain-adaptive meta-learning toy: adapt a regressor to a new sinusoid from an *unlabelled*,
-domain-shifted demonstration, with a learned adaptation objective (see ``fewshot.daml``).
+domain-shifted demonstration, with a learned adaptation objective (see ``fewshot.regression.daml``).
 
     python benchmarks/daml_toy.py [--steps 3000] [--tasks 600]
 
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from fewshot.daml import PairedDemos, mse_ci, naive_adaptation, sample_demos, train_daml
+from fewshot.regression.daml import PairedDemos, mse_ci, naive_adaptation, sample_demos, train_daml
 from fewshot.data.sinusoid import SinusoidBatch
-from fewshot.regression import RegressionTrainConfig, predictions_after, train_maml
+from fewshot.regression.sinusoid import RegressionTrainConfig, predictions_after, train_maml
 
 HERE = Path(__file__).resolve().parent
 

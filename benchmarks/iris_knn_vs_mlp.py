@@ -35,7 +35,7 @@ def train_mlps(x: torch.Tensor, y: torch.Tensor, seeds: list[int], steps: int = 
     """
     from torch.func import functional_call, stack_module_state
 
-    from fewshot.backbones import MLP
+    from fewshot.nn.backbones import MLP
 
     nets = []
     for seed in seeds:

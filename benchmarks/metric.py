@@ -93,13 +93,13 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    from fewshot.backbones import build_backbone
-    from fewshot.checkpoint import load_checkpoint
+    from fewshot.nn.backbones import build_backbone
+    from fewshot.engine.checkpoint import load_checkpoint
     from fewshot.data import HELDOUT_ALPHABETS, load_omniglot, with_rotations
-    from fewshot.episodes import TaskSet
-    from fewshot.evaluate import evaluate
+    from fewshot.tasks.episodes import TaskSet
+    from fewshot.engine.evaluate import evaluate
     from fewshot.methods import METHODS as REGISTRY, build_method
-    from fewshot.train import TrainConfig, Trainer
+    from fewshot.engine.trainer import TrainConfig, Trainer
     from fewshot.utils import seed_everything
 
     data_dir = os.environ.get("FEWSHOT_DATA") or str(HERE.parent.parent / "shared" / "data")

@@ -42,7 +42,7 @@ def run_ntm(args) -> None:
     import matplotlib.pyplot as plt
 
     from fewshot.data.copy_task import bits_wrong, copy_batch, sample_copy_batch
-    from fewshot.memory import NTM
+    from fewshot.nn.memory import NTM
 
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
@@ -179,7 +179,7 @@ def _instance_eval(method, sampler, episodes: int, batch: int, seed: int):
 
 
 def run_mann_model(args, name: str) -> dict:
-    from fewshot.episodes import EpisodeSampler
+    from fewshot.tasks.episodes import EpisodeSampler
     from fewshot.methods import build_method
     from fewshot.utils import seed_everything
 
@@ -285,9 +285,9 @@ PAPER_METANET = {5: 98.95, 20: 97.0}
 
 
 def run_metanet(args) -> None:
-    from fewshot.backbones import Conv4
-    from fewshot.episodes import EpisodeSampler, TaskSet
-    from fewshot.evaluate import evaluate
+    from fewshot.nn.backbones import Conv4
+    from fewshot.tasks.episodes import EpisodeSampler, TaskSet
+    from fewshot.engine.evaluate import evaluate
     from fewshot.methods import build_method
     from fewshot.utils import seed_everything
 

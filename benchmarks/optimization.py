@@ -25,12 +25,12 @@ from pathlib import Path
 
 import torch
 
-from fewshot.backbones import Conv4
+from fewshot.nn.backbones import Conv4
 from fewshot.data import HELDOUT_ALPHABETS, load_omniglot, with_rotations
-from fewshot.episodes import EpisodeSampler, TaskSet
-from fewshot.evaluate import evaluate
+from fewshot.tasks.episodes import EpisodeSampler, TaskSet
+from fewshot.engine.evaluate import evaluate
 from fewshot.methods import build_method
-from fewshot.train import Trainer, TrainConfig
+from fewshot.engine.trainer import Trainer, TrainConfig
 
 HERE = Path(__file__).resolve().parent
 PUBLISHED = {  # Omniglot 5-way 1-shot, 5-way 5-shot (original papers, 20 evaluation alphabets, full budget)

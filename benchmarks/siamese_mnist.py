@@ -4,7 +4,7 @@
 
 Data: the MNIST test set (IDX files in the shared data): images 0..7999 are the training pool,
 8000..9999 the test pool. Every architecture trains on balanced same/different pairs
-(``fewshot.pairs.PairSampler``, 64 pairs per step, Adam 1e-3) of digits 0–6 only, with an MLP
+(``fewshot.tasks.pairs.PairSampler``, 64 pairs per step, Adam 1e-3) of digits 0–6 only, with an MLP
 tower 784-128-64, and is then measured on
 
 * verification accuracy on 2,000 balanced test-pool pairs of the seen digits 0–6 and of the
@@ -70,13 +70,13 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    from fewshot.backbones import MLP
+    from fewshot.nn.backbones import MLP
     from fewshot.data import LabeledDataset, load_mnist
-    from fewshot.episodes import TaskSet
-    from fewshot.evaluate import evaluate
+    from fewshot.tasks.episodes import TaskSet
+    from fewshot.engine.evaluate import evaluate
     from fewshot.methods import SiameseNet
-    from fewshot.pairs import PairSampler
-    from fewshot.plots import plot_embeddings
+    from fewshot.tasks.pairs import PairSampler
+    from fewshot.engine.plots import plot_embeddings
     from fewshot.utils import mean_ci95
 
     data_dir = os.environ.get("FEWSHOT_DATA") or str(HERE.parent.parent / "shared" / "data")

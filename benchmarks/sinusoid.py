@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from fewshot.data.sinusoid import SinusoidTasks
-from fewshot.regression import (RegressionTrainConfig, plot_sinusoid_adaptation, predictions_after, task_mse,
+from fewshot.regression.sinusoid import (RegressionTrainConfig, plot_sinusoid_adaptation, predictions_after, task_mse,
                                 train_maml, train_oracle, train_pretrained)
 
 HERE = Path(__file__).resolve().parent

@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fewshot.backbones import Conv4
+from fewshot.nn.backbones import Conv4
 from fewshot.data import load_omniglot
-from fewshot.episodes import EpisodeSampler, TaskSet
-from fewshot.evaluate import evaluate
+from fewshot.tasks.episodes import EpisodeSampler, TaskSet
+from fewshot.engine.evaluate import evaluate
 from fewshot.methods import ProtoNet
-from fewshot.train import Trainer, TrainConfig
+from fewshot.engine.trainer import Trainer, TrainConfig
 
 HERE = Path(__file__).resolve().parent
 

@@ -34,14 +34,15 @@ from pathlib import Path
 
 import torch
 
-from fewshot.augment import AugmentedSupport, Augmenter
-from fewshot.backbones import Conv4, Identity
-from fewshot.checkpoint import load_checkpoint
+from fewshot.data.augment import Augmenter
+from fewshot.methods.augmented import AugmentedSupport
+from fewshot.nn.backbones import Conv4, Identity
+from fewshot.engine.checkpoint import load_checkpoint
 from fewshot.data import LabeledDataset, load_omniglot
-from fewshot.episodes import TaskSet
-from fewshot.evaluate import evaluate
+from fewshot.tasks.episodes import TaskSet
+from fewshot.engine.evaluate import evaluate
 from fewshot.methods import ProtoNet, build_method
-from fewshot.train import TrainConfig, Trainer
+from fewshot.engine.trainer import TrainConfig, Trainer
 
 HERE = Path(__file__).resolve().parent
 SNELL = {(5, 1): 98.8, (5, 5): 99.7, (20, 1): 96.0, (20, 5): 98.9}  # ProtoNet, Omniglot eval alphabets, full budget

@@ -7,9 +7,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fewshot.augment import (AugmentedSupport, Augmenter, augment_episode, brightness, contrast, elastic, hflip,
+from fewshot.methods.augmented import AugmentedSupport
+from fewshot.tasks.episodes import augment_episode
+from fewshot.data.augment import (Augmenter, brightness, contrast, elastic, hflip,
                              random_affine, random_crop)
-from fewshot.episodes import EpisodeSampler
+from fewshot.tasks.episodes import EpisodeSampler
 from fewshot.methods import ProtoNet
 
 from conftest import make_blobs_dataset

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.distributions import InverseGamma, MultivariateNormal, Normal
 
-from fewshot.backbones import MLP
+from fewshot.nn.backbones import MLP
 from fewshot.methods import build_method
 from fewshot.methods.bayesian import laplace_samples, niw_map, softmax_map
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fewshot.daml import DAML, PairedDemos, human_domain, sample_demos
+from fewshot.regression.daml import DAML, PairedDemos, human_domain, sample_demos
 
 torch.set_num_threads(1)
 

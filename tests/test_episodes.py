@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from fewshot.episodes import EpisodeSampler, TaskSet, assemble
+from fewshot.tasks.episodes import EpisodeSampler, TaskSet, assemble
 
 from conftest import make_blobs_dataset
 

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from fewshot.backbones import Identity
+from fewshot.nn.backbones import Identity
 from fewshot.data import load_lake_runs
-from fewshot.episodes import TaskSet
-from fewshot.evaluate import evaluate, evaluate_lake
+from fewshot.tasks.episodes import TaskSet
+from fewshot.engine.evaluate import evaluate, evaluate_lake
 from fewshot.methods import ProtoNet
 from fewshot.utils import mean_ci95
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from fewshot.backbones import MLP, Conv4, Identity
-from fewshot.episodes import Episode, EpisodeSampler
+from fewshot.nn.backbones import MLP, Conv4, Identity
+from fewshot.tasks.episodes import Episode, EpisodeSampler
 from fewshot.methods import MatchingNet, RelationNet
 from fewshot.methods.metric import FullContextEmbedding, RelationEncoder, RelationModule
 

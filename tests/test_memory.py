@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fewshot.data.copy_task import bits_wrong, copy_batch
-from fewshot.memory import (
+from fewshot.nn.memory import (
     NTM,
     circular_shift,
     content_addressing,

@@ -8,14 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fewshot.backbones import MLP
-from fewshot.checkpoint import load_checkpoint
-from fewshot.episodes import EpisodeSampler
-from fewshot.evaluate import evaluate
-from fewshot.episodes import TaskSet
+from fewshot.nn.backbones import MLP
+from fewshot.engine.checkpoint import load_checkpoint
+from fewshot.tasks.episodes import EpisodeSampler
+from fewshot.engine.evaluate import evaluate
+from fewshot.tasks.episodes import TaskSet
 from fewshot.methods import METHODS, build_method
 from fewshot.methods.model_based import instance_accuracy, preprocess_gradient
-from fewshot.train import TrainConfig, Trainer
+from fewshot.engine.trainer import TrainConfig, Trainer
 
 SMALL = {
     "mann": dict(labels=3, hidden=16, slots=8, width=6, heads=2),

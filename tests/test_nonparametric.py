@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.neighbors import KNeighborsClassifier
 
-from fewshot.episodes import EpisodeSampler, TaskSet
-from fewshot.evaluate import evaluate
+from fewshot.tasks.episodes import EpisodeSampler, TaskSet
+from fewshot.engine.evaluate import evaluate
 from fewshot.methods import KNN, NearestPrototype, OneNN, build_method
 
 
@@ -57,7 +57,7 @@ def test_nearest_prototype_uses_class_means():
 
 
 def test_nca_loss_hand_computed():
-    from fewshot.episodes import Episode
+    from fewshot.tasks.episodes import Episode
 
     ep = Episode(torch.tensor([[0.0], [2.0]]), torch.tensor([0, 1]), torch.tensor([[0.5]]), torch.tensor([0]),
                  torch.tensor([7, 9]), torch.arange(2), torch.arange(1))
@@ -75,8 +75,8 @@ def test_bad_options_fail_clearly():
 
 
 def test_raw_pixel_knn_beats_chance_and_trains_without_parameters(blobs, tmp_path):
-    from fewshot.checkpoint import load_checkpoint
-    from fewshot.train import TrainConfig, Trainer
+    from fewshot.engine.checkpoint import load_checkpoint
+    from fewshot.engine.trainer import TrainConfig, Trainer
 
     tasks = TaskSet.generate(blobs, way=5, shot=1, query=3, tasks=20, seed=0)
     assert evaluate(KNN(k=1), blobs, tasks).accuracy > 0.8
@@ -88,7 +88,7 @@ def test_raw_pixel_knn_beats_chance_and_trains_without_parameters(blobs, tmp_pat
 
 
 def test_knn_on_a_trained_backbone_learns(blobs):
-    from fewshot.backbones import MLP
+    from fewshot.nn.backbones import MLP
 
     torch.manual_seed(0)
     m = KNN(backbone=MLP(64, (32, 16)), k=1)

@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from fewshot.backbones import MLP, Conv4
-from fewshot.episodes import Episode, EpisodeSampler, TaskSet
-from fewshot.evaluate import evaluate
+from fewshot.nn.backbones import MLP, Conv4
+from fewshot.tasks.episodes import Episode, EpisodeSampler, TaskSet
+from fewshot.engine.evaluate import evaluate
 from fewshot.methods import build_method
 from fewshot.methods.optimization import inner_loop, use_batch_statistics
 
@@ -202,8 +202,8 @@ def test_too_many_classes_for_the_head_is_a_clear_error():
     ("lstm-meta", {"inner_steps": 5}),
 ])
 def test_methods_learn_on_held_out_classes_and_round_trip(method, params, blobs, tmp_path):
-    from fewshot.checkpoint import load_checkpoint
-    from fewshot.train import Trainer, TrainConfig
+    from fewshot.engine.checkpoint import load_checkpoint
+    from fewshot.engine.trainer import Trainer, TrainConfig
 
     train, test = blobs.split_classes(0.34, seed=0)
     torch.manual_seed(0)

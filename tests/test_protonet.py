@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fewshot.backbones import Conv4, Identity, MLP, output_dim
-from fewshot.distances import class_means, pairwise_logits
-from fewshot.episodes import EpisodeSampler
+from fewshot.nn.backbones import Conv4, Identity, MLP, output_dim
+from fewshot.nn.distances import class_means, pairwise_logits
+from fewshot.tasks.episodes import EpisodeSampler
 from fewshot.methods import ProtoNet, build_method, check_support
 
 from conftest import make_blobs_dataset

@@ -10,7 +10,7 @@ from torch.func import functional_call
 
 from fewshot.data.sinusoid import SinusoidTasks
 from fewshot.methods.optimization import inner_loop
-from fewshot.regression import Oracle, adapt_task, maml_meta_loss, predictions_after, sine_mlp, task_mse
+from fewshot.regression.sinusoid import Oracle, adapt_task, maml_meta_loss, predictions_after, sine_mlp, task_mse
 
 torch.set_num_threads(1)
 

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from fewshot.backbones import MLP, Identity
-from fewshot.episodes import Episode, EpisodeSampler
+from fewshot.nn.backbones import MLP, Identity
+from fewshot.tasks.episodes import Episode, EpisodeSampler
 from fewshot.methods import SiameseNet, build_method
 from fewshot.methods.siamese import balanced_mean, contrastive_loss, mine_triplets, triplet_loss
-from fewshot.pairs import PairSampler, TripletSampler, label_pairs
+from fewshot.tasks.pairs import PairSampler, TripletSampler, label_pairs
 
 
 def test_contrastive_loss_hand_computed_and_convention():
@@ -121,7 +121,7 @@ def test_koch_head_is_symmetric_and_bce_matches_formula():
 
 
 def test_separate_towers_are_separately_initialised_and_round_trip(tmp_path):
-    from fewshot.checkpoint import load_checkpoint, method_spec, save_checkpoint
+    from fewshot.engine.checkpoint import load_checkpoint, method_spec, save_checkpoint
 
     torch.manual_seed(0)
     m = build_method("siamese", MLP(4, (8,)), head="concat", shared=False, embedding_dim=8)

@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
-from fewshot.backbones import build_backbone
-from fewshot.checkpoint import load_checkpoint
-from fewshot.episodes import TaskSet
-from fewshot.evaluate import evaluate
+from fewshot.nn.backbones import build_backbone
+from fewshot.engine.checkpoint import load_checkpoint
+from fewshot.tasks.episodes import TaskSet
+from fewshot.engine.evaluate import evaluate
 from fewshot.methods import ProtoNet
-from fewshot.train import Trainer, TrainConfig, lr_factor
+from fewshot.engine.trainer import Trainer, TrainConfig, lr_factor
 
 from conftest import make_blobs_dataset
 

@@ -6,14 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fewshot.backbones import MLP
-from fewshot.checkpoint import load_checkpoint
-from fewshot.distances import class_means
-from fewshot.episodes import TaskSet
-from fewshot.evaluate import evaluate
+from fewshot.nn.backbones import MLP
+from fewshot.engine.checkpoint import load_checkpoint
+from fewshot.nn.distances import class_means
+from fewshot.tasks.episodes import TaskSet
+from fewshot.engine.evaluate import evaluate
 from fewshot.methods import build_method
 from fewshot.methods.transfer import FineTune, TransferMethod
-from fewshot.train import TrainConfig, Trainer
+from fewshot.engine.trainer import TrainConfig, Trainer
 
 from conftest import make_blobs_dataset
 

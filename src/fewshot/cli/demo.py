@@ -30,15 +30,15 @@ def demo_cmd(data_dir, episodes, tasks, out_dir, seed, device):
     """
     import shutil
 
-    from ..backbones import build_backbone
+    from ..nn.backbones import build_backbone
     from ..data import load_digits_images, load_omniglot, with_rotations
     from ..data.omniglot import HELDOUT_ALPHABETS, SPLITS
     from ..data.sources import find_file
-    from ..episodes import TaskSet, assemble
-    from ..evaluate import evaluate
+    from ..tasks.episodes import TaskSet, assemble
+    from ..engine.evaluate import evaluate
     from ..methods import ProtoNet
-    from ..plots import plot_episode, plot_training_curves
-    from ..train import Trainer, TrainConfig
+    from ..engine.plots import plot_episode, plot_training_curves
+    from ..engine.trainer import Trainer, TrainConfig
 
     out = Path(out_dir)
     if out.exists():

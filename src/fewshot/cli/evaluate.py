@@ -11,7 +11,7 @@ from .common import data_options, device_option, echo_json, load_dataset_arg
 
 
 def load_run(run_dir: str, checkpoint: str, device: str):
-    from ..checkpoint import load_checkpoint
+    from ..engine.checkpoint import load_checkpoint
     from ..utils import resolve_device
 
     dev = resolve_device(device)
@@ -49,8 +49,8 @@ def eval_cmd(run_dir, dataset, split, data_dir, image_size, alphabets, exclude_a
       fewshot eval runs/proto --lake-runs all_runs.zip --json
     """
     from ..data import ImageSpec, load_lake_runs
-    from ..episodes import TaskSet
-    from ..evaluate import evaluate, evaluate_lake
+    from ..tasks.episodes import TaskSet
+    from ..engine.evaluate import evaluate, evaluate_lake
 
     method, info, dev = load_run(run_dir, checkpoint, device)
     image = info.get("data", {}).get("image", {})
@@ -80,11 +80,11 @@ def eval_cmd(run_dir, dataset, split, data_dir, image_size, alphabets, exclude_a
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     if plot_episode:
-        from ..episodes import assemble
-        from ..plots import plot_episode as draw
+        from ..tasks.episodes import assemble
+        from ..engine.plots import plot_episode as draw
 
         ep = assemble(data, taskset.tasks[0]).to(dev)
-        from ..evaluate import eval_mode
+        from ..engine.evaluate import eval_mode
         method.eval()
         with eval_mode(method):
             pred = method.fit(ep.support_x, ep.support_y).predict(ep.query_x)

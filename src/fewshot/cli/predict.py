@@ -30,7 +30,7 @@ def predict_cmd(run_dir, support, queries, threshold, checkpoint, device, as_jso
     """
     from ..data import ImageSpec, load_image_folder
     from ..data.images import load_images
-    from ..evaluate import eval_mode
+    from ..engine.evaluate import eval_mode
 
     method, info, dev = load_run(run_dir, checkpoint, device)
     image = info.get("data", {}).get("image")

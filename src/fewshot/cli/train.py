@@ -52,10 +52,10 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
           --episodes 3000 --out runs/proto-minimal
       fewshot train ... --out runs/proto --resume        # after a crash
     """
-    from ..backbones import backbone_spec_for, build_backbone
+    from ..nn.backbones import backbone_spec_for, build_backbone
     from ..data import with_rotations
     from ..methods import METHODS, build_method
-    from ..train import Trainer, TrainConfig
+    from ..engine.trainer import Trainer, TrainConfig
     from ..utils import seed_everything
 
     if method not in METHODS:
@@ -93,7 +93,7 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
     except (FileExistsError, ValueError, FloatingPointError) as exc:
         raise click.ClickException(str(exc)) from exc
     if plots and records:
-        from ..plots import plot_training_curves
+        from ..engine.plots import plot_training_curves
 
         plot_training_curves(records, Path(out_dir) / "curves.png")
     final = records[-1] if records else {}

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..episodes import Episode
+from ..tasks.episodes import Episode
 
 
 @dataclass
@@ -87,7 +87,7 @@ class FewShotMethod(nn.Module):
     @classmethod
     def default_backbone(cls, item_shape: tuple[int, ...]) -> tuple[str, dict] | None:
         """The backbone spec this method wants for items of ``item_shape`` (None: no backbone)."""
-        from ..backbones import default_backbone_for
+        from ..nn.backbones import default_backbone_for
 
         return default_backbone_for(item_shape)
 

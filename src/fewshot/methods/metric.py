@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import register_backbone
-from ..distances import DISTANCES, class_means, pairwise_logits
-from ..episodes import Episode
+from ..nn.backbones import register_backbone
+from ..nn.distances import DISTANCES, class_means, pairwise_logits
+from ..tasks.episodes import Episode
 from .base import FewShotMethod, LossOutput, check_support, register_method
 
 
@@ -67,7 +67,7 @@ def embedding_dim_for(backbone: nn.Module | None, item_shape: tuple[int, ...]) -
     """Size ``D`` of the flat embedding of items of ``item_shape`` (raw inputs when no backbone)."""
     import math
 
-    from ..backbones import output_dim
+    from ..nn.backbones import output_dim
 
     if backbone is None:
         return math.prod(int(s) for s in item_shape)

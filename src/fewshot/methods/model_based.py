@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..episodes import Episode
-from ..memory import LRUAState, lrua_initial_state, lrua_step
+from ..tasks.episodes import Episode
+from ..nn.memory import LRUAState, lrua_initial_state, lrua_step
 from ..utils import check_finite
 from .base import FewShotMethod, LossOutput, StepOutput, check_support, register_method
 
@@ -57,7 +57,7 @@ class SequenceClassifier(FewShotMethod):
     def setup(self, dataset) -> None:
         if self.input_size is None:
             if self.backbone is not None:
-                from ..backbones import output_dim
+                from ..nn.backbones import output_dim
 
                 self.input_size = output_dim(self.backbone, dataset.item_shape)
             else:
@@ -318,7 +318,7 @@ class MetaNet(FewShotMethod):
 
     def setup(self, dataset) -> None:
         if self.feature_dim is None:
-            from ..backbones import output_dim
+            from ..nn.backbones import output_dim
 
             self.feature_dim = output_dim(self.backbone, dataset.item_shape) if self.backbone is not None \
                 else _item_features(dataset.item_shape)

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..distances import pairwise_logits
-from ..episodes import Episode
+from ..nn.distances import pairwise_logits
+from ..tasks.episodes import Episode
 from .base import FewShotMethod, LossOutput, check_support, register_method
 from .metric import ProtoNet
 

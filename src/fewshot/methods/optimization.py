@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ..episodes import Episode
+from ..tasks.episodes import Episode
 from ..utils import check_finite
 from .base import FewShotMethod, LossOutput, StepOutput, check_support, register_method
 
@@ -132,7 +132,7 @@ class GradientMetaLearner(FewShotMethod):
 
     def setup(self, dataset) -> None:
         if self.head is None:
-            from ..backbones import output_dim
+            from ..nn.backbones import output_dim
 
             self._build_head(output_dim(self.backbone, dataset.item_shape) if self.backbone is not None
                              else int(torch.tensor(dataset.item_shape).prod()))
@@ -367,7 +367,7 @@ class LSTMMetaLearner(GradientMetaLearner):
 
     @classmethod
     def default_backbone(cls, item_shape: tuple[int, ...]) -> tuple[str, dict] | None:
-        from ..backbones import backbone_spec_for, default_backbone_for
+        from ..nn.backbones import backbone_spec_for, default_backbone_for
 
         name, kw = default_backbone_for(item_shape)
         return backbone_spec_for(name, item_shape, hidden=32) if name == "conv4" else (name, kw)

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..episodes import Episode
-from ..pairs import label_pairs
+from ..tasks.episodes import Episode
+from ..tasks.pairs import label_pairs
 from .base import FewShotMethod, LossOutput, check_support, register_method
 
 OBJECTIVES = ("bce", "contrastive", "triplet")

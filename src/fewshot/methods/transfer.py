@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import output_dim
-from ..distances import class_means, pairwise_logits
+from ..nn.backbones import output_dim
+from ..nn.distances import class_means, pairwise_logits
 from ..utils import check_finite
 from .base import FewShotMethod, StepOutput, check_support, register_method
 
@@ -62,7 +62,7 @@ class TransferMethod(FewShotMethod):
         head: ``linear`` (Baseline) or ``cosine`` (Baseline++) pre-training head.
         scale: logit scale of cosine heads.
         augment: optional augmentation preset applied to pre-training batches
-            (``characters`` or ``photos``; see :mod:`fewshot.augment`).
+            (``characters`` or ``photos``; see :mod:`fewshot.data.augment`).
         seed: seeds the augmentation and the per-task head initialisation.
     """
 
@@ -82,7 +82,7 @@ class TransferMethod(FewShotMethod):
         self.num_classes, self.feature_dim = num_classes, feature_dim
         self.head: nn.Module | None = None
         if augment is not None:
-            from ..augment import Augmenter
+            from ..data.augment import Augmenter
 
             Augmenter.preset(augment)  # fail early on a bad name
         # Steps taken so far: seeds the augmentation of the next batch (saved, so resume repeats it).
@@ -122,7 +122,7 @@ class TransferMethod(FewShotMethod):
             raise TypeError(f"{self.name} pre-trains on (x, y) mini-batches (training_regime='batch'), not episodes")
         x, y = batch
         if self.augment is not None:
-            from ..augment import Augmenter
+            from ..data.augment import Augmenter
 
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.steps_done))
             x = Augmenter.preset(self.augment)(x, g)

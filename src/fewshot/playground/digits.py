@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..distances import class_means, pairwise_logits
+from ..nn.distances import class_means, pairwise_logits
 from ..utils import mean_ci95
 from .network import BatchedMLP, NetConfig
 

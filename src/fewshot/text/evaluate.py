@@ -122,10 +122,10 @@ def evaluate_kshot(make_classifier: Callable[[int], TextClassifier], train: Text
 
 def evaluate_episodes(head, train: TextDataset, encoder, way: int, shot: int, query: int = 5,
                       tasks: int = 600, seed: int = 0):
-    """N-way K-shot episodes on the embedded texts with :func:`fewshot.evaluate.evaluate`
+    """N-way K-shot episodes on the embedded texts with :func:`fewshot.engine.evaluate.evaluate`
     (the image code path): ``head`` is any :class:`~fewshot.methods.FewShotMethod` on embeddings."""
-    from ..episodes import TaskSet
-    from ..evaluate import evaluate
+    from ..tasks.episodes import TaskSet
+    from ..engine.evaluate import evaluate
 
     ds = train.embed(encoder)
     ts = TaskSet.generate(ds, way, shot, query, tasks, seed=seed)

@@ -2,7 +2,7 @@
 text-level estimator that puts an encoder in front of one.
 
 A head is a :class:`~fewshot.methods.FewShotMethod` without a backbone (items are embeddings),
-so ``fit``/``scores``/``predict(threshold=)`` and :func:`fewshot.evaluate.evaluate` work
+so ``fit``/``scores``/``predict(threshold=)`` and :func:`fewshot.engine.evaluate.evaluate` work
 unchanged. ``prototype`` *is* the library's ProtoNet with the ``identity`` backbone and cosine
 distance; any other registered method that only needs embeddings can be named too.
 """
@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..backbones import Identity
-from ..distances import class_means, pairwise_logits
-from ..evaluate import eval_mode
+from ..nn.backbones import Identity
+from ..nn.distances import class_means, pairwise_logits
+from ..engine.evaluate import eval_mode
 from ..methods.base import FewShotMethod, check_support
 
 

@@ -1,7 +1,7 @@
 """Few-shot regression on the sinusoid family: MAML (vectorised over tasks with ``torch.func``),
 the pre-train-then-fine-tune baseline, the oracle, evaluation and the paper's figure.
 
-All learners are the MAML paper's MLP 1-40-40-1 with ReLU (``fewshot.backbones.MLP``). MAML's inner
+All learners are the MAML paper's MLP 1-40-40-1 with ReLU (``fewshot.nn.backbones.MLP``). MAML's inner
 loop here is :func:`torch.func.grad` under :func:`torch.func.vmap`, so a meta-batch of 25 tasks is
 one batched computation; it computes exactly what ``methods.optimization.inner_loop`` computes
 task by task (checked in the tests).
@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from .backbones import MLP
-from .data.sinusoid import SinusoidBatch, SinusoidTasks
-from .utils import check_finite, mean_ci95
+from ..nn.backbones import MLP
+from ..data.sinusoid import SinusoidBatch, SinusoidTasks
+from ..utils import check_finite, mean_ci95
 
 Params = dict[str, torch.Tensor]
 

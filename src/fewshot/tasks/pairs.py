@@ -1,7 +1,7 @@
 """Same/different pairs and triplets for Siamese training, drawn reproducibly from a dataset.
 
 ``PairSampler.pairs(i, n)`` and ``TripletSampler.triplets(i, n)`` are pure functions of
-``(seed, i)`` like :class:`fewshot.episodes.EpisodeSampler`. Pairs are balanced: half share a
+``(seed, i)`` like :class:`fewshot.tasks.episodes.EpisodeSampler`. Pairs are balanced: half share a
 class (two distinct items of one class), half do not (one item of each of two distinct classes);
 classes are drawn uniformly, so large classes do not dominate.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .data.dataset import LabeledDataset
+from ..data.dataset import LabeledDataset
 
 
 @dataclass

@@ -7,14 +7,13 @@ scale, translation) and :func:`elastic` (Simard et al. 2003); photos: :func:`hfl
 :func:`brightness`, :func:`contrast`, :func:`random_crop`.
 
 :class:`Augmenter` chains transforms; :meth:`Augmenter.expand` enlarges a support set
-(K shots -> K·m shots, the originals first), :class:`AugmentedSupport` wraps any method so its
-``fit`` sees the enlarged support set, :func:`augment_episode` augments an episode for episodic
-training, and the transfer methods take ``augment="characters"|"photos"`` for pre-training.
+(K shots -> K·m shots, the originals first). :func:`fewshot.tasks.episodes.augment_episode` augments
+an episode for episodic training; :class:`fewshot.methods.augmented.AugmentedSupport` wraps any
+method so its ``fit`` sees the enlarged support set.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -22,8 +21,6 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from .episodes import Episode
-from .methods.base import FewShotMethod
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -164,36 +161,3 @@ class Augmenter:
         rep = support_x.repeat(copies - 1, 1, 1, 1)
         x = torch.cat([support_x, self(rep, generator).to(memory_format=torch.contiguous_format)])
         return x, support_y.repeat(copies)
-
-
-def augment_episode(episode: Episode, augmenter: Augmenter, generator: torch.Generator,
-                    queries: bool = True) -> Episode:
-    """The same episode with its support (and, with ``queries``, query) images augmented: one fresh
-    draw per image, labels and indices unchanged (for episodic training)."""
-    qx = augmenter(episode.query_x, generator) if queries else episode.query_x
-    return dataclasses.replace(episode, support_x=augmenter(episode.support_x, generator), query_x=qx)
-
-
-class AugmentedSupport(FewShotMethod):
-    """Wrap ``method`` so that ``fit`` sees each support set enlarged ``copies`` times by ``augmenter``.
-
-    The ``i``-th call to ``fit`` is augmented with seed ``(seed, i)``: an evaluation over a task set
-    repeats exactly. Queries are never augmented.
-    """
-
-    def __init__(self, method: FewShotMethod, augmenter: Augmenter, copies: int = 5, seed: int = 0):
-        super().__init__(None)
-        self.method, self.augmenter, self.copies, self.seed = method, augmenter, copies, seed
-        self.fit_needs_grad = method.fit_needs_grad  # type: ignore[misc]
-        self.calls = 0
-
-    def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "AugmentedSupport":
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.calls)
-        self.calls += 1
-        x, y = self.augmenter.expand(support_x, support_y, self.copies, g)
-        self.method.fit(x, y)
-        self.way = self.method.way
-        return self
-
-    def scores(self, query_x: torch.Tensor) -> torch.Tensor:
-        return self.method.scores(query_x)

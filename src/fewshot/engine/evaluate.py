@@ -8,11 +8,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from .data.dataset import LabeledDataset
-from .data.lake import LakeRun
-from .episodes import TaskSet
-from .methods.base import FewShotMethod
-from .utils import mean_ci95
+from ..data.dataset import LabeledDataset
+from ..data.lake import LakeRun
+from ..tasks.episodes import TaskSet
+from ..methods.base import FewShotMethod
+from ..utils import mean_ci95
 
 
 @dataclass

@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from .backbones import MLP
-from .data.sinusoid import SinusoidTasks
-from .regression import sine_mlp
-from .utils import check_finite, mean_ci95
+from ..nn.backbones import MLP
+from ..data.sinusoid import SinusoidTasks
+from .sinusoid import sine_mlp
+from ..utils import check_finite, mean_ci95
 
 Params = dict[str, torch.Tensor]
 
@@ -133,7 +133,7 @@ def train_daml(steps: int, shot: int = 10, meta_batch: int = 25, lr: float = 1e-
 
 def naive_adaptation(policy: nn.Module, demos: PairedDemos, steps: int, lr: float) -> torch.Tensor:
     """The hand-designed alternative: fine-tune on the human observations as if they were labels."""
-    from .regression import adapt_task
+    from .sinusoid import adapt_task
 
     params = {n: p.detach() for n, p in policy.named_parameters()}
 

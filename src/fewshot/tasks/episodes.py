@@ -6,6 +6,8 @@ class ids), so ``support_y == arange(way).repeat_interleave(shot)`` after sampli
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -14,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.dataset import LabeledDataset
+from ..data.augment import Augmenter
+from ..data.dataset import LabeledDataset
 
 
 @dataclass
@@ -196,3 +199,11 @@ class TaskSet:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path} is not a fewshot task set (JSON with 'meta' and 'tasks'): {exc}") from exc
         return cls(tasks, data.get("meta"))
+
+
+def augment_episode(episode: Episode, augmenter: "Augmenter", generator: torch.Generator,
+                    queries: bool = True) -> Episode:
+    """The same episode with its support (and, with ``queries``, query) images augmented: one fresh
+    draw per image, labels and indices unchanged (for episodic training)."""
+    qx = augmenter(episode.query_x, generator) if queries else episode.query_x
+    return dataclasses.replace(episode, support_x=augmenter(episode.support_x, generator), query_x=qx)

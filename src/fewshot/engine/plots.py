@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from .episodes import Episode  # noqa: E402
+from ..tasks.episodes import Episode  # noqa: E402
 
 
 def plot_training_curves(records: Sequence[dict], path: str | Path) -> Path:

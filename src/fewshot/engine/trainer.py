@@ -16,11 +16,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import method_spec, read_checkpoint_info, restore_training, save_checkpoint
-from .data.dataset import LabeledDataset
-from .episodes import EpisodeSampler, TaskSet
+from ..data.dataset import LabeledDataset
+from ..tasks.episodes import EpisodeSampler, TaskSet
 from .evaluate import evaluate
-from .methods.base import FewShotMethod
-from .utils import resolve_device, seed_everything
+from ..methods.base import FewShotMethod
+from ..utils import resolve_device, seed_everything
 
 
 @dataclass

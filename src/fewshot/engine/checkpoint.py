@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .backbones import build_backbone
-from .methods.base import FewShotMethod, build_method
+from ..nn.backbones import build_backbone
+from ..methods.base import FewShotMethod, build_method
 
 
 def method_spec(method: FewShotMethod, backbone_spec: tuple[str, dict] | None) -> dict[str, Any]:
