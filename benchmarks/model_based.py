@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fewshot.utils import subplots
+
 torch.set_num_threads(1)
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -36,10 +38,6 @@ def _write(name: str, text: str) -> Path:
 
 # ------------------------------------------------------------------------------------------- NTM
 def run_ntm(args) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     from fewshot.data.copy_task import bits_wrong, copy_batch, sample_copy_batch
     from fewshot.nn.memory import NTM
@@ -88,7 +86,7 @@ def run_ntm(args) -> None:
 
     # plots: learning curve, target vs output, attention
     tag = args.tag
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig, ax = subplots(figsize=(5, 3.4))
     ax.plot([r["sequences"] for r in log], [r["val_bits_wrong"] for r in log], label="validation (lengths 1-20)")
     ax.plot([r["sequences"] for r in log], [r["train_bits_wrong"] for r in log], alpha=0.6, label="training")
     ax.set(xlabel="training sequences", ylabel="bits wrong per sequence", title="NTM copy task", yscale="symlog")
@@ -96,12 +94,11 @@ def run_ntm(args) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(RESULTS / f"{tag}_curve.png", dpi=110)
-    plt.close(fig)
     for L in (20, 50):
         b = copy_batch(1, L, generator=torch.Generator().manual_seed(7))
         with torch.no_grad():
             y, wr, ww = model(b.inputs, return_weights=True)
-        fig, axes = plt.subplots(2, 2, figsize=(10, 5.5), gridspec_kw={"height_ratios": [1, 2.2]})
+        fig, axes = subplots(2, 2, figsize=(10, 5.5), gridspec_kw={"height_ratios": [1, 2.2]})
         axes[0, 0].imshow(b.targets[:, 0].T, cmap="gray_r", aspect="auto")
         axes[0, 0].set_title(f"target (length {L})")
         axes[0, 1].imshow(torch.sigmoid(b.outputs_of(y)[:, 0]).T, cmap="gray_r", aspect="auto", vmin=0, vmax=1)
@@ -113,7 +110,6 @@ def run_ntm(args) -> None:
         axes[1, 1].set(title="read weights", xlabel="time step", ylabel="memory slot")
         fig.tight_layout()
         fig.savefig(RESULTS / f"{tag}_copy_len{L}.png", dpi=110)
-        plt.close(fig)
 
     lines = [
         "# NTM copy task",
@@ -223,10 +219,6 @@ def run_mann_model(args, name: str) -> dict:
 
 
 def mann_report(args) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     runs = {}
     for name in ("mann", "lstm_seq"):
@@ -258,7 +250,7 @@ def mann_report(args) -> None:
             a = rec["heldout_by_instance"]
             lines.append(f"| {label[name]} | {rec['episodes']} | {rec['cpu_s']:.0f} | {rec['train_loss']:.3f} | "
                          f"{100 * a[0]:.1f} | {100 * a[1]:.1f} | {100 * a[9]:.1f} |")
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig, ax = subplots(figsize=(5, 3.4))
     for name, r in runs.items():
         ax.plot(range(1, 11), [100 * a for a in r["final_by_instance"]], marker="o", label=label[name] + " (here)")
     for name, acc in PAPER_MANN_5WAY.items():
@@ -268,7 +260,6 @@ def mann_report(args) -> None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(RESULTS / f"mann_{args.way}way_by_instance.png", dpi=110)
-    plt.close(fig)
     lines += ["", f"Plot: `mann_{args.way}way_by_instance.png`.", ""]
     _write(f"mann_{args.way}way", "\n".join(lines))
 

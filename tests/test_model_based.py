@@ -14,7 +14,8 @@ from fewshot.tasks.episodes import EpisodeSampler
 from fewshot.engine.evaluate import evaluate
 from fewshot.tasks.episodes import TaskSet
 from fewshot.methods import METHODS, build_method
-from fewshot.methods.model_based import instance_accuracy, preprocess_gradient
+from fewshot.methods.model_based import instance_accuracy
+from fewshot.nn.inner_loop import preprocess_gradient
 from fewshot.engine.trainer import TrainConfig, Trainer
 
 SMALL = {

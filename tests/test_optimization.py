@@ -18,7 +18,8 @@ from fewshot.nn.backbones import MLP, Conv4
 from fewshot.tasks.episodes import Episode, EpisodeSampler, TaskSet
 from fewshot.engine.evaluate import evaluate
 from fewshot.methods import build_method
-from fewshot.methods.optimization import inner_loop, use_batch_statistics
+from fewshot.methods.optimization import use_batch_statistics
+from fewshot.nn.inner_loop import inner_loop
 
 torch.set_num_threads(1)
 
@@ -229,7 +230,7 @@ def test_conv4_episode_with_batchnorm_trains(blobs):
 
 # ---------------------------------------------------------------- LSTM meta-learner
 def test_preprocess_matches_the_paper_formula():
-    from fewshot.methods.optimization import preprocess
+    from fewshot.nn.inner_loop import preprocess_gradient as preprocess
 
     x = torch.tensor([1.0, -2.0, 1e-6, 0.0])
     out = preprocess(x, p=10.0)

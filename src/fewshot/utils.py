@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,3 +55,12 @@ def check_finite(loss: torch.Tensor, where: str) -> None:
             f"{where}: the loss is {loss.item() if loss.numel() == 1 else 'not finite'}; "
             "lower the learning rate, enable gradient clipping (--grad-clip), or check the inputs for NaNs"
         )
+
+
+def subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] | None = None, **kwargs: Any):
+    """``(figure, axes)`` like ``plt.subplots`` but without pyplot: no global backend is chosen and
+    no figure stays registered, so plotting has no side effects on the caller's matplotlib."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)

@@ -5,20 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from ..tasks.episodes import Episode  # noqa: E402
+from ..tasks.episodes import Episode
+from ..utils import subplots
 
 
 def plot_training_curves(records: Sequence[dict], path: str | Path) -> Path:
     """Loss and train/validation accuracy against step, from the trainer's log records."""
     path = Path(path)
-    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (ax_l, ax_a) = subplots(1, 2, figsize=(10, 3.6))
     tr = [r for r in records if "loss" in r]
     va = [r for r in records if "val_accuracy" in r]
     if tr:
@@ -36,7 +33,6 @@ def plot_training_curves(records: Sequence[dict], path: str | Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -60,7 +56,7 @@ def plot_episode(episode: Episode, predicted: torch.Tensor | None, path: str | P
     shot = episode.support_x.shape[0] // way
     qy = episode.query_y.cpu()
     cols = shot + max_query
-    fig, axes = plt.subplots(way, cols, figsize=(1.1 * cols, 1.1 * way), squeeze=False)
+    fig, axes = subplots(way, cols, figsize=(1.1 * cols, 1.1 * way), squeeze=False)
     for c in range(way):
         for s in range(shot):
             ax = axes[c, s]
@@ -89,7 +85,6 @@ def plot_episode(episode: Episode, predicted: torch.Tensor | None, path: str | P
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -104,7 +99,7 @@ def plot_embeddings(embeddings: torch.Tensor | np.ndarray, labels: Sequence[int]
         z = PCA(n_components=2).fit_transform(z)
         title += " (PCA)"
     labels = np.asarray(labels)
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = subplots(figsize=(6, 5))
     sc = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10" if labels.max() < 10 else "tab20", s=6, alpha=0.8)
     if labels.max() < 20:
         ax.legend(*sc.legend_elements(), fontsize=7, loc="best", markerscale=0.8)
@@ -112,5 +107,4 @@ def plot_embeddings(embeddings: torch.Tensor | np.ndarray, labels: Sequence[int]
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

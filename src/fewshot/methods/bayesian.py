@@ -161,8 +161,10 @@ class DiscriminativeKShot(TransferMethod):
             lam = 0.0 if self.prior == "none" else self.l2
             return torch.zeros(d, device=device), lam * torch.eye(d, device=device)
         w = self.base_weights()
-        key = (self.head.weight._version, self.head.bias._version, self.head.weight.data_ptr())
-        if self._prior_cache is None or self._prior_cache[0] != key:
+        # Keyed on the head's tensors themselves (held, so their identity cannot be reused) and versions.
+        key = (self.head.weight, self.head.bias, self.head.weight._version, self.head.bias._version)
+        cached = self._prior_cache
+        if cached is None or not (cached[0][0] is key[0] and cached[0][1] is key[1] and cached[0][2:] == key[2:]):
             mu, sigma = niw_map(w.double(), self.covariance, self.kappa0, self.nu0, self.psi)
             precision = torch.linalg.inv(sigma)
             self._prior_cache = (key, mu.to(w.dtype), (0.5 * (precision + precision.T)).to(w.dtype).contiguous())

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn.backbones import register_backbone
+from ..nn.backbones import RelationEncoder
 from ..nn.distances import DISTANCES, class_means, pairwise_logits
 from ..tasks.episodes import Episode
 from .base import FewShotMethod, LossOutput, check_support, register_method
@@ -190,26 +190,6 @@ class MatchingNet(FewShotMethod):
 
 
 # ----------------------------------------------------------------------------- relation networks
-class RelationEncoder(nn.Module):
-    """Sung et al.'s (2018) embedding: 4 conv blocks, only the first two max-pooled, no padding in
-    those two: ``[B, C, 28, 28] -> [B, hidden, 5, 5]`` (``84 -> 19``). Returns feature maps."""
-
-    def __init__(self, in_channels: int = 1, hidden: int = 64):
-        super().__init__()
-
-        def block(cin: int, pad: int, pool: bool) -> list[nn.Module]:
-            layers = [nn.Conv2d(cin, hidden, 3, padding=pad), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)]
-            return layers + [nn.MaxPool2d(2)] if pool else layers
-
-        self.encoder = nn.Sequential(*block(in_channels, 0, True), *block(hidden, 0, True),
-                                     *block(hidden, 1, False), *block(hidden, 1, False))
-        self.out_channels = hidden
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
-
-
-register_backbone("relation_conv4", RelationEncoder)
 
 
 class RelationModule(nn.Module):

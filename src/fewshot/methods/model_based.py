@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..tasks.episodes import Episode
+from ..nn.inner_loop import preprocess_gradient
 from ..nn.memory import LRUAState, lrua_initial_state, lrua_step
 from ..utils import check_finite
 from .base import FewShotMethod, LossOutput, StepOutput, check_support, register_method
@@ -258,15 +259,6 @@ def instance_accuracy(logits: torch.Tensor, y: torch.Tensor, max_instance: int =
 
 
 # ------------------------------------------------------------------------------------------ MetaNet
-def preprocess_gradient(g: torch.Tensor, p: float = 10.0) -> torch.Tensor:
-    """Andrychowicz et al.'s gradient preprocessing used by MetaNet: each coordinate becomes
-    ``(log|g| / p, sign g)`` if ``|g| ≥ e^-p`` else ``(-1, e^p g)``: ``[...] -> [..., 2]``."""
-    big = g.abs() >= math.exp(-p)
-    a = torch.where(big, g.abs().clamp_min(1e-30).log() / p, torch.full_like(g, -1.0))
-    b = torch.where(big, g.sign(), g * math.exp(p))
-    return torch.stack([a, b], -1)
-
-
 @register_method("metanet")
 class MetaNet(FewShotMethod):
     """Meta Networks (Munkhdalai & Yu 2017), Algorithm 1, with fast weights on the top layers.

@@ -3,7 +3,8 @@
 The learner is an unmodified ``nn.Module`` (backbone + linear head). Adapted weights live in a
 dict ``name -> tensor`` ("fast weights") and the module is run on them with
 :func:`torch.func.functional_call`; nothing is monkeypatched and no layer is rewritten, so any
-backbone works. The same :func:`inner_loop` drives the regression experiments.
+backbone works. The inner loop is :func:`fewshot.nn.inner_loop.inner_loop`, shared with the
+regression experiments.
 
 BatchNorm runs in *transductive batch-statistics* mode, as in the MAML paper: the BN layers of the
 backbone keep no running statistics, so every forward pass (support or query, training or
@@ -19,8 +20,6 @@ peak memory does not grow with ``tasks_per_step``.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -28,45 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from ..nn.inner_loop import LR, Params, inner_loop, preprocess_gradient
 from ..tasks.episodes import Episode
 from ..utils import check_finite
 from .base import FewShotMethod, LossOutput, StepOutput, check_support, register_method
-
-Params = dict[str, torch.Tensor]
-LR = float | Mapping[str, torch.Tensor]
-
-
-def sgd_step(params: Params, grads: Mapping[str, torch.Tensor | None], lr: LR) -> Params:
-    """``p - lr * g`` for every entry (``lr`` a float or a per-parameter tensor dict, as in Meta-SGD).
-    A parameter without gradient (unused by the loss) is kept as is."""
-    out = {}
-    for name, p in params.items():
-        g = grads.get(name)
-        if g is None:
-            out[name] = p
-            continue
-        step = lr[name] if isinstance(lr, Mapping) else lr
-        out[name] = p - step * g
-    return out
-
-
-def inner_loop(forward: Callable[[Params, torch.Tensor], torch.Tensor], params: Params, x: torch.Tensor,
-               y: torch.Tensor, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], steps: int, lr: LR,
-               create_graph: bool) -> Params:
-    """``steps`` plain gradient steps on ``loss_fn(forward(params, x), y)``; returns the fast weights.
-
-    With ``create_graph=True`` the steps stay differentiable (second-order MAML); otherwise the
-    gradients are constants and a meta-gradient through the result is the first-order one.
-    Call it with autograd enabled (``fit`` wraps it in ``torch.enable_grad()``).
-    """
-    for _ in range(steps):
-        loss = loss_fn(forward(params, x), y)
-        check_finite(loss, "inner loop")
-        names = [n for n, p in params.items() if p.requires_grad]
-        grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph, allow_unused=True)
-        params = sgd_step(params, dict(zip(names, grads)), lr)
-    return params
-
 
 def use_batch_statistics(module: nn.Module) -> nn.Module:
     """Turn every BatchNorm layer of ``module`` into transductive batch-statistics mode (in place):
@@ -184,11 +148,11 @@ class GradientMetaLearner(FewShotMethod):
         if detach:
             inputs = inputs.detach()
 
-        def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(logits[:, :way], y)
+        def support_loss(p: Params) -> torch.Tensor:
+            return F.cross_entropy(self._forward(p, inputs)[:, :way], support_y)
 
         with torch.enable_grad():
-            return inner_loop(self._forward, params, inputs, support_y, loss_fn, steps, self.inner_lrs(), create_graph)
+            return inner_loop(support_loss, params, steps, self.inner_lrs(), first_order=not create_graph)
 
     # ----------------------------------------------------------------- estimator API
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "GradientMetaLearner":
@@ -324,15 +288,6 @@ class Reptile(GradientMetaLearner):
         return StepOutput(total / len(batch), correct / max(count, 1))
 
 
-def preprocess(x: torch.Tensor, p: float = 10.0) -> torch.Tensor:
-    """Andrychowicz et al.'s scaling of gradients/losses for an LSTM input: ``[N] -> [N, 2]``,
-    ``(log|x| / p, sign x)`` when ``|x| >= e^-p``, else ``(-1, e^p x)``."""
-    big = x.abs() >= math.exp(-p)
-    log = torch.where(big, x.abs().clamp_min(1e-38).log() / p, torch.full_like(x, -1.0))
-    sign = torch.where(big, x.sign(), x * math.exp(p))
-    return torch.stack([log, sign], -1)
-
-
 @register_method("lstm-meta")
 class LSTMMetaLearner(GradientMetaLearner):
     """Optimization as a model for few-shot learning (Ravi & Larochelle 2017).
@@ -401,7 +356,7 @@ class LSTMMetaLearner(GradientMetaLearner):
                 loss = F.cross_entropy(self._forward(unflatten(leaf), support_x)[:, :way], support_y)
                 check_finite(loss, "lstm-meta inner loop")
                 (grad,) = torch.autograd.grad(loss, leaf)
-            inputs = torch.cat([preprocess(grad), preprocess(loss.detach().expand(n))], 1)
+            inputs = torch.cat([preprocess_gradient(grad), preprocess_gradient(loss.detach().expand(n))], 1)
             h, c = self.lstm(inputs, (h, c))
             f = torch.sigmoid(self.gate_f(torch.cat([h, theta[:, None], f_prev], 1)))
             i = torch.sigmoid(self.gate_i(torch.cat([h, theta[:, None], i_prev], 1)))

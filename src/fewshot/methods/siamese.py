@@ -204,18 +204,12 @@ class SiameseNet(FewShotMethod):
         z1, z2 = self.embed(x1), self.embed_second(x2)
         return self._pair_objective(z1, z2, same).mean()
 
-    def triplet_batch_loss(self, anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
-        """Mean triplet loss of explicit triplets (shared encoder)."""
-        z = self.embed(torch.cat([anchor, positive, negative]))
-        za, zp, zn = z.chunk(3)
-        return triplet_loss(pair_distance(za, zp), pair_distance(za, zn), self.margin).mean()
-
     def _pair_objective(self, z1: torch.Tensor, z2: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
         if self.objective == "bce":
             return F.binary_cross_entropy_with_logits(self.pair_similarity(z1, z2), same.float(), reduction="none")
         if self.objective == "contrastive":
             return contrastive_loss(pair_distance(z1, z2), same, self.margin)
-        raise ValueError("pair losses are for objective 'bce' or 'contrastive'; use triplet_batch_loss for 'triplet'")
+        raise ValueError("pair losses are for objective 'bce' or 'contrastive'; objective 'triplet' trains on episodes (loss)")
 
     # ------------------------------------------------------------------ few-shot API
     def class_scores(self, query_emb: torch.Tensor, support_emb: torch.Tensor, support_y: torch.Tensor, way: int) -> torch.Tensor:

@@ -290,8 +290,8 @@ class FineTune(TransferMethod):
 
     def _adapt(self, query_x: torch.Tensor | None) -> None:
         support_x, support_y = self._support
-        key = None if query_x is None else (query_x.data_ptr(), tuple(query_x.shape), query_x._version)
-        self._adapted_for = ("query", key)
+        # The query tensor itself (not its address, which a later tensor may reuse) and its version.
+        self._adapted_for = None if query_x is None else (query_x, query_x._version)
         if self.adapt_steps == 0:
             return
         if not self.finetune_backbone:
@@ -327,8 +327,8 @@ class FineTune(TransferMethod):
         if self._support is None:
             raise RuntimeError("call fit(support_x, support_y) before scoring queries")
         if self.transductive and self.entropy_weight > 0:
-            key = (query_x.data_ptr(), tuple(query_x.shape), query_x._version)
-            if self._adapted_for != ("query", key):
+            done = self._adapted_for
+            if done is None or done[0] is not query_x or done[1] != query_x._version:
                 self._task_backbone = None
                 with torch.no_grad():
                     z = F.normalize(self.embed(self._support[0]), dim=1)

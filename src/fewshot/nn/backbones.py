@@ -68,11 +68,28 @@ class Identity(nn.Module):
         return x.flatten(1)
 
 
-BACKBONES: dict[str, Callable[..., nn.Module]] = {"conv4": Conv4, "mlp": MLP, "identity": Identity}
+class RelationEncoder(nn.Module):
+    """Sung et al.'s (2018) embedding: 4 conv blocks, only the first two max-pooled, no padding in
+    those two: ``[B, C, 28, 28] -> [B, hidden, 5, 5]`` (``84 -> 19``). Returns feature maps."""
+
+    def __init__(self, in_channels: int = 1, hidden: int = 64):
+        super().__init__()
+
+        def block(cin: int, pad: int, pool: bool) -> list[nn.Module]:
+            layers = [nn.Conv2d(cin, hidden, 3, padding=pad), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)]
+            return layers + [nn.MaxPool2d(2)] if pool else layers
+
+        self.encoder = nn.Sequential(*block(in_channels, 0, True), *block(hidden, 0, True),
+                                     *block(hidden, 1, False), *block(hidden, 1, False))
+        self.out_channels = hidden
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
 
 
-def register_backbone(name: str, factory: Callable[..., nn.Module]) -> None:
-    BACKBONES[name] = factory
+#: every backbone buildable by name (checkpoints, ``--backbone``)
+BACKBONES: dict[str, Callable[..., nn.Module]] = {"conv4": Conv4, "mlp": MLP, "identity": Identity,
+                                                  "relation_conv4": RelationEncoder}
 
 
 def build_backbone(name: str, **kwargs) -> nn.Module:

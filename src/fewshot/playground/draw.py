@@ -7,15 +7,12 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.patches import Circle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.patches import Circle  # noqa: E402
-
-from .network import BatchedMLP  # noqa: E402
+from ..utils import subplots
+from .network import BatchedMLP
 
 MAX_UNITS = 24  # wider layers are drawn with their first units only
 
@@ -24,7 +21,6 @@ def _save(fig, path: str | Path, dpi: int = 110) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
     return path
 
 
@@ -92,7 +88,7 @@ def draw_network(net: BatchedMLP, x: torch.Tensor, target: torch.Tensor | None, 
     enc_t = None if target is None else net.config.encode(torch.as_tensor(target))
     cols = min(len(x), 4)
     rows = (len(x) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 2.9 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(3.1 * cols, 2.9 * rows), squeeze=False)
     for p in range(rows * cols):
         ax = axes[p // cols, p % cols]
         if p >= len(x):
@@ -111,7 +107,7 @@ def plot_history(iterations: Sequence[int], curves: torch.Tensor | np.ndarray, p
                  ylabel: str = "summed squared error", title: str = "training history", log_x: bool = False) -> Path:
     """Error against iteration, one line per row of ``curves [K, T]`` (log-scaled y)."""
     curves = np.asarray(curves, dtype=np.float64)
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    fig, ax = subplots(figsize=(6.4, 3.8))
     for k, c in enumerate(curves):
         ax.plot(iterations, np.clip(c, 1e-6, None), lw=1.2, label=None if labels is None else labels[k])
     if threshold is not None:
@@ -133,7 +129,7 @@ def plot_level_histogram(groups: dict[str, np.ndarray], levels: int, path: str |
     names = list(groups)
     cats = list(range(levels)) + [-1]
     width = 0.8 / max(len(names), 1)
-    fig, ax = plt.subplots(figsize=(8, 3.8))
+    fig, ax = subplots(figsize=(8, 3.8))
     for i, name in enumerate(names):
         lv = np.asarray(groups[name])
         counts = [(lv == c).sum() for c in cats]
@@ -149,7 +145,7 @@ def plot_level_histogram(groups: dict[str, np.ndarray], levels: int, path: str |
 def plot_shots_histogram(results: dict[str, np.ndarray], path: str | Path, xlabel: str = "shots (presentations) needed",
                          title: str = "few-shot learning of a new function (successful runs)") -> Path:
     """Overlaid step histograms of ``results[name]`` (values ≥ 0)."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    fig, ax = subplots(figsize=(6.4, 3.8))
     top = max([int(np.max(v)) for v in results.values() if len(v)] + [1])
     bins = np.arange(0, top + 2) - 0.5 if top <= 60 else 40
     for name, v in results.items():
@@ -163,7 +159,7 @@ def plot_shots_histogram(results: dict[str, np.ndarray], path: str | Path, xlabe
 
 def plot_new_digit(rows: Sequence[dict], old_before: float, path: str | Path) -> Path:
     """Accuracy on the new digit (left) and on the old nine (right) against shots, one line per method."""
-    fig, (ax_n, ax_o) = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
+    fig, (ax_n, ax_o) = subplots(1, 2, figsize=(10, 3.8), sharex=True)
     methods = list(dict.fromkeys(r["method"] for r in rows))
     for m in methods:
         rs = [r for r in rows if r["method"] == m]
@@ -199,13 +195,12 @@ def animate_network(snapshots: Sequence[dict], net: BatchedMLP, x: torch.Tensor,
         one = BatchedMLP(net.config, [w.unsqueeze(0) for w in snap["weights"]],
                          [None if b is None else b.unsqueeze(0) for b in snap["biases"]])
         acts = [a[0, 0] for a in one.forward(xp)]
-        fig, ax = plt.subplots(figsize=(4.2, 3.4))
+        fig, ax = subplots(figsize=(4.2, 3.4))
         bits = "".join(str(int(v)) for v in torch.as_tensor(x)[point].tolist())
         draw_network_on(ax, snap, acts, enc_t, value_range, f"input {bits}" + ("" if labels is None else f" · {labels[k]}"))
         fig.tight_layout()
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=80)
-        plt.close(fig)
         buf.seek(0)
         frames.append(Image.open(buf).convert("P", palette=Image.ADAPTIVE))
     path = Path(path)

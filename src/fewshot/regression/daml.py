@@ -24,14 +24,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, vmap
 
-from ..nn.backbones import MLP
 from ..data.sinusoid import SinusoidTasks
-from .sinusoid import sine_mlp
+from ..nn.backbones import MLP
+from ..nn.inner_loop import Params, inner_loop
 from ..utils import check_finite, mean_ci95
-
-Params = dict[str, torch.Tensor]
+from .sinusoid import adapt_task, sine_mlp
 
 
 @dataclass
@@ -88,10 +87,7 @@ class DAML(nn.Module):
         def objective(p: Params) -> torch.Tensor:
             return self.adapt_loss(functional_call(self.policy, p, (x_h,)), o_h, x_h)
 
-        for _ in range(self.inner_steps if steps is None else steps):
-            g = grad(objective)(params)
-            params = {n: params[n] - self.inner_lr * g[n] for n in params}
-        return params
+        return inner_loop(objective, params, self.inner_steps if steps is None else steps, self.inner_lr, check=False)
 
     def meta_loss(self, demos: PairedDemos) -> torch.Tensor:
         params = dict(self.policy.named_parameters())
@@ -133,8 +129,6 @@ def train_daml(steps: int, shot: int = 10, meta_batch: int = 25, lr: float = 1e-
 
 def naive_adaptation(policy: nn.Module, demos: PairedDemos, steps: int, lr: float) -> torch.Tensor:
     """The hand-designed alternative: fine-tune on the human observations as if they were labels."""
-    from .sinusoid import adapt_task
-
     params = {n: p.detach() for n, p in policy.named_parameters()}
 
     def one(x_h, o_h, x_q):

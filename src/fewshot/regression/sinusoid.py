@@ -2,9 +2,8 @@
 the pre-train-then-fine-tune baseline, the oracle, evaluation and the paper's figure.
 
 All learners are the MAML paper's MLP 1-40-40-1 with ReLU (``fewshot.nn.backbones.MLP``). MAML's inner
-loop here is :func:`torch.func.grad` under :func:`torch.func.vmap`, so a meta-batch of 25 tasks is
-one batched computation; it computes exactly what ``methods.optimization.inner_loop`` computes
-task by task (checked in the tests).
+loop is the shared :func:`fewshot.nn.inner_loop.inner_loop` under :func:`torch.func.vmap`, so a
+meta-batch of 25 tasks is one batched computation (equal to adapting task by task: see the tests).
 """
 
 from __future__ import annotations
@@ -16,13 +15,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, vmap
 
-from ..nn.backbones import MLP
 from ..data.sinusoid import SinusoidBatch, SinusoidTasks
-from ..utils import check_finite, mean_ci95
+from ..nn.backbones import MLP
+from ..nn.inner_loop import Params, inner_loop
+from ..utils import check_finite, mean_ci95, subplots
 
-Params = dict[str, torch.Tensor]
 
 
 def sine_mlp(in_features: int = 1, hidden: Sequence[int] = (40, 40)) -> nn.Module:
@@ -38,10 +37,7 @@ def adapt_task(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tenso
     def support_loss(p: Params) -> torch.Tensor:
         return F.mse_loss(functional_call(model, p, (x,)), y)
 
-    for _ in range(steps):
-        g = grad(support_loss)(params)
-        params = {n: params[n] - lr * (g[n].detach() if first_order else g[n]) for n in params}
-    return params
+    return inner_loop(support_loss, params, steps, lr, first_order=first_order, check=False)
 
 
 def maml_meta_loss(model: nn.Module, batch: SinusoidBatch, inner_steps: int, inner_lr: float,
@@ -160,15 +156,11 @@ def plot_sinusoid_adaptation(models: dict[str, nn.Module], batch: SinusoidBatch,
     """The MAML paper's figure: for one task, the true curve, the support points and each model's
     prediction before adaptation and after each number of steps (one panel per model; ``lr`` one
     fine-tuning step size, or one per model name)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     one = SinusoidBatch(batch.amplitude[task:task + 1], batch.phase[task:task + 1], batch.support_x[task:task + 1],
                         batch.support_y[task:task + 1], torch.linspace(-5, 5, 200)[None, :, None], None)
     one.query_y = SinusoidTasks.curve(one.amplitude, one.phase, one.query_x)
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), squeeze=False)
+    fig, axes = subplots(1, len(models), figsize=(5 * len(models), 3.6), squeeze=False)
     for ax, (name, model) in zip(axes[0], models.items()):
         preds = predictions_after(model, one, steps, lr[name] if isinstance(lr, dict) else lr)
         xs = one.query_x[0, :, 0]
@@ -185,5 +177,4 @@ def plot_sinusoid_adaptation(models: dict[str, nn.Module], batch: SinusoidBatch,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

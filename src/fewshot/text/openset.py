@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from ..utils import subplots
+
 
 @dataclass
 class OpenSetResult:
@@ -71,12 +73,8 @@ def open_set_metrics(conf_in: np.ndarray, correct_in: np.ndarray, conf_oos: np.n
 def plot_tradeoff(curves: dict[str, dict[str, np.ndarray]], path: str, title: str = "Out-of-scope rejection",
                   marks: dict[str, OpenSetResult] | None = None) -> str:
     """In-scope accuracy vs OOS recall as the threshold grows, one line per method; PNG at ``path``."""
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = subplots(figsize=(6, 4.5))
     for i, (name, c) in enumerate(curves.items()):
         line, = ax.plot(100 * np.asarray(c["oos_recall"]), 100 * np.asarray(c["in_scope_accuracy"]), label=name)
         if marks and name in marks:
@@ -89,5 +87,4 @@ def plot_tradeoff(curves: dict[str, dict[str, np.ndarray]], path: str, title: st
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
