@@ -26,7 +26,7 @@ class AugmentedSupport(FewShotMethod):
         self.calls += 1
         x, y = self.augmenter.expand(support_x, support_y, self.copies, g)
         self.method.fit(x, y)
-        self.way = self.method.way
+        self.task_way = self.method.task_way
         return self
 
     def scores(self, query_x: torch.Tensor) -> torch.Tensor:
