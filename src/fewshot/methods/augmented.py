@@ -21,6 +21,9 @@ class AugmentedSupport(FewShotMethod):
         self.fit_needs_grad = method.fit_needs_grad  # type: ignore[misc]
         self.calls = 0
 
+    def config(self) -> dict:
+        raise TypeError("AugmentedSupport is an evaluation wrapper, not a registered method: checkpoint the wrapped .method")
+
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "AugmentedSupport":
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.calls)
         self.calls += 1

@@ -351,7 +351,7 @@ class LSTMMetaLearner(GradientMetaLearner):
             with torch.enable_grad():
                 leaf = theta.detach().requires_grad_()
                 loss = F.cross_entropy(self._forward(unflatten(leaf), support_x)[:, :way], support_y)
-                check_finite(loss, "lstm-meta inner loop")
+                check_finite(loss, "lstm_meta inner loop")
                 (grad,) = torch.autograd.grad(loss, leaf)
             inputs = torch.cat([preprocess_gradient(grad), preprocess_gradient(loss.detach().expand(n))], 1)
             h, c = self.lstm(inputs, (h, c))

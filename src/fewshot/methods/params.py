@@ -187,5 +187,8 @@ def config_of(method: Any) -> dict[str, Any]:
             value = float(value.detach())
         if isinstance(value, tuple):
             value = list(value)
+        if not isinstance(value, (type(None), bool, int, float, str, list)):
+            raise TypeError(f"{type(method).__name__}.{name} is a {type(value).__name__}, not a JSON value: "
+                            "options must be plain values (build modules from them inside __init__)")
         out[name] = value
     return out
