@@ -32,10 +32,10 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 ARCHS = {
-    "A. separate towers + concat + dense (BCE)": {"objective": "bce", "head": "concat", "shared": False},
-    "B. shared towers + concat + dense (BCE)": {"objective": "bce", "head": "concat", "shared": True},
+    "A. separate towers + concat + dense (BCE)": {"objective": "bce", "head_type": "concat", "shared": False},
+    "B. shared towers + concat + dense (BCE)": {"objective": "bce", "head_type": "concat", "shared": True},
     "C. shared towers + euclidean distance (contrastive)": {"objective": "contrastive", "shared": True},
-    "(Koch) shared towers + L1 head (BCE)": {"objective": "bce", "head": "l1", "shared": True},
+    "(Koch) shared towers + L1 head (BCE)": {"objective": "bce", "head_type": "l1", "shared": True},
 }
 
 
@@ -99,7 +99,7 @@ def main() -> None:
         t_arch = time.perf_counter()
         for seed in seeds:
             torch.manual_seed(seed)
-            model = SiameseNet(MLP(784, (128, 64)), embedding_dim=64, **kw)
+            model = SiameseNet(MLP(784, (128, 64)), feature_dim=64, **kw)
             train_pairs(model, train_sampler, args.steps)
             thr = best_threshold(*pair_scores(model, calib))
             for key, batch in (("seen", test_seen), ("unseen", test_unseen)):

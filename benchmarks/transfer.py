@@ -82,7 +82,7 @@ def embed_dataset(backbone: torch.nn.Module, ds: LabeledDataset, batch: int = 50
 
 def on_features(name: str, pre, **params):
     """``name`` with an identity backbone and the base-class head/feature mean of ``pre``."""
-    cfg = {k: pre.config()[k] for k in ("num_classes", "feature_dim", "head", "scale")}
+    cfg = {k: pre.config()[k] for k in ("way", "feature_dim", "head_type", "scale")}
     m = build_method(name, Identity(), **cfg, **params)
     m.load_state_dict({k: v for k, v in pre.state_dict().items() if not k.startswith("backbone.")})
     return m
@@ -90,7 +90,7 @@ def on_features(name: str, pre, **params):
 
 def with_backbone(name: str, pre, **params):
     """``name`` on the pre-trained image backbone of ``pre`` (state shared by copy)."""
-    cfg = {k: pre.config()[k] for k in ("num_classes", "feature_dim", "head", "scale")}
+    cfg = {k: pre.config()[k] for k in ("way", "feature_dim", "head_type", "scale")}
     m = build_method(name, Conv4(1), **cfg, **params)
     m.load_state_dict(pre.state_dict())
     return m

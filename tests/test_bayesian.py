@@ -111,11 +111,11 @@ def test_laplace_samples_match_inverse_hessian():
 
 
 def test_method_options_and_errors():
-    with pytest.raises(ValueError, match="head='linear'"):
-        build_method("discriminative-kshot", None, head="cosine")
-    with pytest.raises(ValueError, match="unknown prior"):
-        build_method("discriminative-kshot", None, prior="flat")
-    m = build_method("discriminative-kshot", MLP(8, (4,)), num_classes=5, feature_dim=4, samples=3)
+    with pytest.raises(ValueError, match="head_type='cosine' is not one of the valid values: 'linear'"):
+        build_method("discriminative_kshot", None, head="cosine")
+    with pytest.raises(ValueError, match="prior='flat' is not one of the valid values: 'niw', 'l2', 'none'"):
+        build_method("discriminative_kshot", None, prior="flat")
+    m = build_method("discriminative_kshot", MLP(8, (4,)), way=5, feature_dim=4, samples=3)
     mu, prec = m.concept_prior()
     assert mu.shape == (5,) and prec.shape == (5, 5)
     sx, sy = torch.randn(6, 8), torch.tensor([0, 0, 1, 1, 2, 2])
@@ -129,9 +129,9 @@ def test_method_options_and_errors():
 def test_l2_and_unregularised_priors_need_no_pretraining():
     sx, sy = torch.randn(6, 8), torch.tensor([0, 0, 1, 1, 2, 2])
     for prior in ("l2", "none"):
-        m = build_method("discriminative-kshot", MLP(8, (4,)), prior=prior).eval()
+        m = build_method("discriminative_kshot", MLP(8, (4,)), prior=prior).eval()
         with torch.no_grad():
             assert m.fit(sx, sy).scores(torch.randn(4, 8)).shape == (4, 3)
         assert m.task_weights.shape == (3, 5)
     with pytest.raises(RuntimeError, match="pre-trained base-class head"):
-        build_method("discriminative-kshot", MLP(8, (4,))).fit(sx, sy)
+        build_method("discriminative_kshot", MLP(8, (4,))).fit(sx, sy)

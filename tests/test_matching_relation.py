@@ -49,7 +49,7 @@ def test_fce_with_disabled_lstms_equals_plain_matching():
     sy = torch.arange(5).repeat(2)
     qx = torch.randn(7, 1, 8, 8)
     plain = MatchingNet(MLP(64, (16,)))
-    fce = MatchingNet(MLP(64, (16,)), fce=True, fce_steps=3, embedding_dim=16)
+    fce = MatchingNet(MLP(64, (16,)), fce=True, fce_steps=3, feature_dim=16)
     fce.backbone.load_state_dict(plain.backbone.state_dict())
     assert not torch.allclose(fce.fit(sampler_x, sy).scores(qx), plain.fit(sampler_x, sy).scores(qx))
     _zero_lstms(fce)  # zero LSTMs output h = 0, so g = g' and h_k = f'(x)
@@ -73,7 +73,7 @@ def test_fce_shapes_steps_and_context_dependence():
 
 
 def test_fce_needs_its_size():
-    with pytest.raises(RuntimeError, match="embedding_dim"):
+    with pytest.raises(RuntimeError, match="feature_dim"):
         MatchingNet(Identity(), fce=True).fit(torch.randn(2, 3), torch.tensor([0, 1]))
 
 
@@ -87,7 +87,7 @@ def test_relation_encoder_and_module_shapes():
 def test_relation_class_maps_sum_the_shots_and_scores_have_shape():
     torch.manual_seed(0)
     m = RelationNet(RelationEncoder(1), class_pool="sum")
-    assert m.feature_channels == 64
+    assert m.feature_dim == 64
     m.eval()
     sx, sy = torch.rand(6, 1, 28, 28), torch.tensor([0, 0, 1, 1, 2, 2])
     m.fit(sx, sy)
@@ -112,14 +112,14 @@ def test_relation_mse_loss_targets_one_hot():
     out = m.loss(ep)
     target = torch.tensor([[0.0, 0, 1], [1, 0, 0]])
     assert out.loss.item() == pytest.approx(((torch.sigmoid(out.scores) - target) ** 2).mean().item(), rel=1e-6)
-    m_ce = RelationNet(MLP(4, (8,)), objective="ce", feature_channels=8)
+    m_ce = RelationNet(MLP(4, (8,)), objective="ce", feature_dim=8)
     assert m_ce.loss(ep).loss.item() > 0
     with pytest.raises(ValueError, match="objective"):
         RelationNet(objective="hinge")
 
 
 @pytest.mark.parametrize("make", [lambda: MatchingNet(Conv4(1, hidden=16)),
-                                  lambda: MatchingNet(Conv4(1, hidden=16), fce=True, embedding_dim=16),
+                                  lambda: MatchingNet(Conv4(1, hidden=16), fce=True, feature_dim=16),
                                   lambda: RelationNet(Conv4(1, hidden=16, flatten=False), objective="ce")])
 def test_matching_and_relation_learn_on_blobs(make):
     from conftest import make_blobs_dataset

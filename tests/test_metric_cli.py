@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from conftest import write_png
 from fewshot.cli import main
+from fewshot.methods import canonical_name
 
 METHODS = [("knn", []), ("1nn", []), ("nearest_prototype", []), ("siamese", []),
            ("siamese", ["-p", "objective=triplet"]), ("matching", ["-p", "fce=true"]), ("relation", [])]
@@ -47,12 +48,12 @@ def test_train_then_eval_and_lake(tmp_path, lake_dir, name, params):
                                     "--tasks", "4", "--device", "cpu", "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output.strip().splitlines()[-1])
-    assert out["method"] == name and 0 <= out["accuracy"] <= 1 and out["tasks"] == 4
+    assert out["method"] == canonical_name(name) and 0 <= out["accuracy"] <= 1 and out["tasks"] == 4
     res = CliRunner().invoke(main, ["eval", str(tmp_path / "run"), "--lake-runs", str(lake_dir), "--device", "cpu", "--json"])
     assert res.exit_code == 0, res.output
     lake = json.loads(res.output.strip().splitlines()[-1])
     assert lake["trials"] == 6 and len(lake["per_run"]) == 2
-    if name in ("knn", "1nn", "nearest_prototype"):
+    if name in ("knn", "1nn", "one_nn", "nearest_prototype"):
         assert lake["error"] == 0.0  # test items equal their training image: raw-pixel 1-NN is exact
 
 

@@ -19,8 +19,8 @@ from fewshot.nn.inner_loop import preprocess_gradient
 from fewshot.engine.trainer import TrainConfig, Trainer
 
 SMALL = {
-    "mann": dict(labels=3, hidden=16, slots=8, width=6, heads=2),
-    "lstm_seq": dict(labels=3, hidden=16),
+    "mann": dict(way=3, hidden=16, slots=8, width=6, heads=2),
+    "lstm_seq": dict(way=3, hidden=16),
 }
 
 
@@ -32,7 +32,7 @@ def test_registered():
 def test_sequence_methods_fit_scores_and_loss(name, blobs):
     m = build_method(name, **SMALL[name])
     m.setup(blobs)
-    assert m.input_size == 64  # 8x8 raw pixels
+    assert m.feature_dim == 64  # 8x8 raw pixels
     ep = EpisodeSampler(blobs, 3, 2, 2, seed=0).episode(0)
     scores = m.fit(ep.support_x, ep.support_y).scores(ep.query_x)
     assert scores.shape == (6, 3) and torch.isfinite(scores).all()
@@ -88,13 +88,13 @@ def test_labels_arrive_one_step_late(blobs):
 
 def test_sequence_method_errors(blobs):
     m = build_method("mann", **SMALL["mann"])
-    with pytest.raises(RuntimeError, match="input_size"):
+    with pytest.raises(RuntimeError, match="feature_dim"):
         m.fit(torch.zeros(3, 1, 8, 8), torch.arange(3))
     m.setup(blobs)
-    with pytest.raises(ValueError, match="labels=5"):
+    with pytest.raises(ValueError, match="way=5"):
         m.fit(torch.zeros(5, 1, 8, 8), torch.arange(5))
     with pytest.raises(RuntimeError, match="fit"):
-        build_method("lstm_seq", input_size=64).scores(torch.zeros(2, 1, 8, 8))
+        build_method("lstm_seq", feature_dim=64).scores(torch.zeros(2, 1, 8, 8))
 
 
 def test_instance_accuracy_hand_computed():
@@ -116,8 +116,8 @@ def test_preprocess_gradient_hand_computed():
     assert torch.allclose(out[3], torch.tensor([-1.0, 0.0]))
 
 
-def _metanet(blobs, labels=3):
-    m = build_method("metanet", backbone=MLP(64, (32,)), labels=labels, hidden=16, meta_hidden=8, pairs=4)
+def _metanet(blobs, way=3):
+    m = build_method("metanet", backbone=MLP(64, (32,)), way=way, hidden=16, meta_hidden=8, pairs=4)
     m.setup(blobs)
     return m
 
@@ -146,7 +146,7 @@ def test_metanet_fit_scores_loss(blobs):
     with torch.no_grad():
         s = m.fit(ep.support_x, ep.support_y).scores(ep.query_x)
     assert s.shape == (6, 3) and torch.isfinite(s).all()
-    with pytest.raises(ValueError, match="labels=4"):
+    with pytest.raises(ValueError, match="way=4"):
         _metanet(blobs).fit(torch.zeros(4, 1, 8, 8), torch.arange(4))
 
 
@@ -173,7 +173,7 @@ def test_train_checkpoint_and_evaluate(name, blobs, tmp_path):
     """The trainer, checkpoints and evaluator work with each method (a few steps; not a learning test)."""
     torch.manual_seed(0)
     if name == "metanet":  # feature_dim left for the trainer's setup() to measure
-        m = build_method("metanet", backbone=MLP(64, (32,)), labels=3, hidden=16, meta_hidden=8, pairs=4)
+        m = build_method("metanet", backbone=MLP(64, (32,)), way=3, hidden=16, meta_hidden=8, pairs=4)
         spec = ("mlp", {"in_features": 64, "sizes": [32]})
     else:
         m, spec = build_method(name, **SMALL[name]), None

@@ -70,7 +70,7 @@ def test_bad_options_fail_clearly():
         KNN(distance="manhattan")
     with pytest.raises(ValueError, match="k must"):
         KNN(k=0)
-    with pytest.raises(ValueError, match="bad options"):
+    with pytest.raises(ValueError, match="unknown option 'k' for method 'one_nn'; valid options: distance, temperature"):
         build_method("1nn", None, k=3)
 
 

@@ -83,7 +83,7 @@ def test_registry_builds_by_name_and_rejects_unknown_options():
     assert isinstance(build_method("protonet", Identity(), distance="cosine"), ProtoNet)
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         build_method("nope")
-    with pytest.raises(ValueError, match="bad options for method 'protonet'"):
+    with pytest.raises(ValueError, match="unknown option 'colour' for method 'protonet'; valid options: distance, scale, learn_scale"):
         build_method("protonet", Identity(), colour="red")
     with pytest.raises(ValueError, match="unknown distance"):
         ProtoNet(Identity(), distance="manhattan")

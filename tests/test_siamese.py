@@ -111,7 +111,7 @@ def test_class_scores_mean_and_max_hand_computed():
 
 def test_koch_head_is_symmetric_and_bce_matches_formula():
     torch.manual_seed(0)
-    m = SiameseNet(MLP(4, (8,)), objective="bce", head="l1", embedding_dim=8)
+    m = SiameseNet(MLP(4, (8,)), objective="bce", head_type="l1", feature_dim=8)
     a, b = torch.randn(5, 4), torch.randn(5, 4)
     torch.testing.assert_close(m.pair_scores(a, b), m.pair_scores(b, a))
     same = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0])
@@ -124,7 +124,7 @@ def test_separate_towers_are_separately_initialised_and_round_trip(tmp_path):
     from fewshot.engine.checkpoint import load_checkpoint, method_spec, save_checkpoint
 
     torch.manual_seed(0)
-    m = build_method("siamese", MLP(4, (8,)), head="concat", shared=False, embedding_dim=8)
+    m = build_method("siamese", MLP(4, (8,)), head_type="concat", shared=False, feature_dim=8)
     assert not torch.equal(m.backbone.net[1].weight, m.tower2.net[1].weight)
     save_checkpoint(tmp_path, "best", m, method_spec(m, ("mlp", {"in_features": 4, "sizes": [8]})))
     m2, _ = load_checkpoint(tmp_path)
@@ -133,7 +133,7 @@ def test_separate_towers_are_separately_initialised_and_round_trip(tmp_path):
 
 
 def test_missing_head_and_bad_options_fail_clearly():
-    with pytest.raises(RuntimeError, match="embedding_dim"):
+    with pytest.raises(RuntimeError, match="feature_dim"):
         SiameseNet(Identity(), objective="bce").fit(torch.randn(2, 3), torch.tensor([0, 1])).scores(torch.randn(1, 3))
     with pytest.raises(ValueError, match="objective"):
         SiameseNet(objective="hinge")

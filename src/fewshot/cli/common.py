@@ -12,17 +12,21 @@ from ..data import ImageSpec, LabeledDataset, load_digits_images, load_image_fol
 DATASET_HELP = "omniglot | mnist | digits (scikit-learn 8x8, offline) | folder:PATH (one sub-folder per class)"
 
 
-def parse_params(items: Sequence[str]) -> dict:
-    """``["distance=cosine", "steps=5"]`` -> ``{"distance": "cosine", "steps": 5}`` (values parsed as JSON when they can be)."""
+def parse_params(items: Sequence[str]) -> dict[str, str]:
+    """``["distance=cosine", "inner-steps=5"]`` -> ``{"distance": "cosine", "inner_steps": "5"}``.
+
+    Values stay strings: the method's annotations decide what they mean
+    (:func:`fewshot.methods.params.coerce_params`, called by ``build_method``).
+    """
     out = {}
     for item in items:
         if "=" not in item:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE (e.g. -p distance=cosine)", param_hint="-p/--param")
         key, value = item.split("=", 1)
-        try:
-            out[key.strip().replace("-", "_")] = json.loads(value)
-        except ValueError:
-            out[key.strip().replace("-", "_")] = value
+        key = key.strip().replace("-", "_")
+        if key in out:
+            raise click.BadParameter(f"{key!r} is given twice", param_hint="-p/--param")
+        out[key] = value
     return out
 
 

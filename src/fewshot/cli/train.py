@@ -54,12 +54,14 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
     """
     from ..nn.backbones import backbone_spec_for, build_backbone
     from ..data import with_rotations
-    from ..methods import METHODS, build_method
+    from ..methods import METHODS, build_method, canonical_name
     from ..engine.trainer import Trainer, TrainConfig
     from ..utils import seed_everything
 
-    if method not in METHODS:
-        raise click.BadParameter(f"unknown method {method!r}; choose from {', '.join(sorted(METHODS))}", param_hint="--method")
+    try:
+        method = canonical_name(method)  # earlier names (meta-sgd, baseline++, ...) are aliases
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--method") from exc
     data = load_dataset_arg(dataset, split, data_dir, image_size, alphabets, exclude_alphabets)
     val = None
     if val_split:

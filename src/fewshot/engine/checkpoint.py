@@ -18,23 +18,33 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..nn.backbones import build_backbone
-from ..methods.base import FewShotMethod, build_method
+from ..methods.base import FewShotMethod
+from ..methods.registry import build_method
 
 
 def method_spec(method: FewShotMethod, backbone_spec: tuple[str, dict] | None) -> dict[str, Any]:
+    """The JSON that rebuilds ``method``: its registered name, ``config()`` and the backbone spec."""
     return {
         "method": method.name,
-        "method_config": method.config(),
+        "config": method.config(),
         "backbone": None if backbone_spec is None else {"name": backbone_spec[0], "kwargs": backbone_spec[1]},
     }
 
 
 def build_from_spec(spec: dict[str, Any], backbone: nn.Module | None = None) -> FewShotMethod:
-    """Rebuild a method from its JSON spec; pass ``backbone`` for a custom (unregistered) one."""
+    """Rebuild a method from its JSON spec; pass ``backbone`` for a custom (unregistered) one.
+
+    The config goes through the same coercion as ``-p`` (a hand-edited wrong value is a clear
+    error); earlier method names, option names and the earlier key ``method_config`` are accepted.
+    """
     bb = spec.get("backbone")
     if backbone is None and bb:
         backbone = build_backbone(bb["name"], **bb["kwargs"])
-    return build_method(spec["method"], backbone, **spec.get("method_config", {}))
+    config = spec["config"] if "config" in spec else spec.get("method_config", {})
+    try:
+        return build_method(spec["method"], backbone, **config)
+    except ValueError as exc:
+        raise ValueError(f"cannot rebuild the saved method: {exc}") from exc
 
 
 def _state_tensors(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -21,12 +21,15 @@ class AugmentedSupport(FewShotMethod):
         self.fit_needs_grad = method.fit_needs_grad  # type: ignore[misc]
         self.calls = 0
 
+    def config(self) -> dict:
+        raise TypeError("AugmentedSupport is an evaluation wrapper, not a registered method: checkpoint the wrapped .method")
+
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "AugmentedSupport":
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.calls)
         self.calls += 1
         x, y = self.augmenter.expand(support_x, support_y, self.copies, g)
         self.method.fit(x, y)
-        self.way = self.method.way
+        self.task_way = self.method.task_way
         return self
 
     def scores(self, query_x: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,6 @@ The trainer, evaluator, checkpoints and CLI only use this interface.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..tasks.episodes import Episode
+from .params import config_of
 
 
 @dataclass
@@ -62,10 +62,25 @@ def check_support(support_x: torch.Tensor, support_y: torch.Tensor) -> int:
 
 
 class FewShotMethod(nn.Module):
-    """Base class. Subclasses implement ``fit`` and ``scores``; most inherit ``loss``."""
+    """Base class. Subclasses implement ``fit`` and ``scores``; most inherit ``loss``.
 
-    #: registry name, set by :func:`register_method`
+    Options are the annotated parameters of ``__init__`` (every one but ``backbone``), each stored
+    unchanged as the attribute of the same name: ``config()`` reads them back, and
+    :func:`~fewshot.methods.params.coerce_params` turns ``-p KEY=VALUE`` strings and checkpoint JSON
+    into them. ``way`` is the size of a fixed head and ``feature_dim`` the backbone's feature size,
+    in every method that has one. ``task_way`` is the number of classes of the support set fitted last.
+    """
+
+    #: canonical (snake_case) name in :data:`fewshot.methods.registry.METHODS`
     name: ClassVar[str] = "base"
+    #: earlier names, still accepted wherever a method name is (CLI, checkpoints)
+    aliases: ClassVar[tuple[str, ...]] = ()
+    #: earlier option names -> current ones (so checkpoints of earlier versions load)
+    renamed_params: ClassVar[dict[str, str]] = {}
+    #: float options that may be NaN or infinite (others refuse them)
+    nonfinite_params: ClassVar[frozenset[str]] = frozenset()
+    #: small options that make the method quick on tiny data (the contract test builds it with them)
+    test_options: ClassVar[dict[str, Any]] = {}
     #: ``"episodic"``: trained on episodes; ``"batch"``: pre-trained on mini-batches of base classes
     training_regime: ClassVar[str] = "episodic"
     #: True when ``fit`` needs autograd (MAML, fine-tuning): evaluation then keeps autograd available
@@ -74,12 +89,12 @@ class FewShotMethod(nn.Module):
     def __init__(self, backbone: nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
-        self.way: int | None = None
+        self.task_way: int | None = None
 
     # ----------------------------------------------------------------- configuration
     def config(self) -> dict[str, Any]:
         """JSON-able constructor arguments (without the backbone), saved in checkpoints."""
-        return {}
+        return config_of(self)
 
     def setup(self, dataset) -> None:
         """Hook called by the trainer with the training data before the optimiser is built."""
@@ -138,34 +153,3 @@ class FewShotMethod(nn.Module):
         loss.backward()
         return StepOutput(float(loss.detach()), correct / max(total, 1))
 
-
-METHODS: dict[str, type[FewShotMethod]] = {}
-
-
-def register_method(name: str) -> Callable[[type[FewShotMethod]], type[FewShotMethod]]:
-    """Class decorator: make a method buildable by ``name`` (CLI ``--method NAME``, checkpoints)."""
-
-    def deco(cls: type[FewShotMethod]) -> type[FewShotMethod]:
-        if name in METHODS and METHODS[name] is not cls:
-            raise ValueError(f"method name {name!r} is already registered by {METHODS[name].__name__}")
-        cls.name = name
-        METHODS[name] = cls
-        return cls
-
-    return deco
-
-
-def build_method(name: str, backbone: nn.Module | None = None, **config: Any) -> FewShotMethod:
-    """Instantiate a registered method; unknown names and arguments fail with the choices."""
-    from . import METHODS as _all  # noqa: F401  (importing the package registers every family)
-
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose from {', '.join(sorted(METHODS))}")
-    cls = METHODS[name]
-    try:
-        return cls(backbone=backbone, **config)
-    except TypeError as exc:
-        import inspect
-
-        params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "backbone")]
-        raise ValueError(f"bad options for method {name!r} ({exc}); it takes: {', '.join(params) or 'none'}") from exc

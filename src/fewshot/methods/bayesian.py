@@ -13,14 +13,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..utils import check_finite
-from .base import check_support, register_method
+from .base import check_support
 from .transfer import TransferMethod
 
 COVARIANCES = ("isotropic", "diagonal", "full")
@@ -110,7 +110,6 @@ def laplace_samples(z: torch.Tensor, w: torch.Tensor, precision: torch.Tensor, s
     return w + draws.T.reshape(samples, way, d)
 
 
-@register_method("discriminative-kshot")
 class DiscriminativeKShot(TransferMethod):
     """Discriminative k-shot learning (Bauer et al. 2017) on a linear-head pre-trained backbone.
 
@@ -124,15 +123,21 @@ class DiscriminativeKShot(TransferMethod):
         samples: Laplace posterior samples for predictive averaging (0: MAP prediction).
     """
 
+    name = "discriminative_kshot"
+    aliases = ('discriminative-kshot',)
+
     fit_needs_grad = True
 
-    def __init__(self, backbone: nn.Module | None = None, prior: str = "niw", covariance: str = "isotropic",
-                 kappa0: float = 1.0, nu0: float | None = None, psi: float | None = None, l2: float = 1.0,
-                 map_iters: int = 100, samples: int = 0, **kw):
-        kw.setdefault("head", "linear")
-        super().__init__(backbone, **kw)
-        if self.head_kind != "linear":
-            raise ValueError("discriminative k-shot learning models softmax weights: use head='linear'")
+    def __init__(self, backbone: nn.Module | None = None, way: int | None = None, feature_dim: int | None = None,
+                 head_type: Literal["linear"] = "linear", scale: float = 10.0,
+                 augment: Literal["characters", "photos"] | None = None, seed: int = 0,
+                 prior: Literal["niw", "l2", "none"] = "niw",
+                 covariance: Literal["isotropic", "diagonal", "full"] = "isotropic", kappa0: float = 1.0,
+                 nu0: float | None = None, psi: float | None = None, l2: float = 1.0, map_iters: int = 100,
+                 samples: int = 0):
+        super().__init__(backbone, way, feature_dim, head_type, scale, augment, seed)
+        if self.head_type != "linear":
+            raise ValueError("discriminative k-shot learning models softmax weights: use head_type='linear'")
         if prior not in PRIORS:
             raise ValueError(f"unknown prior {prior!r}; choose from {', '.join(PRIORS)}")
         if covariance not in COVARIANCES:
@@ -141,10 +146,6 @@ class DiscriminativeKShot(TransferMethod):
         self.l2, self.map_iters, self.samples = l2, map_iters, samples
         self.task_weights: torch.Tensor | None = None  # [way, d] MAP, or [S, way, d] samples
         self._prior_cache: tuple | None = None
-
-    def config(self) -> dict[str, Any]:
-        return {**super().config(), "prior": self.prior, "covariance": self.covariance, "kappa0": self.kappa0,
-                "nu0": self.nu0, "psi": self.psi, "l2": self.l2, "map_iters": self.map_iters, "samples": self.samples}
 
     def base_weights(self) -> torch.Tensor:
         """Phase 1 output: the base-class softmax weights with the bias appended, ``[C, D + 1]``."""
@@ -175,11 +176,11 @@ class DiscriminativeKShot(TransferMethod):
         return torch.cat([z, torch.ones_like(z[:, :1])], 1)
 
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "DiscriminativeKShot":
-        self.way = check_support(support_x, support_y)
+        self.task_way = check_support(support_x, support_y)
         with torch.no_grad():
             z = self._features(support_x).detach()
         mu, precision = self.concept_prior(z.shape[1], z.device)
-        w = softmax_map(z, support_y.long(), self.way, mu, precision, self.map_iters)
+        w = softmax_map(z, support_y.long(), self.task_way, mu, precision, self.map_iters)
         if self.samples > 0:
             g = torch.Generator().manual_seed(self.seed)
             w = laplace_samples(z, w, precision, self.samples, g)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -9,10 +11,9 @@ from torch import nn
 from ..nn.backbones import RelationEncoder
 from ..nn.distances import DISTANCES, class_means, pairwise_logits
 from ..tasks.episodes import Episode
-from .base import FewShotMethod, LossOutput, check_support, register_method
+from .base import FewShotMethod, LossOutput, check_support
 
 
-@register_method("protonet")
 class ProtoNet(FewShotMethod):
     """Prototypical networks (Snell et al. 2017): a query's logits are its negative distances
     to the class means (prototypes) of the embedded support set.
@@ -24,7 +25,9 @@ class ProtoNet(FewShotMethod):
         learn_scale: make ``scale`` a learnable parameter (default: True for cosine).
     """
 
-    def __init__(self, backbone: nn.Module | None = None, distance: str = "euclidean",
+    name = "protonet"
+
+    def __init__(self, backbone: nn.Module | None = None, distance: Literal["euclidean", "cosine", "dot"] = "euclidean",
                  scale: float | None = None, learn_scale: bool | None = None):
         super().__init__(backbone)
         if distance not in DISTANCES:
@@ -38,12 +41,9 @@ class ProtoNet(FewShotMethod):
         self.scale = nn.Parameter(torch.tensor(float(scale)), requires_grad=learn_scale)
         self.prototypes: torch.Tensor | None = None
 
-    def config(self) -> dict:
-        return {"distance": self.distance, "scale": self.scale.item(), "learn_scale": self.learn_scale}
-
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "ProtoNet":
-        self.way = check_support(support_x, support_y)
-        self.prototypes = class_means(self.embed(support_x), support_y, self.way)
+        self.task_way = check_support(support_x, support_y)
+        self.prototypes = class_means(self.embed(support_x), support_y, self.task_way)
         return self
 
     def _logits(self, query_emb: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
@@ -63,7 +63,7 @@ class ProtoNet(FewShotMethod):
         return LossOutput(F.cross_entropy(scores, episode.query_y), scores)
 
 
-def embedding_dim_for(backbone: nn.Module | None, item_shape: tuple[int, ...]) -> int:
+def feature_dim_for(backbone: nn.Module | None, item_shape: tuple[int, ...]) -> int:
     """Size ``D`` of the flat embedding of items of ``item_shape`` (raw inputs when no backbone)."""
     import math
 
@@ -112,7 +112,6 @@ class FullContextEmbedding(nn.Module):
         return h if self.steps else f_prime
 
 
-@register_method("matching")
 class MatchingNet(FewShotMethod):
     """Matching networks (Vinyals et al. 2016): ``p(y|x̂, S) = Σ_i a(x̂, x_i) y_i`` with the attention
     ``a = softmax_i(scale · cos(f(x̂), g(x_i)))``.
@@ -127,38 +126,38 @@ class MatchingNet(FewShotMethod):
         fce_steps: ``K``, unrolling steps of the query attention LSTM.
         scale: multiplies the cosine before the softmax (1 in the paper).
         learn_scale: make ``scale`` learnable.
-        embedding_dim: ``D`` (needed by FCE); set by :meth:`setup` from the data when None.
+        feature_dim: ``D`` (needed by FCE); set by :meth:`setup` from the data when None.
     """
 
+    name = "matching"
+
+    renamed_params = {"embedding_dim": "feature_dim"}
+
     def __init__(self, backbone: nn.Module | None = None, fce: bool = False, fce_steps: int = 5, scale: float = 1.0,
-                 learn_scale: bool = False, embedding_dim: int | None = None):
+                 learn_scale: bool = False, feature_dim: int | None = None):
         super().__init__(backbone)
-        self.fce, self.fce_steps, self.learn_scale = bool(fce), int(fce_steps), bool(learn_scale)
+        self.fce, self.fce_steps, self.learn_scale = fce, fce_steps, learn_scale
         self.scale = nn.Parameter(torch.tensor(float(scale)), requires_grad=self.learn_scale)
-        self.embedding_dim = embedding_dim
+        self.feature_dim = feature_dim
         self.context: FullContextEmbedding | None = None
-        if fce and embedding_dim is not None:
-            self.context = FullContextEmbedding(embedding_dim, self.fce_steps)
+        if fce and feature_dim is not None:
+            self.context = FullContextEmbedding(feature_dim, self.fce_steps)
         self.support_emb: torch.Tensor | None = None
         self.support_y: torch.Tensor | None = None
 
     def setup(self, dataset) -> None:
-        if self.embedding_dim is None:
-            self.embedding_dim = embedding_dim_for(self.backbone, tuple(dataset.item_shape))
+        if self.feature_dim is None:
+            self.feature_dim = feature_dim_for(self.backbone, tuple(dataset.item_shape))
             if self.fce:
-                self.context = FullContextEmbedding(self.embedding_dim, self.fce_steps)
-
-    def config(self) -> dict:
-        return {"fce": self.fce, "fce_steps": self.fce_steps, "scale": float(self.scale.detach()),
-                "learn_scale": self.learn_scale, "embedding_dim": self.embedding_dim}
+                self.context = FullContextEmbedding(self.feature_dim, self.fce_steps)
 
     def _context(self) -> FullContextEmbedding | None:
         if self.fce and self.context is None:
-            raise RuntimeError("FCE needs the embedding size: pass embedding_dim=D or call setup(dataset) first")
+            raise RuntimeError("FCE needs the embedding size: pass feature_dim=D or call setup(dataset) first")
         return self.context
 
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "MatchingNet":
-        self.way = check_support(support_x, support_y)
+        self.task_way = check_support(support_x, support_y)
         g = self.embed(support_x)
         ctx = self._context()
         self.support_emb = ctx.support(g) if ctx is not None else g
@@ -174,9 +173,9 @@ class MatchingNet(FewShotMethod):
         return proba.clamp_min(1e-12).log()
 
     def scores(self, query_x: torch.Tensor) -> torch.Tensor:
-        if self.support_emb is None or self.way is None:
+        if self.support_emb is None or self.task_way is None:
             raise RuntimeError("call fit(support_x, support_y) before scoring queries")
-        return self.log_proba(self.embed(query_x), self.support_emb, self.support_y, self.way)
+        return self.log_proba(self.embed(query_x), self.support_emb, self.support_y, self.task_way)
 
     def loss(self, episode: Episode) -> LossOutput:
         n_s = episode.support_x.shape[0]
@@ -213,7 +212,6 @@ class RelationModule(nn.Module):
         return self.fc(self.convs(pairs)).squeeze(-1)
 
 
-@register_method("relation")
 class RelationNet(FewShotMethod):
     """Relation networks (Sung et al. 2018): a learned relation module scores each (query, class)
     pair of feature maps; a class's feature map pools its support maps.
@@ -223,29 +221,34 @@ class RelationNet(FewShotMethod):
     Args:
         backbone: feature-map encoder ``[B, ...] -> [B, C, h, w]`` (flat ``[B, D]`` is treated as ``[B, D, 1, 1]``).
         objective: ``mse`` (Sung: regress the sigmoid score to one-hot) or ``ce`` (softmax cross-entropy).
-        feature_channels: ``C``; read from ``backbone.out_channels`` or :meth:`setup` when None.
+        feature_dim: ``C``, channels of the feature maps; read from ``backbone.out_channels`` or :meth:`setup` when None.
         channels, hidden: width of the relation module's convs and of its hidden fc layer.
         class_pool: ``mean`` (default) or ``sum`` (the paper) of a class's support maps. Both agree at
             1-shot; the sum grows with the shot, so a model trained 1-shot and tested 5-shot sees
             class maps 5× larger than it was trained on (measured: 5-shot accuracy collapses).
     """
 
-    def __init__(self, backbone: nn.Module | None = None, objective: str = "mse", feature_channels: int | None = None,
-                 channels: int = 64, hidden: int = 8, class_pool: str = "mean"):
+    name = "relation"
+
+    renamed_params = {"feature_channels": "feature_dim"}
+
+    def __init__(self, backbone: nn.Module | None = None, objective: Literal["mse", "ce"] = "mse",
+                 feature_dim: int | None = None, channels: int = 64, hidden: int = 8,
+                 class_pool: Literal["mean", "sum"] = "mean"):
         super().__init__(backbone)
         if objective not in ("mse", "ce"):
             raise ValueError(f"objective must be 'mse' or 'ce', got {objective!r}")
         if class_pool not in ("mean", "sum"):
             raise ValueError(f"class_pool must be 'mean' or 'sum', got {class_pool!r}")
         self.class_pool = class_pool
-        self.objective, self.channels, self.hidden = objective, int(channels), int(hidden)
-        if feature_channels is None and backbone is not None and isinstance(getattr(backbone, "out_channels", None), int) \
+        self.objective, self.channels, self.hidden = objective, channels, hidden
+        if feature_dim is None and backbone is not None and isinstance(getattr(backbone, "out_channels", None), int) \
                 and not getattr(backbone, "flatten", False):
-            feature_channels = backbone.out_channels
-        self.feature_channels = feature_channels
+            feature_dim = backbone.out_channels
+        self.feature_dim = feature_dim
         self.relation: RelationModule | None = None
-        if feature_channels is not None:
-            self.relation = RelationModule(feature_channels, self.channels, self.hidden)
+        if feature_dim is not None:
+            self.relation = RelationModule(feature_dim, self.channels, self.hidden)
         self.class_maps: torch.Tensor | None = None
 
     @classmethod
@@ -261,12 +264,8 @@ class RelationNet(FewShotMethod):
                 self.eval()
                 fmap = self.feature_maps(torch.zeros((2, *dataset.item_shape)))
                 self.train(was)
-            self.feature_channels = int(fmap.shape[1])
-            self.relation = RelationModule(self.feature_channels, self.channels, self.hidden)
-
-    def config(self) -> dict:
-        return {"objective": self.objective, "feature_channels": self.feature_channels,
-                "channels": self.channels, "hidden": self.hidden, "class_pool": self.class_pool}
+            self.feature_dim = int(fmap.shape[1])
+            self.relation = RelationModule(self.feature_dim, self.channels, self.hidden)
 
     def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, h, w]`` feature maps of ``x``."""
@@ -276,7 +275,7 @@ class RelationNet(FewShotMethod):
     def relation_logits(self, query_maps: torch.Tensor, class_maps: torch.Tensor) -> torch.Tensor:
         """Logits ``[Q, way]`` relating each query map ``[Q, C, h, w]`` to each class map ``[way, C, h, w]``."""
         if self.relation is None:
-            raise RuntimeError("the relation module is not built: pass feature_channels=C or call setup(dataset) first")
+            raise RuntimeError("the relation module is not built: pass feature_dim=C or call setup(dataset) first")
         q, way = query_maps.shape[0], class_maps.shape[0]
         pairs = torch.cat([class_maps.unsqueeze(0).expand(q, *class_maps.shape),
                            query_maps.unsqueeze(1).expand(q, way, *query_maps.shape[1:])], dim=2)  # [Q, way, 2C, h, w]
@@ -289,8 +288,8 @@ class RelationNet(FewShotMethod):
         return torch.einsum("sk,schw->kchw", one_hot, maps).contiguous()
 
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "RelationNet":
-        self.way = check_support(support_x, support_y)
-        self.class_maps = self._class_maps(self.feature_maps(support_x), support_y.long(), self.way)
+        self.task_way = check_support(support_x, support_y)
+        self.class_maps = self._class_maps(self.feature_maps(support_x), support_y.long(), self.task_way)
         return self
 
     def scores(self, query_x: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from ..tasks.episodes import Episode
 from ..nn.inner_loop import preprocess_gradient
 from ..nn.memory import LRUAState, lrua_initial_state, lrua_step
 from ..utils import check_finite
-from .base import FewShotMethod, LossOutput, StepOutput, check_support, register_method
+from .base import FewShotMethod, LossOutput, StepOutput, check_support
 
 
 def _item_features(shape: tuple[int, ...]) -> int:
@@ -38,45 +38,45 @@ class SequenceClassifier(FewShotMethod):
     """Base of the sequence learners: labels arrive one step late; subclasses define one step.
 
     Args:
-        input_size: features per item after the backbone (default: set from the data in ``setup``).
-        labels: size of the label one-hot (the largest ``way`` it can handle).
+        feature_dim: features per item after the backbone (default: set from the data in ``setup``).
+        way: size of the label one-hot and of the output (the largest ``way`` it can handle).
         hidden: LSTM controller units.
     """
 
-    def __init__(self, backbone: nn.Module | None = None, input_size: int | None = None, labels: int = 5,
+    renamed_params = {"labels": "way", "input_size": "feature_dim"}
+    test_options = {"hidden": 16}
+
+    def __init__(self, backbone: nn.Module | None = None, feature_dim: int | None = None, way: int = 5,
                  hidden: int = 200):
         super().__init__(backbone)
-        self.input_size, self.labels, self.hidden = input_size, labels, hidden
+        self.feature_dim, self.way, self.hidden = feature_dim, way, hidden
         self.support: tuple[torch.Tensor, torch.Tensor] | None = None
-        if input_size is not None:
-            self._build(input_size)
+        if feature_dim is not None:
+            self._build(feature_dim)
 
     @classmethod
     def default_backbone(cls, item_shape: tuple[int, ...]) -> None:
         return None  # raw pixels, as in the paper
 
     def setup(self, dataset) -> None:
-        if self.input_size is None:
+        if self.feature_dim is None:
             if self.backbone is not None:
                 from ..nn.backbones import output_dim
 
-                self.input_size = output_dim(self.backbone, dataset.item_shape)
+                self.feature_dim = output_dim(self.backbone, dataset.item_shape)
             else:
-                self.input_size = _item_features(dataset.item_shape)
-            self._build(self.input_size)
-
-    def config(self) -> dict[str, Any]:
-        return {"input_size": self.input_size, "labels": self.labels, "hidden": self.hidden}
+                self.feature_dim = _item_features(dataset.item_shape)
+            self._build(self.feature_dim)
 
     # subclasses ---------------------------------------------------------------------------------
-    def _build(self, input_size: int) -> None:
+    def _build(self, feature_dim: int) -> None:
         raise NotImplementedError
 
     def initial_state(self, batch: int, device: torch.device) -> Any:
         raise NotImplementedError
 
     def step(self, x: torch.Tensor, prev_label: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
-        """``x [B, D]``, ``prev_label [B, labels]`` -> logits ``[B, labels]`` and the new state."""
+        """``x [B, D]``, ``prev_label [B, way]`` -> logits ``[B, way]`` and the new state."""
         raise NotImplementedError
 
     @staticmethod
@@ -86,20 +86,20 @@ class SequenceClassifier(FewShotMethod):
 
     # sequences ----------------------------------------------------------------------------------
     def _check_ready(self, way: int) -> None:
-        if self.input_size is None:
-            raise RuntimeError(f"{self.name} needs input_size: pass it, or let the trainer call setup(dataset)")
-        if way > self.labels:
-            raise ValueError(f"{self.name} was built for at most {self.labels} classes (labels={self.labels}); "
-                             f"this episode has {way}. Rebuild it with -p labels={way}.")
+        if self.feature_dim is None:
+            raise RuntimeError(f"{self.name} needs feature_dim: pass it, or let the trainer call setup(dataset)")
+        if way > self.way:
+            raise ValueError(f"{self.name} was built for at most {self.way} classes (way={self.way}); "
+                             f"this episode has {way}. Rebuild it with -p way={way} (fewshot train: --way {way}).")
 
     def run_sequence(self, x: torch.Tensor, y: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
-        """Run items ``x [T, B, ...]`` with labels ``y [T, B]`` -> logits ``[T, B, labels]`` and the final state."""
+        """Run items ``x [T, B, ...]`` with labels ``y [T, B]`` -> logits ``[T, B, way]`` and the final state."""
         t_len, b = y.shape
         feats = self.embed(x.reshape(t_len * b, *x.shape[2:])).reshape(t_len, b, -1)
-        if feats.shape[-1] != self.input_size:
-            raise ValueError(f"{self.name} expects {self.input_size} features per item; got {feats.shape[-1]} "
+        if feats.shape[-1] != self.feature_dim:
+            raise ValueError(f"{self.name} expects {self.feature_dim} features per item; got {feats.shape[-1]} "
                              f"(items of shape {tuple(x.shape[2:])})")
-        onehot = F.one_hot(y, self.labels).to(feats.dtype)
+        onehot = F.one_hot(y, self.way).to(feats.dtype)
         prev = torch.cat([torch.zeros_like(onehot[:1]), onehot[:-1]])
         if state is None:
             state = self.initial_state(b, feats.device)
@@ -110,8 +110,8 @@ class SequenceClassifier(FewShotMethod):
         return torch.stack(outs), state
 
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "SequenceClassifier":
-        self.way = check_support(support_x, support_y)
-        self._check_ready(self.way)
+        self.task_way = check_support(support_x, support_y)
+        self._check_ready(self.task_way)
         # A fixed shuffle: the sampler's class-sorted order is unlike the random order trained on.
         order = torch.randperm(len(support_y), generator=torch.Generator().manual_seed(0)).to(support_y.device)
         self.support = (support_x[order], support_y[order])
@@ -124,10 +124,10 @@ class SequenceClassifier(FewShotMethod):
         _, state = self.run_sequence(sx.unsqueeze(1), sy.unsqueeze(1))
         q = query_x.shape[0]
         state = self.expand_state(state, q)
-        last = F.one_hot(sy[-1:], self.labels).to(query_x.dtype).expand(q, -1)
+        last = F.one_hot(sy[-1:], self.way).to(query_x.dtype).expand(q, -1)
         feats = self.embed(query_x)
         logits, _ = self.step(feats, last, state)
-        return logits[:, : self.way]
+        return logits[:, : self.task_way]
 
     def sequence_of(self, episodes: list[Episode]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Shuffle each episode's support + query into one sequence: items ``[T, B, ...]``, labels
@@ -172,7 +172,6 @@ class SequenceClassifier(FewShotMethod):
         return StepOutput(float(loss.detach()), acc)
 
 
-@register_method("mann")
 class MANN(SequenceClassifier):
     """Memory-augmented neural network with LRUA memory (Santoro et al. 2016).
 
@@ -186,18 +185,19 @@ class MANN(SequenceClassifier):
         gamma: usage decay γ.
     """
 
-    def __init__(self, backbone: nn.Module | None = None, input_size: int | None = None, labels: int = 5,
+    name = "mann"
+
+    test_options = {"hidden": 16, "slots": 8, "width": 6, "heads": 2}
+
+    def __init__(self, backbone: nn.Module | None = None, feature_dim: int | None = None, way: int = 5,
                  hidden: int = 200, slots: int = 128, width: int = 40, heads: int = 4, gamma: float = 0.95):
         self.slots, self.width, self.heads, self.gamma = slots, width, heads, gamma
-        super().__init__(backbone, input_size, labels, hidden)
+        super().__init__(backbone, feature_dim, way, hidden)
 
-    def config(self) -> dict[str, Any]:
-        return {**super().config(), "slots": self.slots, "width": self.width, "heads": self.heads, "gamma": self.gamma}
-
-    def _build(self, input_size: int) -> None:
-        self.controller = nn.LSTMCell(input_size + self.labels + self.heads * self.width, self.hidden)
+    def _build(self, feature_dim: int) -> None:
+        self.controller = nn.LSTMCell(feature_dim + self.way + self.heads * self.width, self.hidden)
         self.head_params = nn.Linear(self.hidden, self.heads * (self.width + 2))
-        self.out = nn.Linear(self.hidden + self.heads * self.width, self.labels)
+        self.out = nn.Linear(self.hidden + self.heads * self.width, self.way)
 
     def initial_state(self, batch: int, device: torch.device):
         h = torch.zeros(batch, self.hidden, device=device)
@@ -219,14 +219,15 @@ class MANN(SequenceClassifier):
         return ex(h), ex(c), LRUAState(ex(m.memory), ex(m.usage), ex(m.w_read), ex(m.w_lu), ex(m.read))
 
 
-@register_method("lstm_seq")
 class SequenceLSTM(SequenceClassifier):
     """The LSTM baseline of Santoro et al.: the same sequence protocol, no external memory
     (output ``W h_t``)."""
 
-    def _build(self, input_size: int) -> None:
-        self.controller = nn.LSTMCell(input_size + self.labels, self.hidden)
-        self.out = nn.Linear(self.hidden, self.labels)
+    name = "lstm_seq"
+
+    def _build(self, feature_dim: int) -> None:
+        self.controller = nn.LSTMCell(feature_dim + self.way, self.hidden)
+        self.out = nn.Linear(self.hidden, self.way)
 
     def initial_state(self, batch: int, device: torch.device):
         h = torch.zeros(batch, self.hidden, device=device)
@@ -259,7 +260,6 @@ def instance_accuracy(logits: torch.Tensor, y: torch.Tensor, max_instance: int =
 
 
 # ------------------------------------------------------------------------------------------ MetaNet
-@register_method("metanet")
 class MetaNet(FewShotMethod):
     """Meta Networks (Munkhdalai & Yu 2017), Algorithm 1, with fast weights on the top layers.
 
@@ -279,19 +279,24 @@ class MetaNet(FewShotMethod):
 
     Args:
         feature_dim: trunk output size (default: measured from the data in ``setup``).
-        labels: base learner outputs (largest ``way``).
+        way: base learner outputs (largest ``way``).
         hidden: size of ``r`` and of the base learner's hidden layer.
         meta_hidden: hidden units of the per-coordinate meta-networks.
         pairs: sampled support pairs for the embedding loss (``T`` in the paper).
         margin: contrastive loss margin.
     """
 
+    name = "metanet"
+
     fit_needs_grad = True
 
-    def __init__(self, backbone: nn.Module | None = None, feature_dim: int | None = None, labels: int = 5,
+    renamed_params = {"labels": "way"}
+    test_options = {"hidden": 16, "meta_hidden": 8, "pairs": 4}
+
+    def __init__(self, backbone: nn.Module | None = None, feature_dim: int | None = None, way: int = 5,
                  hidden: int = 64, meta_hidden: int = 20, pairs: int = 10, margin: float = 1.0):
         super().__init__(backbone)
-        self.feature_dim, self.labels, self.hidden = feature_dim, labels, hidden
+        self.feature_dim, self.way, self.hidden = feature_dim, way, hidden
         self.meta_hidden, self.pairs, self.margin = meta_hidden, pairs, margin
         import copy
 
@@ -304,10 +309,6 @@ class MetaNet(FewShotMethod):
         if feature_dim is not None:
             self._build(feature_dim)
 
-    def config(self) -> dict[str, Any]:
-        return {"feature_dim": self.feature_dim, "labels": self.labels, "hidden": self.hidden,
-                "meta_hidden": self.meta_hidden, "pairs": self.pairs, "margin": self.margin}
-
     def setup(self, dataset) -> None:
         if self.feature_dim is None:
             from ..nn.backbones import output_dim
@@ -317,7 +318,7 @@ class MetaNet(FewShotMethod):
             self._build(self.feature_dim)
 
     def _build(self, d: int) -> None:
-        h, k = self.hidden, self.labels
+        h, k = self.hidden, self.way
         self.Q = nn.Parameter(torch.randn(h, d) * math.sqrt(2.0 / d))
         self.W1 = nn.Parameter(torch.randn(h, d) * math.sqrt(2.0 / d))
         self.b1 = nn.Parameter(torch.zeros(h))
@@ -360,12 +361,12 @@ class MetaNet(FewShotMethod):
 
     def _base_gradients(self, hb: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-example gradients of the slow base learner's cross-entropy w.r.t. ``W1`` and ``W2``
-        (closed form for the two-layer head): ``[N, hidden, D]``, ``[N, labels, hidden]``."""
+        (closed form for the two-layer head): ``[N, hidden, D]``, ``[N, way, hidden]``."""
         h = hb.detach()
         pre = h @ self.W1.detach().T + self.b1.detach()
         z = F.relu(pre)
         p = torch.softmax(z @ self.W2.detach().T + self.b2.detach(), -1)
-        d2 = p - F.one_hot(y, self.labels).to(p.dtype)  # [N, labels]
+        d2 = p - F.one_hot(y, self.way).to(p.dtype)  # [N, way]
         d1 = (d2 @ self.W2.detach()) * (pre > 0).to(p.dtype)  # [N, hidden]
         return torch.einsum("nh,nd->nhd", d1, h), torch.einsum("nk,nh->nkh", d2, z)
 
@@ -379,7 +380,7 @@ class MetaNet(FewShotMethod):
         return F.relu(hu @ self.Q.T) + F.relu(hu @ q_fast.T)
 
     def _base_logits(self, hb: torch.Tensor, w1f: torch.Tensor, w2f: torch.Tensor) -> torch.Tensor:
-        """``b(W, W*, x)`` with one fast-weight set per item: ``w1f [B, hidden, D]``, ``w2f [B, labels, hidden]``."""
+        """``b(W, W*, x)`` with one fast-weight set per item: ``w1f [B, hidden, D]``, ``w2f [B, way, hidden]``."""
         z = F.relu(hb @ self.W1.T + self.b1) + F.relu(torch.einsum("bhd,bd->bh", w1f, hb))
         return z @ self.W2.T + self.b2 + torch.einsum("bkh,bh->bk", w2f, z)
 
@@ -387,9 +388,9 @@ class MetaNet(FewShotMethod):
     def _check_ready(self, way: int) -> None:
         if self.feature_dim is None:
             raise RuntimeError("metanet needs feature_dim: pass it, or let the trainer call setup(dataset)")
-        if way > self.labels:
-            raise ValueError(f"metanet was built for at most {self.labels} classes (labels={self.labels}); "
-                             f"this episode has {way}. Rebuild it with -p labels={way}.")
+        if way > self.way:
+            raise ValueError(f"metanet was built for at most {self.way} classes (way={self.way}); "
+                             f"this episode has {way}. Rebuild it with -p way={way} (fewshot train: --way {way}).")
 
     def _fit_features(self, hu: torch.Tensor, hb: torch.Tensor, y: torch.Tensor) -> None:
         q_fast = self._embedding_fast_weights(hu, y)
@@ -402,11 +403,11 @@ class MetaNet(FewShotMethod):
         att = torch.softmax(self.log_scale.exp() * F.normalize(r, dim=-1) @ F.normalize(keys, dim=-1).T, -1)  # [Q, N]
         w1 = torch.einsum("qn,nhd->qhd", att, w1f)
         w2 = torch.einsum("qn,nkh->qkh", att, w2f)
-        return self._base_logits(hb, w1, w2)[:, : self.way]
+        return self._base_logits(hb, w1, w2)[:, : self.task_way]
 
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "MetaNet":
-        self.way = check_support(support_x, support_y)
-        self._check_ready(self.way)
+        self.task_way = check_support(support_x, support_y)
+        self._check_ready(self.task_way)
         hu, hb = self._trunks(support_x)
         self._fit_features(hu, hb, support_y)
         return self
@@ -417,8 +418,8 @@ class MetaNet(FewShotMethod):
         return self._query_logits(*self._trunks(query_x))
 
     def loss(self, episode: Episode) -> LossOutput:
-        self.way = episode.way
-        self._check_ready(self.way)
+        self.task_way = episode.way
+        self._check_ready(self.task_way)
         n_s = episode.support_x.shape[0]
         hu, hb = self._trunks(torch.cat([episode.support_x, episode.query_x]))  # one BatchNorm batch
         self._fit_features(hu[:n_s], hb[:n_s], episode.support_y)

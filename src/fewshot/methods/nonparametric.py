@@ -8,13 +8,15 @@ the ProtoNet loss for nearest prototype).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..nn.distances import pairwise_logits
 from ..tasks.episodes import Episode
-from .base import FewShotMethod, LossOutput, check_support, register_method
+from .base import FewShotMethod, LossOutput, check_support
 from .metric import ProtoNet
 
 KNN_DISTANCES = ("euclidean", "cosine")
@@ -28,7 +30,6 @@ def _distance(query: torch.Tensor, keys: torch.Tensor, distance: str) -> torch.T
     return 1.0 - pairwise_logits(query, keys, "cosine")
 
 
-@register_method("knn")
 class KNN(FewShotMethod):
     """k-nearest-neighbour vote over the (embedded) support items.
 
@@ -44,8 +45,10 @@ class KNN(FewShotMethod):
         temperature: scale of the soft-neighbour (NCA) training loss, used only with a backbone.
     """
 
-    def __init__(self, backbone: nn.Module | None = None, k: int = 1, distance: str = "euclidean",
-                 weights: str = "uniform", temperature: float = 1.0):
+    name = "knn"
+
+    def __init__(self, backbone: nn.Module | None = None, k: int = 1, distance: Literal["euclidean", "cosine"] = "euclidean",
+                 weights: Literal["uniform", "distance"] = "uniform", temperature: float = 1.0):
         super().__init__(backbone)
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
@@ -53,7 +56,7 @@ class KNN(FewShotMethod):
             raise ValueError(f"unknown distance {distance!r}; choose from {', '.join(KNN_DISTANCES)}")
         if weights not in ("uniform", "distance"):
             raise ValueError(f"weights must be 'uniform' or 'distance', got {weights!r}")
-        self.k, self.distance, self.weights, self.temperature = int(k), distance, weights, float(temperature)
+        self.k, self.distance, self.weights, self.temperature = k, distance, weights, temperature
         self.support_emb: torch.Tensor | None = None
         self.support_y: torch.Tensor | None = None
 
@@ -61,18 +64,15 @@ class KNN(FewShotMethod):
     def default_backbone(cls, item_shape: tuple[int, ...]) -> tuple[str, dict] | None:
         return None  # raw inputs; pass --backbone to compare embeddings
 
-    def config(self) -> dict:
-        return {"k": self.k, "distance": self.distance, "weights": self.weights, "temperature": self.temperature}
-
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "KNN":
-        self.way = check_support(support_x, support_y)
+        self.task_way = check_support(support_x, support_y)
         self.support_emb = self.embed(support_x)
         self.support_y = support_y.long()
         return self
 
     def votes(self, query_emb: torch.Tensor) -> torch.Tensor:
         """Vote shares ``[Q, way]`` (rows sum to 1) of the ``k`` nearest support items."""
-        assert self.support_emb is not None and self.support_y is not None and self.way is not None
+        assert self.support_emb is not None and self.support_y is not None and self.task_way is not None
         d = _distance(query_emb, self.support_emb, self.distance)  # [Q, S]
         k = min(self.k, d.shape[1])
         # stable sort: among equidistant neighbours the earlier support item wins, like scikit-learn
@@ -83,7 +83,7 @@ class KNN(FewShotMethod):
         else:
             exact = near_d <= _EPS
             w = torch.where(exact.any(1, keepdim=True), exact.to(near_d.dtype), 1.0 / near_d.clamp_min(_EPS))
-        one_hot = F.one_hot(self.support_y[near], self.way).to(w.dtype)  # [Q, k, way]
+        one_hot = F.one_hot(self.support_y[near], self.task_way).to(w.dtype)  # [Q, k, way]
         v = (w.unsqueeze(-1) * one_hot).sum(1)
         return v / v.sum(1, keepdim=True)
 
@@ -112,25 +112,26 @@ class KNN(FewShotMethod):
         return LossOutput(F.cross_entropy(per_class, episode.query_y), per_class)
 
 
-@register_method("1nn")
 class OneNN(KNN):
     """The 1-nearest-neighbour classifier (Lake et al.'s pixel baseline without a backbone)."""
 
-    def __init__(self, backbone: nn.Module | None = None, distance: str = "euclidean", temperature: float = 1.0):
+    name = "one_nn"
+    aliases = ('1nn',)
+
+    def __init__(self, backbone: nn.Module | None = None, distance: Literal["euclidean", "cosine"] = "euclidean",
+                 temperature: float = 1.0):
         super().__init__(backbone, k=1, distance=distance, temperature=temperature)
 
-    def config(self) -> dict:
-        return {"distance": self.distance, "temperature": self.temperature}
 
-
-@register_method("nearest_prototype")
 class NearestPrototype(ProtoNet):
     """Nearest class mean of the (embedded) support items; raw inputs by default.
 
     With a backbone this is ProtoNet's classifier (and ``fewshot train`` trains it with ProtoNet's loss).
     """
 
-    def __init__(self, backbone: nn.Module | None = None, distance: str = "euclidean"):
+    name = "nearest_prototype"
+
+    def __init__(self, backbone: nn.Module | None = None, distance: Literal["euclidean", "cosine"] = "euclidean"):
         if distance not in KNN_DISTANCES:
             raise ValueError(f"unknown distance {distance!r}; choose from {', '.join(KNN_DISTANCES)}")
         super().__init__(backbone, distance=distance, scale=1.0, learn_scale=False)
@@ -138,6 +139,3 @@ class NearestPrototype(ProtoNet):
     @classmethod
     def default_backbone(cls, item_shape: tuple[int, ...]) -> tuple[str, dict] | None:
         return None
-
-    def config(self) -> dict:
-        return {"distance": self.distance}

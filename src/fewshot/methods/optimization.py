@@ -20,8 +20,6 @@ peak memory does not grow with ``tasks_per_step``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,7 +28,8 @@ from torch.func import functional_call
 from ..nn.inner_loop import LR, Params, inner_loop, preprocess_gradient
 from ..tasks.episodes import Episode
 from ..utils import check_finite
-from .base import FewShotMethod, LossOutput, StepOutput, check_support, register_method
+from .base import FewShotMethod, LossOutput, StepOutput, check_support
+
 
 def use_batch_statistics(module: nn.Module) -> nn.Module:
     """Turn every BatchNorm layer of ``module`` into transductive batch-statistics mode (in place):
@@ -70,11 +69,11 @@ class GradientMetaLearner(FewShotMethod):
             raise ValueError(f"way must be at least 2, got {way}")
         if backbone is not None:
             use_batch_statistics(backbone)
-        self.head_way = int(way)
-        self.inner_steps = int(inner_steps)
-        self.inner_lr = float(inner_lr)
-        self.test_inner_steps = None if test_inner_steps is None else int(test_inner_steps)
-        self.first_order = bool(first_order)
+        self.way = way
+        self.inner_steps = inner_steps
+        self.inner_lr = inner_lr
+        self.test_inner_steps = test_inner_steps
+        self.first_order = first_order
         self.feature_dim = feature_dim
         self.head: nn.Linear | None = None
         self.fast: Params | None = None
@@ -82,14 +81,9 @@ class GradientMetaLearner(FewShotMethod):
             self._build_head(int(feature_dim))
 
     # ----------------------------------------------------------------- construction
-    def config(self) -> dict[str, Any]:
-        return {"way": self.head_way, "inner_steps": self.inner_steps, "inner_lr": self.inner_lr,
-                "test_inner_steps": self.test_inner_steps, "first_order": self.first_order,
-                "feature_dim": self.feature_dim}
-
     def _build_head(self, feature_dim: int) -> None:
         self.feature_dim = int(feature_dim)
-        self.head = nn.Linear(self.feature_dim, self.head_way)
+        self.head = nn.Linear(self.feature_dim, self.way)
         param = next(self.backbone.parameters(), None) if self.backbone is not None else None
         if param is not None:
             self.head.to(param.device)
@@ -108,13 +102,13 @@ class GradientMetaLearner(FewShotMethod):
             self.head.to(x.device)
 
     def _check_way(self, way: int) -> None:
-        if way > self.head_way:
-            raise ValueError(f"{self.name} was built with a {self.head_way}-way head but the task has {way} classes; "
+        if way > self.way:
+            raise ValueError(f"{self.name} was built with a {self.way}-way head but the task has {way} classes; "
                              f"train with -p way={way} (or more)")
 
     # ----------------------------------------------------------------- the functional model
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of the full head ``[B, head_way]`` with the module's own weights."""
+        """Logits of the full head ``[B, way]`` with the module's own weights."""
         return self.head(self.embed(x))
 
     def adapted_params(self) -> Params:
@@ -156,8 +150,8 @@ class GradientMetaLearner(FewShotMethod):
 
     # ----------------------------------------------------------------- estimator API
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "GradientMetaLearner":
-        self.way = check_support(support_x, support_y)
-        self._check_way(self.way)
+        self.task_way = check_support(support_x, support_y)
+        self._check_way(self.task_way)
         self._require_head(support_x)
         steps = self.inner_steps if self.test_inner_steps is None else self.test_inner_steps
         fast = self.adapt(support_x, support_y, steps, create_graph=False, detach=True)  # enables grad inside
@@ -167,7 +161,7 @@ class GradientMetaLearner(FewShotMethod):
     def scores(self, query_x: torch.Tensor) -> torch.Tensor:
         if self.fast is None:
             raise RuntimeError("call fit(support_x, support_y) before scoring queries")
-        return self._forward(self.fast, self._inputs(query_x))[:, : self.way]
+        return self._forward(self.fast, self._inputs(query_x))[:, : self.task_way]
 
     # ----------------------------------------------------------------- meta-training
     def loss(self, episode: Episode) -> LossOutput:
@@ -195,21 +189,23 @@ class GradientMetaLearner(FewShotMethod):
         return StepOutput(total / len(batch), correct / max(count, 1))
 
 
-@register_method("maml")
 class MAML(GradientMetaLearner):
     """Model-agnostic meta-learning (Finn et al. 2017), second order by default: the meta-gradient
     flows through the inner SGD steps (``create_graph=True``). Defaults follow the paper's Omniglot
     set-up (1 inner step of 0.4 in training, 3 at test)."""
+
+    name = "maml"
 
     def __init__(self, backbone: nn.Module | None = None, way: int = 5, inner_steps: int = 1, inner_lr: float = 0.4,
                  test_inner_steps: int | None = 3, first_order: bool = False, feature_dim: int | None = None):
         super().__init__(backbone, way, inner_steps, inner_lr, test_inner_steps, first_order, feature_dim)
 
 
-@register_method("fomaml")
 class FOMAML(GradientMetaLearner):
     """First-order MAML: the inner gradients are constants, so the meta-gradient is the query-loss
     gradient at the adapted weights (the second-order term is dropped)."""
+
+    name = "fomaml"
 
     def __init__(self, backbone: nn.Module | None = None, way: int = 5, inner_steps: int = 1, inner_lr: float = 0.4,
                  test_inner_steps: int | None = 3, feature_dim: int | None = None, first_order: bool = True):
@@ -218,10 +214,11 @@ class FOMAML(GradientMetaLearner):
         super().__init__(backbone, way, inner_steps, inner_lr, test_inner_steps, True, feature_dim)
 
 
-@register_method("anil")
 class ANIL(GradientMetaLearner):
     """Almost No Inner Loop (Raghu et al. 2020): the inner loop adapts only the linear head; the
     backbone is meta-learned through the outer loop. Backbone features are computed once per set."""
+
+    name = "anil"
 
     adapt_backbone = False
 
@@ -234,11 +231,13 @@ def _lr_key(name: str) -> str:
     return name.replace(".", "__")
 
 
-@register_method("meta-sgd")
 class MetaSGD(GradientMetaLearner):
     """Meta-SGD (Li et al. 2017): a learned learning rate for every coordinate of every adapted
     parameter (tensors ``lrs[name]`` shaped like the parameter, initialised to ``inner_lr``),
     meta-trained together with the initialisation; one inner step by default."""
+
+    name = "meta_sgd"
+    aliases = ('meta-sgd',)
 
     def __init__(self, backbone: nn.Module | None = None, way: int = 5, inner_steps: int = 1, inner_lr: float = 0.4,
                  test_inner_steps: int | None = None, first_order: bool = False, feature_dim: int | None = None):
@@ -253,7 +252,6 @@ class MetaSGD(GradientMetaLearner):
         return {n: self.lrs[_lr_key(n)] for n in self.adapted_params()}
 
 
-@register_method("reptile")
 class Reptile(GradientMetaLearner):
     """Reptile (Nichol et al. 2018): run ``inner_steps`` SGD steps on each task (support and query
     pooled), then move the initialisation towards the adapted weights. ``training_step`` writes the
@@ -261,8 +259,12 @@ class Reptile(GradientMetaLearner):
     ``--optimizer sgd`` and no momentum this is the paper's ``theta += eps (phi - theta)``, with Adam
     the common normalised variant. Evaluation fine-tunes on the support set for ``test_inner_steps``."""
 
+    name = "reptile"
+
     def __init__(self, backbone: nn.Module | None = None, way: int = 5, inner_steps: int = 5, inner_lr: float = 0.1,
                  test_inner_steps: int | None = 20, first_order: bool = True, feature_dim: int | None = None):
+        if not first_order:
+            raise ValueError("reptile is first-order by definition; use --method maml for second-order gradients")
         super().__init__(backbone, way, inner_steps, inner_lr, test_inner_steps, True, feature_dim)
 
     def training_step(self, batch: list[Episode]) -> StepOutput:
@@ -288,7 +290,6 @@ class Reptile(GradientMetaLearner):
         return StepOutput(total / len(batch), correct / max(count, 1))
 
 
-@register_method("lstm-meta")
 class LSTMMetaLearner(GradientMetaLearner):
     """Optimization as a model for few-shot learning (Ravi & Larochelle 2017).
 
@@ -307,11 +308,13 @@ class LSTMMetaLearner(GradientMetaLearner):
     backbone (default Conv4 with 32 filters) + linear head, BatchNorm in batch-statistics mode.
     """
 
+    name = "lstm_meta"
+    aliases = ('lstm-meta',)
+
     def __init__(self, backbone: nn.Module | None = None, way: int = 5, inner_steps: int = 8,
-                 test_inner_steps: int | None = None, hidden: int = 20, feature_dim: int | None = None,
-                 inner_lr: float = 0.0, first_order: bool = True):
-        super().__init__(backbone, way, inner_steps, inner_lr, test_inner_steps, True, feature_dim)
-        self.hidden = int(hidden)
+                 test_inner_steps: int | None = None, hidden: int = 20, feature_dim: int | None = None):
+        super().__init__(backbone, way, inner_steps, 0.0, test_inner_steps, True, feature_dim)
+        self.hidden = hidden
         self.lstm = nn.LSTMCell(4, self.hidden)
         self.gate_i = nn.Linear(self.hidden + 2, 1)
         self.gate_f = nn.Linear(self.hidden + 2, 1)
@@ -326,12 +329,6 @@ class LSTMMetaLearner(GradientMetaLearner):
 
         name, kw = default_backbone_for(item_shape)
         return backbone_spec_for(name, item_shape, hidden=32) if name == "conv4" else (name, kw)
-
-    def config(self) -> dict[str, Any]:
-        cfg = super().config()
-        cfg.pop("inner_lr")
-        cfg.pop("first_order")
-        return {**cfg, "hidden": self.hidden}
 
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, steps: int, create_graph: bool,
               detach: bool) -> Params:
@@ -354,7 +351,7 @@ class LSTMMetaLearner(GradientMetaLearner):
             with torch.enable_grad():
                 leaf = theta.detach().requires_grad_()
                 loss = F.cross_entropy(self._forward(unflatten(leaf), support_x)[:, :way], support_y)
-                check_finite(loss, "lstm-meta inner loop")
+                check_finite(loss, "lstm_meta inner loop")
                 (grad,) = torch.autograd.grad(loss, leaf)
             inputs = torch.cat([preprocess_gradient(grad), preprocess_gradient(loss.detach().expand(n))], 1)
             h, c = self.lstm(inputs, (h, c))
@@ -365,8 +362,8 @@ class LSTMMetaLearner(GradientMetaLearner):
         return unflatten(theta)
 
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "LSTMMetaLearner":
-        self.way = check_support(support_x, support_y)
-        self._check_way(self.way)
+        self.task_way = check_support(support_x, support_y)
+        self._check_way(self.task_way)
         self._require_head(support_x)
         steps = self.inner_steps if self.test_inner_steps is None else self.test_inner_steps
         with torch.no_grad():  # the meta-learner's own graph is never needed at evaluation

@@ -2,8 +2,8 @@
 
 Objectives (``objective=``):
 
-* ``bce`` — pair classification (Koch et al. 2015): a learned head on ``|f(a) - f(b)|`` (``head="l1"``)
-  or on ``[f(a), f(b)]`` (``head="concat"``) gives the logit of "same class"; binary cross-entropy.
+* ``bce`` — pair classification (Koch et al. 2015): a learned head on ``|f(a) - f(b)|`` (``head_type="l1"``)
+  or on ``[f(a), f(b)]`` (``head_type="concat"``) gives the logit of "same class"; binary cross-entropy.
 * ``contrastive`` — Hadsell, Chopra & LeCun (2006) on the euclidean distance ``d = ||f(a) - f(b)||``.
   Convention here: ``same = 1`` for a same-class pair, and
   ``L = same · d²/2 + (1 - same) · max(0, margin - d)²/2``.
@@ -24,6 +24,7 @@ similarity to that class's support items — the pair logit (``bce``) or minus t
 from __future__ import annotations
 
 import copy
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,7 @@ from torch import nn
 
 from ..tasks.episodes import Episode
 from ..tasks.pairs import label_pairs
-from .base import FewShotMethod, LossOutput, check_support, register_method
+from .base import FewShotMethod, LossOutput, check_support
 
 OBJECTIVES = ("bce", "contrastive", "triplet")
 HEADS = ("l1", "concat")
@@ -112,35 +113,40 @@ def _reset_parameters(module: nn.Module) -> None:
             m.reset_parameters()
 
 
-@register_method("siamese")
 class SiameseNet(FewShotMethod):
     """Twin encoders compared by a learned pair head (``bce``) or a euclidean distance.
 
     Args:
         backbone: the encoder ``[B, ...] -> [B, D]``.
         objective: ``bce`` | ``contrastive`` | ``triplet`` (see the module docstring).
-        head: for ``bce``: ``l1`` (Koch: linear on ``|f(a) - f(b)|``) or ``concat`` (MLP on ``[f(a), f(b)]``).
+        head_type: for ``bce``: ``l1`` (Koch: linear on ``|f(a) - f(b)|``) or ``concat`` (MLP on ``[f(a), f(b)]``).
         shared: one encoder for both inputs (True) or two separately initialised towers (False).
         margin: contrastive / triplet margin (in distance units).
         mining: triplet mining: ``random`` | ``batch_hard`` | ``semi_hard``.
         aggregate: ``mean`` or ``max`` similarity over a class's support items.
         hidden: hidden units of the ``concat`` head.
-        embedding_dim: ``D``; set by :meth:`setup` from the data when None (needed by the ``bce`` heads).
+        feature_dim: ``D``; set by :meth:`setup` from the data when None (needed by the ``bce`` heads).
     """
 
-    def __init__(self, backbone: nn.Module | None = None, objective: str = "bce", head: str = "l1", shared: bool = True,
-                 margin: float = 1.0, mining: str = "batch_hard", aggregate: str = "mean", hidden: int = 128,
-                 embedding_dim: int | None = None):
+    name = "siamese"
+
+    renamed_params = {"embedding_dim": "feature_dim", "head": "head_type"}
+    test_options = {"shared": False}  # the harder case: two towers
+
+    def __init__(self, backbone: nn.Module | None = None, objective: Literal["bce", "contrastive", "triplet"] = "bce",
+                 head_type: Literal["l1", "concat"] = "l1", shared: bool = True, margin: float = 1.0,
+                 mining: Literal["random", "batch_hard", "semi_hard"] = "batch_hard",
+                 aggregate: Literal["mean", "max"] = "mean", hidden: int = 128, feature_dim: int | None = None):
         super().__init__(backbone)
-        for name, value, choices in (("objective", objective, OBJECTIVES), ("head", head, HEADS),
+        for name, value, choices in (("objective", objective, OBJECTIVES), ("head_type", head_type, HEADS),
                                      ("mining", mining, MININGS), ("aggregate", aggregate, ("mean", "max"))):
             if value not in choices:
                 raise ValueError(f"unknown {name} {value!r}; choose from {', '.join(choices)}")
         if margin <= 0:
             raise ValueError(f"margin must be positive, got {margin}")
-        self.objective, self.head_kind, self.shared, self.margin = objective, head, bool(shared), float(margin)
-        self.mining, self.aggregate, self.hidden = mining, aggregate, int(hidden)
-        self.embedding_dim = embedding_dim
+        self.objective, self.head_type, self.shared, self.margin = objective, head_type, shared, margin
+        self.mining, self.aggregate, self.hidden = mining, aggregate, hidden
+        self.feature_dim = feature_dim
         self.tower2: nn.Module | None = None
         if not self.shared:
             if backbone is None:
@@ -148,30 +154,25 @@ class SiameseNet(FewShotMethod):
             self.tower2 = copy.deepcopy(backbone)
             _reset_parameters(self.tower2)  # independent initialisation: two genuinely separate towers
         self.head: nn.Module | None = None
-        if embedding_dim is not None:
-            self._build_head(embedding_dim)
+        if feature_dim is not None:
+            self._build_head(feature_dim)
         self.support_emb: torch.Tensor | None = None
         self.support_y: torch.Tensor | None = None
 
     def _build_head(self, dim: int) -> None:
-        self.embedding_dim = int(dim)
+        self.feature_dim = int(dim)
         if self.objective != "bce":
             return
-        if self.head_kind == "l1":
+        if self.head_type == "l1":
             self.head = nn.Linear(dim, 1)
         else:
             self.head = nn.Sequential(nn.Linear(2 * dim, self.hidden), nn.ReLU(inplace=True), nn.Linear(self.hidden, 1))
 
     def setup(self, dataset) -> None:
-        if self.embedding_dim is None:
-            from .metric import embedding_dim_for
+        if self.feature_dim is None:
+            from .metric import feature_dim_for
 
-            self._build_head(embedding_dim_for(self.backbone, tuple(dataset.item_shape)))
-
-    def config(self) -> dict:
-        return {"objective": self.objective, "head": self.head_kind, "shared": self.shared, "margin": self.margin,
-                "mining": self.mining, "aggregate": self.aggregate, "hidden": self.hidden,
-                "embedding_dim": self.embedding_dim}
+            self._build_head(feature_dim_for(self.backbone, tuple(dataset.item_shape)))
 
     # ------------------------------------------------------------------ encoders
     def embed_second(self, x: torch.Tensor) -> torch.Tensor:
@@ -182,7 +183,7 @@ class SiameseNet(FewShotMethod):
 
     def _require_head(self) -> nn.Module:
         if self.head is None:
-            raise RuntimeError("the pair head is not built: pass embedding_dim=D or call setup(dataset) first")
+            raise RuntimeError("the pair head is not built: pass feature_dim=D or call setup(dataset) first")
         return self.head
 
     def pair_similarity(self, za: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
@@ -190,7 +191,7 @@ class SiameseNet(FewShotMethod):
         if self.objective != "bce":
             return -pair_distance(za, zb)
         head = self._require_head()
-        if self.head_kind == "l1":
+        if self.head_type == "l1":
             return head((za - zb).abs()).squeeze(-1)
         za, zb = torch.broadcast_tensors(za, zb)
         return head(torch.cat([za, zb], -1)).squeeze(-1)
@@ -222,15 +223,15 @@ class SiameseNet(FewShotMethod):
         return masked.max(1).values
 
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "SiameseNet":
-        self.way = check_support(support_x, support_y)
+        self.task_way = check_support(support_x, support_y)
         self.support_emb = self.embed_second(support_x)
         self.support_y = support_y.long()
         return self
 
     def scores(self, query_x: torch.Tensor) -> torch.Tensor:
-        if self.support_emb is None or self.way is None:
+        if self.support_emb is None or self.task_way is None:
             raise RuntimeError("call fit(support_x, support_y) before scoring queries")
-        return self.class_scores(self.embed(query_x), self.support_emb, self.support_y, self.way)
+        return self.class_scores(self.embed(query_x), self.support_emb, self.support_y, self.task_way)
 
     def loss(self, episode: Episode) -> LossOutput:
         """Pair/triplet loss over all items of the episode; scores are the few-shot query scores."""

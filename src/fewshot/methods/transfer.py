@@ -2,7 +2,7 @@
 per task (Chen et al. 2019 Baseline/Baseline++; Dhillon et al. 2020 fine-tuning; SimpleShot).
 
 All methods here share one pre-training (``training_regime = "batch"``): backbone + a linear or
-cosine head over the ``num_classes`` base classes, cross-entropy. Their state dicts have the same
+cosine head over the ``way`` base classes, cross-entropy. Their state dicts have the same
 layout (backbone, ``head``, ``feature_mean``), so a backbone pre-trained as one method can be loaded
 into any other (``load_state_dict``) to compare the adaptation rules on identical features.
 """
@@ -10,7 +10,7 @@ into any other (``load_state_dict``) to compare the adaptation rules on identica
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,7 @@ from torch import nn
 from ..nn.backbones import output_dim
 from ..nn.distances import class_means, pairwise_logits
 from ..utils import check_finite
-from .base import FewShotMethod, StepOutput, check_support, register_method
+from .base import FewShotMethod, StepOutput, check_support
 
 HEADS = ("linear", "cosine")
 
@@ -57,9 +57,9 @@ class TransferMethod(FewShotMethod):
 
     Args:
         backbone: embedding network ``[B, ...] -> [B, D]``.
-        num_classes, feature_dim: size of the base-class head (``setup`` fills them in from the
-            training data; they are saved in ``config()`` so checkpoints rebuild the head).
-        head: ``linear`` (Baseline) or ``cosine`` (Baseline++) pre-training head.
+        way, feature_dim: size of the base-class head (``setup`` fills them in from the training
+            data: ``way`` is its number of classes; they are saved in ``config()`` so checkpoints rebuild the head).
+        head_type: ``linear`` (Baseline) or ``cosine`` (Baseline++) pre-training head (None: the method's default).
         scale: logit scale of cosine heads.
         augment: optional augmentation preset applied to pre-training batches
             (``characters`` or ``photos``; see :mod:`fewshot.data.augment`).
@@ -69,17 +69,19 @@ class TransferMethod(FewShotMethod):
     training_regime = "batch"
     default_head = "linear"
 
-    def __init__(self, backbone: nn.Module | None = None, num_classes: int | None = None,
-                 feature_dim: int | None = None, head: str | None = None, scale: float = 10.0,
-                 augment: str | None = None, seed: int = 0):
+    renamed_params = {"num_classes": "way", "head": "head_type"}
+
+    def __init__(self, backbone: nn.Module | None = None, way: int | None = None, feature_dim: int | None = None,
+                 head_type: Literal["linear", "cosine"] | None = None, scale: float = 10.0,
+                 augment: Literal["characters", "photos"] | None = None, seed: int = 0):
         super().__init__(backbone)
-        self.head_kind = head or self.default_head
-        if self.head_kind not in HEADS:
-            raise ValueError(f"unknown head {self.head_kind!r}; choose from {', '.join(HEADS)}")
-        self.scale = float(scale)
+        self.head_type = head_type or self.default_head
+        if self.head_type not in HEADS:
+            raise ValueError(f"unknown head_type {self.head_type!r}; choose from {', '.join(HEADS)}")
+        self.scale = scale
         self.augment = augment
         self.seed = seed
-        self.num_classes, self.feature_dim = num_classes, feature_dim
+        self.way, self.feature_dim = way, feature_dim
         self.head: nn.Module | None = None
         if augment is not None:
             from ..data.augment import Augmenter
@@ -87,33 +89,29 @@ class TransferMethod(FewShotMethod):
             Augmenter.preset(augment)  # fail early on a bad name
         # Steps taken so far: seeds the augmentation of the next batch (saved, so resume repeats it).
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
-        if num_classes is not None and feature_dim is not None:
+        if way is not None and feature_dim is not None:
             self._build_head()
 
     def _build_head(self) -> None:
         device = next(self.parameters(), torch.empty(0)).device
-        self.head = make_head(self.head_kind, self.feature_dim, self.num_classes, self.scale).to(device)
+        self.head = make_head(self.head_type, self.feature_dim, self.way, self.scale).to(device)
         # Running mean of base-class features (SimpleShot centring), updated during pre-training.
         self.register_buffer("feature_mean", torch.zeros(self.feature_dim, device=device))
-
-    def config(self) -> dict[str, Any]:
-        return {"num_classes": self.num_classes, "feature_dim": self.feature_dim, "head": self.head_kind,
-                "scale": self.scale, "augment": self.augment, "seed": self.seed}
 
     def setup(self, dataset) -> None:
         feature_dim = output_dim(self.backbone, tuple(dataset.item_shape)) if self.backbone is not None \
             else int(torch.tensor(dataset.item_shape).prod())
-        if self.head is not None and (self.num_classes, self.feature_dim) == (dataset.num_classes, feature_dim):
+        if self.head is not None and (self.way, self.feature_dim) == (dataset.num_classes, feature_dim):
             return
-        self.num_classes, self.feature_dim = int(dataset.num_classes), int(feature_dim)
+        self.way, self.feature_dim = int(dataset.num_classes), int(feature_dim)
         self._build_head()
 
     # ----------------------------------------------------------------- pre-training
     def base_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, num_classes]`` over the base classes."""
+        """Logits ``[B, way]`` over the base classes."""
         if self.head is None:
             raise RuntimeError("the base-class head is not built: train the method (setup sizes it) or pass "
-                               "num_classes and feature_dim")
+                               "way and feature_dim")
         return self.head(self.embed(x))
 
     def training_step(self, batch) -> StepOutput:
@@ -177,7 +175,6 @@ def train_head(kind: str, z: torch.Tensor, y: torch.Tensor, way: int, steps: int
     return w.detach(), (b.detach() if b is not None else None)
 
 
-@register_method("baseline")
 class Baseline(TransferMethod):
     """Baseline (Chen et al. 2019): freeze the pre-trained backbone, train a new head on the support set.
 
@@ -188,11 +185,16 @@ class Baseline(TransferMethod):
         task_head: ``linear`` or ``cosine``; defaults to the pre-training head.
     """
 
+    name = "baseline"
+
     fit_needs_grad = True
 
-    def __init__(self, backbone: nn.Module | None = None, adapt_steps: int = 100, adapt_lr: float = 0.01,
-                 adapt_weight_decay: float = 1e-3, task_head: str | None = None, **kw):
-        super().__init__(backbone, **kw)
+    def __init__(self, backbone: nn.Module | None = None, way: int | None = None, feature_dim: int | None = None,
+                 head_type: Literal["linear", "cosine"] | None = None, scale: float = 10.0,
+                 augment: Literal["characters", "photos"] | None = None, seed: int = 0, adapt_steps: int = 100,
+                 adapt_lr: float = 0.01, adapt_weight_decay: float = 1e-3,
+                 task_head: Literal["linear", "cosine"] | None = None):
+        super().__init__(backbone, way, feature_dim, head_type, scale, augment, seed)
         self.adapt_steps, self.adapt_lr, self.adapt_weight_decay = adapt_steps, adapt_lr, adapt_weight_decay
         self.task_head = task_head or self.default_head
         if self.task_head not in HEADS:
@@ -200,15 +202,11 @@ class Baseline(TransferMethod):
         self.task_weight: torch.Tensor | None = None
         self.task_bias: torch.Tensor | None = None
 
-    def config(self) -> dict[str, Any]:
-        return {**super().config(), "adapt_steps": self.adapt_steps, "adapt_lr": self.adapt_lr,
-                "adapt_weight_decay": self.adapt_weight_decay, "task_head": self.task_head}
-
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "Baseline":
-        self.way = check_support(support_x, support_y)
+        self.task_way = check_support(support_x, support_y)
         z = self._support_features(support_x)
         self.task_weight, self.task_bias = train_head(
-            self.task_head, z, support_y.long(), self.way, self.adapt_steps, self.adapt_lr, self.scale,
+            self.task_head, z, support_y.long(), self.task_way, self.adapt_steps, self.adapt_lr, self.scale,
             self.adapt_weight_decay, generator=self._generator(z.device))
         return self
 
@@ -218,14 +216,15 @@ class Baseline(TransferMethod):
         return head_logits(self.task_head, self.embed(query_x), self.task_weight, self.task_bias, self.scale)
 
 
-@register_method("baseline++")
 class BaselinePlusPlus(Baseline):
     """Baseline++ (Chen et al. 2019): cosine head in pre-training and for the new classes."""
+
+    name = "baseline_pp"
+    aliases = ('baseline++',)
 
     default_head = "cosine"
 
 
-@register_method("finetune")
 class FineTune(TransferMethod):
     """Transductive fine-tuning (Dhillon et al. 2020) on a supervised pre-trained backbone.
 
@@ -245,23 +244,22 @@ class FineTune(TransferMethod):
             frozen) with learning rate ``backbone_lr`` (default False: head only, much cheaper).
     """
 
+    name = "finetune"
+
     fit_needs_grad = True
 
-    def __init__(self, backbone: nn.Module | None = None, adapt_steps: int = 50, adapt_lr: float = 5e-3,
-                 entropy_weight: float = 1.0, transductive: bool = True, finetune_backbone: bool = False,
-                 backbone_lr: float = 5e-5, **kw):
-        super().__init__(backbone, **kw)
+    def __init__(self, backbone: nn.Module | None = None, way: int | None = None, feature_dim: int | None = None,
+                 head_type: Literal["linear", "cosine"] | None = None, scale: float = 10.0,
+                 augment: Literal["characters", "photos"] | None = None, seed: int = 0, adapt_steps: int = 50,
+                 adapt_lr: float = 5e-3, entropy_weight: float = 1.0, transductive: bool = True,
+                 finetune_backbone: bool = False, backbone_lr: float = 5e-5):
+        super().__init__(backbone, way, feature_dim, head_type, scale, augment, seed)
         self.adapt_steps, self.adapt_lr, self.entropy_weight = adapt_steps, adapt_lr, entropy_weight
         self.transductive, self.finetune_backbone, self.backbone_lr = transductive, finetune_backbone, backbone_lr
         self.task_weight: torch.Tensor | None = None
         self._support: tuple[torch.Tensor, torch.Tensor] | None = None
         self._adapted_for: tuple | None = None
         self._task_backbone: nn.Module | None = None  # not a registered submodule: never checkpointed
-
-    def config(self) -> dict[str, Any]:
-        return {**super().config(), "adapt_steps": self.adapt_steps, "adapt_lr": self.adapt_lr,
-                "entropy_weight": self.entropy_weight, "transductive": self.transductive,
-                "finetune_backbone": self.finetune_backbone, "backbone_lr": self.backbone_lr}
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "_task_backbone":  # keep the per-task copy out of the module tree
@@ -275,12 +273,12 @@ class FineTune(TransferMethod):
         return self.embed(x)
 
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor | None = None) -> "FineTune":
-        self.way = check_support(support_x, support_y)
+        self.task_way = check_support(support_x, support_y)
         self._support = (support_x, support_y.long())
         self._task_backbone = None
         with torch.no_grad():
             z = F.normalize(self.embed(support_x), dim=1)
-            self.task_weight = F.normalize(class_means(z, self._support[1], self.way), dim=1)
+            self.task_weight = F.normalize(class_means(z, self._support[1], self.task_way), dim=1)
         self._adapted_for = None
         if not self.transductive or self.entropy_weight == 0:
             self._adapt(None)
@@ -298,7 +296,7 @@ class FineTune(TransferMethod):
             with torch.no_grad():
                 z = self.embed(support_x)
                 qz = self.embed(query_x) if query_x is not None else None
-            self.task_weight, _ = train_head("cosine", z, support_y, self.way, self.adapt_steps, self.adapt_lr,
+            self.task_weight, _ = train_head("cosine", z, support_y, self.task_way, self.adapt_steps, self.adapt_lr,
                                              self.scale, weight=self.task_weight, query_z=qz,
                                              entropy_weight=self.entropy_weight if query_x is not None else 0.0)
             return
@@ -332,12 +330,11 @@ class FineTune(TransferMethod):
                 self._task_backbone = None
                 with torch.no_grad():
                     z = F.normalize(self.embed(self._support[0]), dim=1)
-                    self.task_weight = F.normalize(class_means(z, self._support[1], self.way), dim=1)
+                    self.task_weight = F.normalize(class_means(z, self._support[1], self.task_way), dim=1)
                 self._adapt(query_x)
         return head_logits("cosine", self._embed_task(query_x), self.task_weight, None, self.scale)
 
 
-@register_method("simpleshot")
 class SimpleShot(TransferMethod):
     """SimpleShot (Wang et al. 2019): nearest class centroid on centred, L2-normalised features.
 
@@ -347,22 +344,24 @@ class SimpleShot(TransferMethod):
         temperature: logits are ``-squared distance / temperature`` (only probabilities depend on it).
     """
 
-    def __init__(self, backbone: nn.Module | None = None, centering: str = "base", temperature: float = 0.1, **kw):
-        super().__init__(backbone, **kw)
+    name = "simpleshot"
+
+    def __init__(self, backbone: nn.Module | None = None, way: int | None = None, feature_dim: int | None = None,
+                 head_type: Literal["linear", "cosine"] | None = None, scale: float = 10.0,
+                 augment: Literal["characters", "photos"] | None = None, seed: int = 0,
+                 centering: Literal["base", "support", "none"] = "base", temperature: float = 0.1):
+        super().__init__(backbone, way, feature_dim, head_type, scale, augment, seed)
         if centering not in ("base", "support", "none"):
             raise ValueError(f"unknown centering {centering!r}; choose base, support or none")
         self.centering, self.temperature = centering, temperature
         self.prototypes: torch.Tensor | None = None
         self._center: torch.Tensor | None = None
 
-    def config(self) -> dict[str, Any]:
-        return {**super().config(), "centering": self.centering, "temperature": self.temperature}
-
     def _transform(self, z: torch.Tensor) -> torch.Tensor:
         return F.normalize(z - self._center, dim=1) if self._center is not None else F.normalize(z, dim=1)
 
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "SimpleShot":
-        self.way = check_support(support_x, support_y)
+        self.task_way = check_support(support_x, support_y)
         z = self.embed(support_x)
         if self.centering == "base":
             if self.head is None:
@@ -373,7 +372,7 @@ class SimpleShot(TransferMethod):
             self._center = z.mean(0)
         else:
             self._center = None
-        self.prototypes = class_means(self._transform(z), support_y.long(), self.way)
+        self.prototypes = class_means(self._transform(z), support_y.long(), self.task_way)
         return self
 
     def scores(self, query_x: torch.Tensor) -> torch.Tensor:

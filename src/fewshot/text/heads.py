@@ -37,11 +37,8 @@ class KNNHead(FewShotMethod):
         self.support: torch.Tensor | None = None
         self.support_y: torch.Tensor | None = None
 
-    def config(self) -> dict:
-        return {"k": self.k, "scale": self.scale}
-
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "KNNHead":
-        self.way = check_support(support_x, support_y)
+        self.task_way = check_support(support_x, support_y)
         self.support, self.support_y = self.embed(support_x), support_y.long()
         return self
 
@@ -52,7 +49,7 @@ class KNNHead(FewShotMethod):
         k = min(self.k, sim.shape[1])
         top, idx = sim.topk(k, dim=1)
         w = (self.scale * (top - top[:, :1])).exp()  # relative to the nearest: no overflow
-        votes = torch.zeros(sim.shape[0], self.way, dtype=sim.dtype, device=sim.device)
+        votes = torch.zeros(sim.shape[0], self.task_way, dtype=sim.dtype, device=sim.device)
         votes.scatter_add_(1, self.support_y[idx], w)
         return (votes / votes.sum(1, keepdim=True)).clamp_min(1e-12).log()
 
@@ -68,9 +65,6 @@ class LogisticHead(FewShotMethod):
         self.C, self.max_iter, self.normalize = C, max_iter, normalize
         self.clf = None
 
-    def config(self) -> dict:
-        return {"C": self.C, "max_iter": self.max_iter, "normalize": self.normalize}
-
     def _features(self, x: torch.Tensor) -> np.ndarray:
         z = self.embed(x).float()
         if self.normalize:
@@ -83,7 +77,7 @@ class LogisticHead(FewShotMethod):
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
 
-        self.way = check_support(support_x, support_y)
+        self.task_way = check_support(support_x, support_y)
         self.clf = LogisticRegression(C=self.C, max_iter=self.max_iter)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -102,17 +96,21 @@ HEADS = ("prototype", "knn", "logreg")
 
 def build_head(name: str = "prototype", **params) -> FewShotMethod:
     """``prototype`` (ProtoNet, identity backbone, cosine), ``knn``, ``logreg``, or the name of any
-    registered method that works on embeddings (built with the identity backbone)."""
+    registered method that works on embeddings (built with the identity backbone).
+
+    ``params`` may be strings (``-p KEY=VALUE``): they are coerced by the head's annotations."""
+    from ..methods.params import coerce_params
+
     if name == "prototype":
         from ..methods.metric import ProtoNet
 
         params.setdefault("distance", "cosine")
-        return ProtoNet(Identity(), **params)
+        return ProtoNet(Identity(), **coerce_params(ProtoNet, params))
     if name == "knn":
-        return KNNHead(**params)
+        return KNNHead(**coerce_params(KNNHead, params))
     if name == "logreg":
-        return LogisticHead(**params)
-    from ..methods.base import build_method
+        return LogisticHead(**coerce_params(LogisticHead, params))
+    from ..methods.registry import build_method
 
     try:
         return build_method(name, backbone=Identity(), **params)

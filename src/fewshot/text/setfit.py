@@ -110,5 +110,12 @@ class SetFitClassifier(TextClassifier):
 def build_text_classifier(encoder, method: str = "prototype", **params) -> TextClassifier:
     """``setfit`` (params: head, max_pairs, ...) or any head name of :func:`build_head`."""
     if method == "setfit":
-        return SetFitClassifier(encoder, **params)
+        import typing
+
+        from ..methods.params import coerce_value
+
+        own = typing.get_type_hints(SetFitClassifier.__init__)
+        own = {k: v for k, v in own.items() if k not in ("head", "return")}
+        options = {k: coerce_value(k, own[k], v) if k in own else v for k, v in params.items()}
+        return SetFitClassifier(encoder, **options)
     return TextClassifier(encoder, build_head(method, **params))
