@@ -61,7 +61,8 @@ def eval_cmd(run_dir, dataset, split, data_dir, image_size, alphabets, exclude_a
         except (FileNotFoundError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
         res = evaluate(method, lake_episodes(runs), dev)
-        out = {"run": run_dir, "protocol": "lake-20-runs", **res.to_dict(per_task=True)}
+        out = {"run": run_dir, "protocol": "lake-20-runs", **res.to_dict(),
+               "per_run": [100.0 * (1.0 - acc) for acc in res.per_task]}  # each run's error %
         if as_json:
             echo_json(out)
         else:
