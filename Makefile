@@ -1,4 +1,5 @@
 # Two entry points for a fresh machine: `make demo` (the main job) and `make test` (the suite).
+# Benchmarks are run one script at a time (`python benchmarks/NAME.py --help`; see benchmarks/results/).
 # Both create/refresh the virtualenv first. torch is pinned through constraints.txt so that
 # set-up on a CPU-only machine never pulls a CUDA build.
 PY ?= python3
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.installed
 FEWSHOT_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export FEWSHOT_DATA
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test venv clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -24,9 +25,6 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
-
-bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -93,14 +93,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    from fewshot.nn.backbones import build_backbone
+    from fewshot.engine.build import build_run
     from fewshot.engine.checkpoint import load_checkpoint
     from fewshot.data import HELDOUT_ALPHABETS, load_omniglot, with_rotations
     from fewshot.tasks.episodes import TaskSet
     from fewshot.engine.evaluate import evaluate
-    from fewshot.methods import METHODS as REGISTRY, build_method
-    from fewshot.engine.trainer import TrainConfig, Trainer
-    from fewshot.utils import seed_everything
+    from fewshot.engine.config import TrainConfig
 
     data_dir = os.environ.get("FEWSHOT_DATA") or str(HERE.parent.parent / "shared" / "data")
     train = with_rotations(load_omniglot("background", data_dir, exclude_alphabets=["heldout"]))
@@ -113,14 +111,12 @@ def main() -> None:
         base, attrs = EVAL_VARIANTS.get(name, (name, {}))
         out = Path(args.out) / slug(base)
         t0 = time.perf_counter()
-        spec = REGISTRY[method_name].default_backbone(train.item_shape)
-        seed_everything(0)
-        method = build_method(method_name, build_backbone(spec[0], **spec[1]) if spec else None, **options)
-        trained = any(p.requires_grad for p in method.parameters())
+        cfg = TrainConfig(steps=args.episodes, way=args.way, shot=1, query=args.query, val_tasks=0, seed=0,
+                          device="cpu", progress=False, log_every=25, checkpoint_every=100)
+        trainer = build_run(method_name, train, cfg, out, params=options)
+        trained = any(p.requires_grad for p in trainer.method.parameters())
         if not (out / "last.json").exists():
-            cfg = TrainConfig(steps=args.episodes, way=args.way, shot=1, query=args.query, val_tasks=0, seed=0,
-                              device="cpu", progress=False, log_every=25, checkpoint_every=100)
-            Trainer(method, train, cfg, out, backbone_spec=spec, data_info=train.info).fit()
+            trainer.fit()
             (out / "bench_train_seconds.txt").write_text(f"{time.perf_counter() - t0:.1f}")
         timing = out / "bench_train_seconds.txt"  # a reused run reports the time it took when trained
         train_s = float(timing.read_text()) if timing.exists() else time.perf_counter() - t0
@@ -130,7 +126,7 @@ def main() -> None:
         accs = {}
         t1 = time.perf_counter()
         for key, taskset in tasksets.items():
-            res = evaluate(method, test, taskset, "cpu")
+            res = evaluate(method, taskset.episodes(test), "cpu")
             accs[key] = (100 * res.accuracy, 100 * res.ci95)
         eval_s = time.perf_counter() - t1
         rows.append((name, method_name, options, trained, train_s, eval_s, accs, published, source))

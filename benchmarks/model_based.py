@@ -303,14 +303,14 @@ def run_metanet(args) -> None:
         losses.append(out.loss)
         accs.append(out.accuracy)
         if it % args.eval_every == 0:
-            res = evaluate(method, test, val_tasks)
+            res = evaluate(method, val_tasks.episodes(test))
             rec = {"iteration": it, "cpu_s": time.process_time() - t0, "train_loss": float(np.mean(losses)),
                    "train_acc": float(np.mean(accs)), "heldout_acc": res.accuracy, "heldout_ci95": res.ci95}
             losses, accs = [], []
             log.append(rec)
             print(json.dumps(rec), flush=True)
     cpu, wall = time.process_time() - t0, time.perf_counter() - w0
-    final = evaluate(method, test, test_tasks)
+    final = evaluate(method, test_tasks.episodes(test))
     lines = ["# Meta Networks, Omniglot 1-shot", "",
              f"MetaNet (fast weights on the layers above a Conv4-{args.conv_hidden} trunk, representation/hidden {args.hidden}, "
              f"{args.pairs} contrastive pairs for Q*): trained on {args.way}-way 1-shot {args.query}-query episodes from the "

@@ -30,7 +30,8 @@ from fewshot.data import HELDOUT_ALPHABETS, load_omniglot, with_rotations
 from fewshot.tasks.episodes import EpisodeSampler, TaskSet
 from fewshot.engine.evaluate import evaluate
 from fewshot.methods import build_method
-from fewshot.engine.trainer import Trainer, TrainConfig
+from fewshot.engine.build import build_run
+from fewshot.engine.config import TrainConfig
 
 HERE = Path(__file__).resolve().parent
 PUBLISHED = {  # Omniglot 5-way 1-shot, 5-way 5-shot (original papers, 20 evaluation alphabets, full budget)
@@ -132,19 +133,20 @@ def run_method(name: str, args, train, test, tasksets: dict) -> dict:
     cache = Path(args.out) / f"{name}.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    m = build(name, args.seed)
     cfg = TrainConfig(steps=args.steps, way=5, shot=1, query=5, tasks_per_step=args.tasks_per_step, lr=args.lr,
                       val_tasks=0, log_every=50, checkpoint_every=10**9, seed=args.seed, device="cpu", progress=False)
     t0 = time.perf_counter()
-    spec = ("conv4", {"in_channels": 1, "hidden": BACKBONE_HIDDEN.get(name, 64)})  # so `fewshot eval RUN_DIR` can rebuild it
-    records = Trainer(m, train, cfg, Path(args.out) / name, backbone_spec=spec).fit()
+    spec = ("conv4", {"in_channels": 1, "hidden": BACKBONE_HIDDEN.get(name, 64)})
+    trainer = build_run(name, train, cfg, Path(args.out) / name, params=METHOD_PARAMS.get(name, {}), backbone=spec)
+    records = trainer.fit()
+    m = trainer.method
     train_s = time.perf_counter() - t0
     res = {"method": name, "backbone": f"Conv4-{BACKBONE_HIDDEN.get(name, 64)}", "params": METHOD_PARAMS.get(name, {}), "train_s": train_s, "steps": args.steps,
            "tasks_per_step": args.tasks_per_step, "final_train_loss": records[-1]["loss"],
            "final_train_acc": records[-1]["accuracy"]}
     for key, ts in tasksets.items():
         t1 = time.perf_counter()
-        r = evaluate(m, test, ts)
+        r = evaluate(m, ts.episodes(test))
         res[key] = {"accuracy": r.accuracy, "ci95": r.ci95, "tasks": r.tasks, "eval_s": time.perf_counter() - t1}
     cache.write_text(json.dumps(res, indent=1))
     print(json.dumps(res), flush=True)
@@ -160,7 +162,7 @@ def controls(test, tasksets: dict, n: int = 50) -> dict:
         m.setup(test)
         for key, ts in tasksets.items():
             sub = TaskSet(ts.tasks[:n], ts.meta)
-            r = evaluate(m, test, sub)
+            r = evaluate(m, sub.episodes(test))
             out[f"{name}@{key}"] = {"accuracy": r.accuracy, "ci95": r.ci95, "tasks": r.tasks}
     return out
 
@@ -178,7 +180,7 @@ def maml_test_steps(run_dir: Path, test, n: int = 40) -> list[tuple]:
         ts = TaskSet.generate(test, 5, shot, 5, n, seed=0)
         for steps, lr in ((0, 0.4), (1, 0.4), (3, 0.4), (3, 0.1), (10, 0.1)):
             m.test_inner_steps, m.inner_lr = steps, lr
-            r = evaluate(m, test, ts)
+            r = evaluate(m, ts.episodes(test))
             rows.append((shot, steps, lr, r.accuracy, r.ci95))
     return rows
 

@@ -105,7 +105,7 @@ def main() -> None:
             for key, batch in (("seen", test_seen), ("unseen", test_unseen)):
                 s, same = pair_scores(model, batch)
                 res[key].append(float(((s >= thr) == (same > 0.5)).mean()))
-            res["oneshot"].append(evaluate(model, unseen_ds, tasks, "cpu").accuracy)
+            res["oneshot"].append(evaluate(model, tasks.episodes(unseen_ds), "cpu").accuracy)
         n_params = sum(p.numel() for p in model.parameters())
         rows.append((name, n_params, time.perf_counter() - t_arch, {k: mean_ci95(v) for k, v in res.items()}, res))
         print(name, {k: f"{100 * np.mean(v):.1f}" for k, v in res.items()}, flush=True)

@@ -23,7 +23,8 @@ from fewshot.data import load_omniglot
 from fewshot.tasks.episodes import EpisodeSampler, TaskSet
 from fewshot.engine.evaluate import evaluate
 from fewshot.methods import ProtoNet
-from fewshot.engine.trainer import Trainer, TrainConfig
+from fewshot.engine.build import build_run
+from fewshot.engine.config import TrainConfig
 
 HERE = Path(__file__).resolve().parent
 
@@ -54,11 +55,10 @@ def plain_loop(data, steps: int, seed: int, channels_last: bool) -> float:
 
 
 def library_loop(data, steps: int, seed: int, channels_last: bool) -> float:
-    torch.manual_seed(seed)
     cfg = TrainConfig(steps=steps, way=20, shot=1, query=5, seed=seed, device="cpu", val_tasks=0, progress=False,
                       log_every=steps, checkpoint_every=10**9, channels_last=channels_last)
     with tempfile.TemporaryDirectory() as d:
-        records = Trainer(ProtoNet(Conv4()), data, cfg, d, backbone_spec=("conv4", {})).fit()
+        records = build_run("protonet", data, cfg, d, backbone=("conv4", {})).fit()
     return records[-1]["items_per_s"]
 
 
@@ -86,7 +86,7 @@ def main() -> None:
         ts = TaskSet.generate(test, way, shot, 5, args.eval_tasks, seed=0)
         for cl in (True, False):
             t0 = time.perf_counter()
-            evaluate(method, test, ts, channels_last=cl)
+            evaluate(method, ts.episodes(test), channels_last=cl)
             eval_rows.append((f"{way}-way {shot}-shot", "channels_last" if cl else "NCHW", args.eval_tasks / (time.perf_counter() - t0)))
     ref = statistics.median(results["plain PyTorch loop, channels_last"])
     lines = [f"# Training throughput, Conv4 ProtoNet, 20-way 1-shot 5-query Omniglot 28×28 episodes",

@@ -42,7 +42,8 @@ from fewshot.data import LabeledDataset, load_omniglot
 from fewshot.tasks.episodes import TaskSet
 from fewshot.engine.evaluate import evaluate
 from fewshot.methods import ProtoNet, build_method
-from fewshot.engine.trainer import TrainConfig, Trainer
+from fewshot.engine.build import build_run
+from fewshot.engine.config import TrainConfig
 
 HERE = Path(__file__).resolve().parent
 SNELL = {(5, 1): 98.8, (5, 5): 99.7, (20, 1): 96.0, (20, 5): 98.9}  # ProtoNet, Omniglot eval alphabets, full budget
@@ -58,15 +59,17 @@ def pretrain(kind: str, train: LabeledDataset, args, out: Path) -> tuple[torch.n
         return method, json.loads(meta.read_text())["seconds"]
     images = args.steps * args.batch_size
     if kind == "protonet":
-        method = ProtoNet(Conv4(1))
+        name, params = "protonet", {}
         cfg = TrainConfig(steps=max(1, images // 200), way=20, shot=5, query=5, lr=1e-3, val_tasks=0,
                           progress=False, log_every=25, device="cpu", seed=args.seed)
     else:
-        method = build_method("baseline", Conv4(1), head=kind)
+        name, params = "baseline", {"head": kind}
         cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=1e-3, val_tasks=0, progress=False,
                           log_every=25, device="cpu", seed=args.seed)
     t0 = time.perf_counter()
-    Trainer(method, train, cfg, run, backbone_spec=("conv4", {"in_channels": 1})).fit()
+    trainer = build_run(name, train, cfg, run, params=params, backbone=("conv4", {"in_channels": 1}))
+    trainer.fit()
+    method = trainer.method
     seconds = time.perf_counter() - t0
     meta.write_text(json.dumps({"seconds": seconds, "images": images}))
     print(f"pre-trained {kind}: {seconds:.0f} s", flush=True)
@@ -109,7 +112,7 @@ def laplace_check(args, lin, feats, test) -> None:
         cells = []
         for way in (5, 20):
             ts = TaskSet.generate(test, way, 1, 15, args.tasks, seed=100 + 10 * way + 1)
-            cells.append(fmt(evaluate(on_features("discriminative-kshot", lin, samples=samples), feats, ts)))
+            cells.append(fmt(evaluate(on_features("discriminative-kshot", lin, samples=samples), ts.episodes(feats))))
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
         print(rows[-1], flush=True)
     text = "\n".join([
@@ -167,7 +170,7 @@ def main() -> None:
     rows, eval_s = [], {}
     for label, (src, make) in methods.items():
         t0 = time.perf_counter()
-        cells = [fmt(evaluate(make(), feats[src], tasksets[s])) for s in SETTINGS]
+        cells = [fmt(evaluate(make(), tasksets[s].episodes(feats[src]))) for s in SETTINGS]
         eval_s[label] = time.perf_counter() - t0
         rows.append(f"| {label} | " + " | ".join(cells) + f" | {eval_s[label]:.0f} |")
         print(rows[-1], flush=True)
@@ -192,7 +195,7 @@ def main() -> None:
     bayes_sets = {k: TaskSet.generate(test, 5, k, 10, args.bayes_tasks, seed=300 + k) for k in shots}
     rows = []
     for label, params in priors.items():
-        cells = [fmt(evaluate(on_features("discriminative-kshot", lin, **params), feats["linear"], bayes_sets[k]))
+        cells = [fmt(evaluate(on_features("discriminative-kshot", lin, **params), bayes_sets[k].episodes(feats["linear"])))
                  for k in shots]
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
         print(rows[-1], flush=True)
@@ -209,9 +212,9 @@ def main() -> None:
         src = "protonet" if label == "ProtoNet" else "linear"
         cells = []
         for way in (5, 20):
-            base = evaluate(plain(), feats[src], aug_sets[way])
+            base = evaluate(plain(), aug_sets[way].episodes(feats[src]))
             t0 = time.perf_counter()
-            aug = evaluate(AugmentedSupport(on_images(), Augmenter.characters(), copies=5, seed=args.seed), test, aug_sets[way])
+            aug = evaluate(AugmentedSupport(on_images(), Augmenter.characters(), copies=5, seed=args.seed), aug_sets[way].episodes(test))
             cells += [fmt(base), fmt(aug), f"{100 * (aug.accuracy - base.accuracy):+.1f}"]
             print(label, way, cells[-3:], f"{time.perf_counter() - t0:.0f}s", flush=True)
         rows.append(f"| {label} | " + " | ".join(cells) + " |")

@@ -112,3 +112,17 @@ def test_every_command_has_help(cmd):
 
 def test_methods_lists_protonet():
     assert "protonet" in invoke(["methods"]).output
+
+
+def test_train_on_digits_validates_on_two_way_tasks(tmp_path):
+    """10 classes: 10% would hold out one class (1-way tasks, always right); at least 2 are held out."""
+    out = tmp_path / "digits"
+    invoke(["train", "--method", "protonet", "--dataset", "digits", "--way", "5", "--shot", "1", "--query", "3",
+            "--episodes", "4", "--val-every", "2", "--val-tasks", "30", "--out", str(out), "--quiet", "--no-plots",
+            "--device", "cpu"])
+    info = json.loads((out / "best.json").read_text())
+    assert info["validation"]["way"] == 2 and info["validation"]["num_classes"] == 2
+    vals = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "val_accuracy" in r]
+    assert [r["step"] for r in vals] == [2, 4]
+    assert all(r["val_accuracy"] < 1.0 and r["val_ci95"] > 0 for r in vals)
+

@@ -68,7 +68,3 @@ def test_task_set_refuses_another_dataset(tmp_path):
     with pytest.raises(ValueError, match="made for a dataset of 120 items"):
         list(ts.episodes(make_blobs_dataset(num_classes=3, per_class=10)))
 
-
-def test_finite_sampler_iterates_exactly_its_episodes():
-    s = EpisodeSampler(DATA, 3, 1, 1, episodes=4)
-    assert len(s) == 4 and len(list(s)) == 4

@@ -16,7 +16,8 @@ from fewshot.tasks.episodes import TaskSet
 from fewshot.methods import METHODS, build_method
 from fewshot.methods.model_based import instance_accuracy
 from fewshot.nn.inner_loop import preprocess_gradient
-from fewshot.engine.trainer import TrainConfig, Trainer
+from fewshot.engine.build import build_run
+from fewshot.engine.config import TrainConfig
 
 SMALL = {
     "mann": dict(way=3, hidden=16, slots=8, width=6, heads=2),
@@ -179,10 +180,10 @@ def test_train_checkpoint_and_evaluate(name, blobs, tmp_path):
         m, spec = build_method(name, **SMALL[name]), None
     cfg = TrainConfig(steps=3, way=3, shot=2, query=2, tasks_per_step=2, val_every=3, val_tasks=4, log_every=1,
                       progress=False, device="cpu", seed=0)
-    Trainer(m, blobs, cfg, tmp_path, val_data=blobs, backbone_spec=spec).fit()
+    build_run(m, blobs, cfg, tmp_path, val_data=blobs, backbone=spec).fit()
     loaded, info = load_checkpoint(tmp_path)
     assert info["method"] == name
     tasks = TaskSet.generate(blobs, 3, 2, 2, tasks=3, seed=1)
-    a = evaluate(m, blobs, tasks)
-    b = evaluate(loaded, blobs, tasks)
+    a = evaluate(m, tasks.episodes(blobs))
+    b = evaluate(loaded, tasks.episodes(blobs))
     assert a.accuracy == pytest.approx(b.accuracy)

@@ -76,15 +76,16 @@ def test_bad_options_fail_clearly():
 
 def test_raw_pixel_knn_beats_chance_and_trains_without_parameters(blobs, tmp_path):
     from fewshot.engine.checkpoint import load_checkpoint
-    from fewshot.engine.trainer import TrainConfig, Trainer
+    from fewshot.engine.build import build_run
+    from fewshot.engine.config import TrainConfig
 
     tasks = TaskSet.generate(blobs, way=5, shot=1, query=3, tasks=20, seed=0)
-    assert evaluate(KNN(k=1), blobs, tasks).accuracy > 0.8
+    assert evaluate(KNN(k=1), tasks.episodes(blobs)).accuracy > 0.8
     cfg = TrainConfig(steps=10, way=5, shot=1, query=3, val_tasks=5, progress=False, device="cpu")
-    Trainer(build_method("knn", None, k=1), blobs, cfg, tmp_path / "run", val_data=blobs).fit()
+    build_run("knn", blobs, cfg, tmp_path / "run", params={"k": 1}, val_data=blobs).fit()
     method, info = load_checkpoint(tmp_path / "run")
     assert info["method"] == "knn" and info["state"]["step"] == 0
-    assert evaluate(method, blobs, tasks).accuracy == evaluate(KNN(k=1), blobs, tasks).accuracy
+    assert evaluate(method, tasks.episodes(blobs)).accuracy == evaluate(KNN(k=1), tasks.episodes(blobs)).accuracy
 
 
 def test_knn_on_a_trained_backbone_learns(blobs):

@@ -204,7 +204,8 @@ def test_too_many_classes_for_the_head_is_a_clear_error():
 ])
 def test_methods_learn_on_held_out_classes_and_round_trip(method, params, blobs, tmp_path):
     from fewshot.engine.checkpoint import load_checkpoint
-    from fewshot.engine.trainer import Trainer, TrainConfig
+    from fewshot.engine.build import build_run
+    from fewshot.engine.config import TrainConfig
 
     train, test = blobs.split_classes(0.34, seed=0)
     torch.manual_seed(0)
@@ -212,11 +213,11 @@ def test_methods_learn_on_held_out_classes_and_round_trip(method, params, blobs,
     tasks = TaskSet.generate(test, 3, 1, 4, tasks=30, seed=1)
     cfg = TrainConfig(steps=40, way=3, shot=1, query=4, tasks_per_step=2, lr=3e-3, val_every=1000, val_tasks=0,
                       log_every=20, checkpoint_every=1000, progress=False)
-    Trainer(m, train, cfg, tmp_path, backbone_spec=("mlp", {"in_features": 64, "sizes": [32]})).fit()
-    acc = evaluate(m, test, tasks).accuracy
+    build_run(m, train, cfg, tmp_path, backbone=("mlp", {"in_features": 64, "sizes": [32]})).fit()
+    acc = evaluate(m, tasks.episodes(test)).accuracy
     assert acc > 0.6, f"{method} reached only {acc:.2f} on 3-way blobs (chance 0.33)"
     loaded, _ = load_checkpoint(tmp_path, "last")
-    assert evaluate(loaded, test, tasks).accuracy == pytest.approx(acc)
+    assert evaluate(loaded, tasks.episodes(test)).accuracy == pytest.approx(acc)
 
 
 def test_conv4_episode_with_batchnorm_trains(blobs):

@@ -7,25 +7,32 @@ import json
 import pytest
 import torch
 
-from fewshot.nn.backbones import build_backbone
+from fewshot.engine.batches import EpisodeBatches, MiniBatches
+from fewshot.engine.build import build_run
 from fewshot.engine.checkpoint import load_checkpoint
-from fewshot.tasks.episodes import TaskSet
 from fewshot.engine.evaluate import evaluate
+from fewshot.engine.trainer import TrainConfig, lr_factor
+from fewshot.engine.validation import holdout_classes, validation_tasks
 from fewshot.methods import ProtoNet
-from fewshot.engine.trainer import Trainer, TrainConfig, lr_factor
+from fewshot.nn.backbones import build_backbone
+from fewshot.tasks.episodes import TaskSet
 
 from conftest import make_blobs_dataset
 
 SPEC = ("mlp", {"in_features": 64, "sizes": [32, 16]})
 
 
-def make_trainer(out, steps=30, data=None, **overrides):
-    torch.manual_seed(123)  # the model's initial weights
+def make_trainer(out, steps=30, data=None, method=None, **overrides):
+    """``method=None``: a ProtoNet built from ``torch.manual_seed(123)``; ``"protonet"``: built by name
+    (initial weights from ``cfg.seed``)."""
     data = data or make_blobs_dataset(num_classes=12, per_class=10)
     train, val = data.split_classes(0.34, seed=0)
     cfg = TrainConfig(**{"steps": steps, "way": 4, "shot": 1, "query": 3, "val_every": 10, "val_tasks": 10,
                          "checkpoint_every": 5, "log_every": 5, "device": "cpu", "progress": False, **overrides})
-    return Trainer(ProtoNet(build_backbone(*SPEC[:1], **SPEC[1])), train, cfg, out, val_data=val, backbone_spec=SPEC)
+    if method is None:
+        torch.manual_seed(123)  # the model's initial weights
+        method = ProtoNet(build_backbone(SPEC[0], **SPEC[1]))
+    return build_run(method, train, cfg, out, backbone=SPEC, val_data=val)
 
 
 def params(module):
@@ -37,10 +44,10 @@ def test_training_beats_an_untrained_model_on_held_out_classes(tmp_path):
     train, test = data.split_classes(0.25, seed=0)
     tasks = TaskSet.generate(test, 4, 1, 5, tasks=40, seed=0)
     torch.manual_seed(0)
-    before = evaluate(ProtoNet(build_backbone("mlp", in_features=64, sizes=[32, 16])), test, tasks).accuracy
+    before = evaluate(ProtoNet(build_backbone("mlp", in_features=64, sizes=[32, 16])), tasks.episodes(test)).accuracy
     t = make_trainer(tmp_path, steps=60, data=data, lr=3e-3)
     t.fit()
-    after = evaluate(t.method, test, tasks).accuracy
+    after = evaluate(t.method, tasks.episodes(test)).accuracy
     assert after > before + 0.05 and after > 0.5  # chance is 0.25
 
 
@@ -115,3 +122,68 @@ def test_nan_loss_stops_training_with_advice(tmp_path):
 def test_learning_rate_schedules(schedule, at_half):
     cfg = TrainConfig(steps=100, schedule=schedule)
     assert lr_factor(0, cfg) == 1.0 and lr_factor(50, cfg) == pytest.approx(at_half)
+
+
+def test_the_seed_decides_the_initial_weights(tmp_path):
+    a, b = make_trainer(tmp_path / "a", method="protonet"), make_trainer(tmp_path / "b", method="protonet", seed=1)
+    assert torch.equal(params(a.method), params(make_trainer(tmp_path / "c", method="protonet").method))
+    assert not torch.equal(params(a.method), params(b.method))
+
+
+def test_a_method_with_nothing_to_train_is_a_zero_step_run(tmp_path):
+    data = make_blobs_dataset(num_classes=8)
+    train, val = holdout_classes(data, 0.25)
+    cfg = TrainConfig(steps=50, way=3, shot=1, query=2, val_tasks=5, device="cpu", progress=False)
+    records = build_run("knn", train, cfg, tmp_path, params={"k": 1}, val_data=val).fit()
+    assert [r["step"] for r in records] == [0] and 0.0 <= records[0]["val_accuracy"] <= 1.0
+    assert {"best.json", "last.json"} <= {p.name for p in tmp_path.iterdir()}
+    again = build_run("knn", train, cfg, tmp_path, params={"k": 1}, val_data=val).fit(resume=True)
+    assert again == records  # resuming a finished zero-step run does nothing
+
+
+@pytest.mark.parametrize("source", [EpisodeBatches, MiniBatches])
+def test_augmentation_in_both_regimes_is_a_function_of_seed_and_step(source):
+    data = make_blobs_dataset(num_classes=6, per_class=8)
+    plain = TrainConfig(way=3, shot=2, query=2, batch_size=8, channels_last=False)
+    aug = TrainConfig(way=3, shot=2, query=2, batch_size=8, channels_last=False, augment="characters")
+
+    def images(cfg, step):
+        batch = source(data, cfg)(step)
+        return torch.cat([torch.cat([e.support_x, e.query_x]) for e in batch]) if isinstance(batch, list) else batch[0]
+
+    assert torch.equal(images(aug, 3), images(aug, 3))  # deterministic given seed and step
+    assert not torch.equal(images(aug, 3), images(plain, 3))  # the same items, augmented
+    assert not torch.equal(images(aug, 3), images(TrainConfig(**{**aug.__dict__, "seed": 1}), 3))
+    assert images(aug, 3).shape == images(plain, 3).shape
+
+
+def test_augmented_training_resumes_exactly(tmp_path):
+    full = make_trainer(tmp_path / "full", steps=10, augment="characters", val_tasks=0)
+    full.fit()
+    part = make_trainer(tmp_path / "part", steps=10, augment="characters", val_tasks=0)
+    real_step, calls = part.method.training_step, []
+
+    def dies_at_step_8(batch):
+        calls.append(1)
+        if len(calls) == 8:
+            raise KeyboardInterrupt("killed")  # last checkpoint: step 5
+        return real_step(batch)
+
+    part.method.training_step = dies_at_step_8
+    with pytest.raises(KeyboardInterrupt):
+        part.fit()
+    resumed = make_trainer(tmp_path / "part", steps=10, augment="characters", val_tasks=0)
+    resumed.fit(resume=True)
+    assert torch.allclose(params(resumed.method), params(full.method), atol=1e-6)
+
+
+def test_validation_refuses_a_single_class_and_holds_out_at_least_two(tmp_path):
+    data = make_blobs_dataset(num_classes=10)
+    cfg = TrainConfig(way=5, shot=1, query=2, val_tasks=5)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        validation_tasks(data.subset_classes([0]), cfg)
+    train, val = holdout_classes(data, 0.1)  # 10% of 10 classes is 1: hold out 2
+    assert (train.num_classes, val.num_classes) == (8, 2)
+    assert validation_tasks(val, cfg).meta["way"] == 2
+    with pytest.raises(ValueError, match="too few"):
+        holdout_classes(data.subset_classes([0, 1, 2]), 0.5)

@@ -13,7 +13,8 @@ from fewshot.tasks.episodes import TaskSet
 from fewshot.engine.evaluate import evaluate
 from fewshot.methods import build_method
 from fewshot.methods.transfer import FineTune, TransferMethod
-from fewshot.engine.trainer import TrainConfig, Trainer
+from fewshot.engine.build import build_run
+from fewshot.engine.config import TrainConfig
 
 from conftest import make_blobs_dataset
 
@@ -38,7 +39,7 @@ def pretrained(tmp_path_factory):
     method = build_method("baseline", MLP(64, (64, 32)))
     cfg = TrainConfig(steps=60, batch_size=32, lr=3e-3, val_tasks=0, progress=False, log_every=20, device="cpu",
                       channels_last=False)
-    records = Trainer(method, base, cfg, out, backbone_spec=("mlp", {"in_features": 64, "sizes": [64, 32]})).fit()
+    records = build_run(method, base, cfg, out, backbone=("mlp", {"in_features": 64, "sizes": [64, 32]})).fit()
     return method, records, out, base, novel
 
 
@@ -60,7 +61,7 @@ def test_methods_share_pretraining_and_learn_novel_classes(pretrained, name):
                                                   if k in ("way", "feature_dim", "head_type")})
     m.load_state_dict(method.state_dict())
     tasks = TaskSet.generate(novel, way=4, shot=1, query=5, tasks=10, seed=3)
-    res = evaluate(m, novel, tasks)
+    res = evaluate(m, tasks.episodes(novel))
     assert res.accuracy > 0.5, f"{name}: {res.accuracy:.2f} on 4-way 1-shot (chance 0.25)"
     # the per-task state stays out of the checkpointable state
     assert set(m.state_dict()) == set(method.state_dict())
@@ -168,7 +169,7 @@ def test_resume_with_augmentation_repeats_the_uninterrupted_run(tmp_path):
         cfg = TrainConfig(steps=6, batch_size=8, val_tasks=0, progress=False, log_every=2, checkpoint_every=2,
                           device="cpu", channels_last=False)
         try:
-            Trainer(m, ds, cfg, out, backbone_spec=spec).fit(resume=resume)
+            build_run(m, ds, cfg, out, backbone=spec).fit(resume=resume)
         except KeyboardInterrupt:
             pass
         return m

@@ -30,15 +30,15 @@ def demo_cmd(data_dir, episodes, tasks, out_dir, seed, device):
     """
     import shutil
 
-    from ..nn.backbones import build_backbone
     from ..data import load_digits_images, load_omniglot, with_rotations
     from ..data.omniglot import HELDOUT_ALPHABETS, SPLITS
     from ..data.sources import find_file
-    from ..tasks.episodes import TaskSet, assemble
+    from ..engine.build import build_run
+    from ..engine.config import TrainConfig
     from ..engine.evaluate import evaluate
-    from ..methods import ProtoNet
     from ..engine.plots import plot_episode, plot_training_curves
-    from ..engine.trainer import Trainer, TrainConfig
+    from ..methods.base import inference_context
+    from ..tasks.episodes import TaskSet, assemble
 
     out = Path(out_dir)
     if out.exists():
@@ -60,25 +60,23 @@ def demo_cmd(data_dir, episodes, tasks, out_dir, seed, device):
         settings = [(4, 1, None), (4, 5, None)]
         way, query = 5, 5
     click.echo(f"data: {source}")
-    spec = ProtoNet.default_backbone(train.item_shape)
-    method = ProtoNet(build_backbone(spec[0], **spec[1]))
     cfg = TrainConfig(steps=episodes, way=way, shot=1, query=query, val_every=max(episodes // 4, 1), val_tasks=100 if val else 0,
                       seed=seed, device=device, log_every=max(episodes // 20, 1))
     t0 = time.perf_counter()
-    records = Trainer(method, train, cfg, out, val_data=val, backbone_spec=spec).fit()
+    trainer = build_run("protonet", train, cfg, out, val_data=val)
+    records = trainer.fit()
+    method = trainer.method
     train_s = time.perf_counter() - t0
     curves = plot_training_curves(records, out / "curves.png")
     results = []
     for w, s, within in settings:
         ts = TaskSet.generate(test, w, s, 5, tasks, within=within, seed=seed)
-        r = evaluate(method, test, ts)
+        r = evaluate(method, ts.episodes(test))
         results.append({"way": w, "shot": s, "within": within, "accuracy": r.accuracy, "ci95": r.ci95, "tasks": r.tasks})
         click.echo(f"  {w:2d}-way {s}-shot{' within alphabet' if within else '':16s} accuracy {100 * r.accuracy:6.2f}% ± {100 * r.ci95:.2f}  ({r.tasks} tasks)")
     ep = assemble(test, TaskSet.generate(test, settings[0][0], 1, 5, 1, seed=seed).tasks[0])
     method.eval()
-    import torch
-
-    with torch.inference_mode():
+    with inference_context(method):
         pred = method.fit(ep.support_x, ep.support_y).predict(ep.query_x)
     grid = plot_episode(ep, pred, out / "episode.png")
     (out / "results.json").write_text(json.dumps({"data": source, "episodes": episodes, "train_seconds": train_s, "results": results}, indent=1))

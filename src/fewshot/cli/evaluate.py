@@ -49,8 +49,8 @@ def eval_cmd(run_dir, dataset, split, data_dir, image_size, alphabets, exclude_a
       fewshot eval runs/proto --lake-runs all_runs.zip --json
     """
     from ..data import ImageSpec, load_lake_runs
-    from ..tasks.episodes import TaskSet
-    from ..engine.evaluate import evaluate, evaluate_lake
+    from ..engine.evaluate import evaluate
+    from ..tasks.episodes import TaskSet, lake_episodes
 
     method, info, dev = load_run(run_dir, checkpoint, device)
     image = info.get("data", {}).get("image", {})
@@ -60,8 +60,9 @@ def eval_cmd(run_dir, dataset, split, data_dir, image_size, alphabets, exclude_a
             runs = load_lake_runs(lake_runs, ImageSpec(spec.size, 1, True))
         except (FileNotFoundError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
-        res = evaluate_lake(method, runs, dev)
-        out = {"run": run_dir, "protocol": "lake-20-runs", **res.to_dict()}
+        res = evaluate(method, lake_episodes(runs), dev)
+        out = {"run": run_dir, "protocol": "lake-20-runs", **res.to_dict(),
+               "per_run": [100.0 * (1.0 - acc) for acc in res.per_task]}  # each run's error %
         if as_json:
             echo_json(out)
         else:
@@ -76,17 +77,17 @@ def eval_cmd(run_dir, dataset, split, data_dir, image_size, alphabets, exclude_a
             taskset = TaskSet.generate(data, way, shot, query, tasks, within="group" if within else None, seed=seed)
             if task_file:
                 taskset.save(task_file)
-        res = evaluate(method, data, taskset, dev, confusion=confusion)
+        res = evaluate(method, taskset.episodes(data), dev, confusion=confusion)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     if plot_episode:
-        from ..tasks.episodes import assemble
         from ..engine.plots import plot_episode as draw
+        from ..methods.base import inference_context
+        from ..tasks.episodes import assemble
 
         ep = assemble(data, taskset.tasks[0]).to(dev)
-        from ..engine.evaluate import eval_mode
         method.eval()
-        with eval_mode(method):
+        with inference_context(method):
             pred = method.fit(ep.support_x, ep.support_y).predict(ep.query_x)
         draw(ep, pred.cpu(), plot_episode)
     out = {"run": run_dir, "method": info["method"], "dataset": dataset, "split": split,

@@ -30,7 +30,7 @@ def predict_cmd(run_dir, support, queries, threshold, checkpoint, device, as_jso
     """
     from ..data import ImageSpec, load_image_folder
     from ..data.images import load_images
-    from ..engine.evaluate import eval_mode
+    from ..methods.base import inference_context
 
     method, info, dev = load_run(run_dir, checkpoint, device)
     image = info.get("data", {}).get("image")
@@ -43,7 +43,7 @@ def predict_cmd(run_dir, support, queries, threshold, checkpoint, device, as_jso
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     method.eval()
-    with eval_mode(method):
+    with inference_context(method):
         method.fit(sup.items(torch.arange(len(sup))).to(dev), sup.y.to(dev))
         proba = method.predict_proba(qx.to(dev)).cpu()
     conf, pred = proba.max(-1)

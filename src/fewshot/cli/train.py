@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import click
@@ -20,7 +19,7 @@ from .common import data_options, device_option, echo_json, load_dataset_arg, pa
 @click.option("--episodes", type=int, default=3000, show_default=True, help="optimiser steps (episodes, or mini-batches for pre-training methods)")
 @click.option("--within", type=click.Choice(["alphabet", "group"]), default=None, help="draw each episode's classes from one alphabet")
 @click.option("--rotations/--no-rotations", default=None, help="add 90/180/270-degree rotated classes (default: on for Omniglot)")
-@click.option("--val-fraction", type=float, default=0.1, show_default=True, help="fraction of training classes held out for validation (0: none)")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True, help="fraction of training classes held out for validation, at least 2 classes (0: none)")
 @click.option("--val-split", default=None, help="validate on this Omniglot split/alphabets instead, e.g. 'background:heldout'")
 @click.option("--backbone", default=None, help="conv4 | mlp | identity (default: chosen by the method for the data)")
 @click.option("-p", "--param", "params", multiple=True, help="method option KEY=VALUE, repeatable (e.g. -p distance=cosine)")
@@ -29,6 +28,7 @@ from .common import data_options, device_option, echo_json, load_dataset_arg, pa
 @click.option("--schedule", default="cosine", show_default=True, type=click.Choice(["cosine", "step", "constant"]))
 @click.option("--tasks-per-step", type=int, default=1, show_default=True, help="meta-batch: episodes per optimiser step")
 @click.option("--batch-size", type=int, default=128, show_default=True, help="mini-batch size for pre-training methods")
+@click.option("--augment", type=click.Choice(["characters", "photos"]), default=None, help="augment the training batches (episodes or mini-batches) with this preset")
 @click.option("--grad-clip", type=float, default=None, help="clip the gradient norm to this value")
 @click.option("--val-every", type=int, default=500, show_default=True)
 @click.option("--val-tasks", type=int, default=200, show_default=True)
@@ -41,7 +41,7 @@ from .common import data_options, device_option, echo_json, load_dataset_arg, pa
 @click.option("--json", "as_json", is_flag=True, help="print the final record as JSON")
 def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, way, shot, query, episodes,
               within, rotations, val_fraction, val_split, backbone, params, lr, optimizer, schedule, tasks_per_step,
-              batch_size, grad_clip, val_every, val_tasks, seed, device, out_dir, resume, plots, quiet, as_json):
+              batch_size, augment, grad_clip, val_every, val_tasks, seed, device, out_dir, resume, plots, quiet, as_json):
     """Train a method and write checkpoints (safetensors + JSON) and logs to --out.
 
     \b
@@ -52,45 +52,35 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
           --episodes 3000 --out runs/proto-minimal
       fewshot train ... --out runs/proto --resume        # after a crash
     """
-    from ..nn.backbones import backbone_spec_for, build_backbone
     from ..data import with_rotations
-    from ..methods import METHODS, build_method, canonical_name
-    from ..engine.trainer import Trainer, TrainConfig
-    from ..utils import seed_everything
+    from ..engine.build import build_run
+    from ..engine.config import TrainConfig
+    from ..engine.validation import holdout_classes
+    from ..methods import canonical_name
 
     try:
         method = canonical_name(method)  # earlier names (meta-sgd, baseline++, ...) are aliases
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--method") from exc
     data = load_dataset_arg(dataset, split, data_dir, image_size, alphabets, exclude_alphabets)
-    val = None
-    if val_split:
-        vsplit, _, valph = val_split.partition(":")
-        val = load_dataset_arg(dataset, vsplit, data_dir, image_size, valph or None)
-    elif val_fraction > 0:
-        data, val = data.split_classes(val_fraction, seed=seed)
-    if rotations is None:
-        rotations = dataset == "omniglot"
-    if rotations:
-        data = with_rotations(data)
-    cls = METHODS[method]
-    spec = backbone_spec_for(backbone, data.item_shape) if backbone else cls.default_backbone(data.item_shape)
-    seed_everything(seed)  # the initial weights are part of the run: same seed, same model
-    try:
-        options = parse_params(params)
-        if "way" in inspect.signature(cls.__init__).parameters:
-            options.setdefault("way", way)  # methods with a fixed-size head (MAML, ...) are built for the training way
-        model = build_method(method, build_backbone(spec[0], **spec[1]) if spec else None, **options)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
     cfg = TrainConfig(steps=episodes, way=way, shot=shot, query=query, within="group" if within else None,
-                      tasks_per_step=tasks_per_step, batch_size=batch_size, optimizer=optimizer, lr=lr,
-                      schedule=schedule, grad_clip=grad_clip, val_every=val_every, val_tasks=val_tasks if val is not None else 0,
+                      tasks_per_step=tasks_per_step, batch_size=batch_size, augment=augment, optimizer=optimizer,
+                      lr=lr, schedule=schedule, grad_clip=grad_clip, val_every=val_every, val_tasks=val_tasks,
                       seed=seed, device=device, progress=not quiet)
-    info = dict(data.info)
-    info.update(dataset=dataset, split=split)
+    info = {**data.info, "dataset": dataset, "split": split}
     try:
-        trainer = Trainer(model, data, cfg, out_dir, val_data=val, backbone_spec=spec, data_info=info)
+        val = None
+        if val_split:
+            vsplit, _, valph = val_split.partition(":")
+            val = load_dataset_arg(dataset, vsplit, data_dir, image_size, valph or None)
+        elif val_fraction > 0:
+            data, val = holdout_classes(data, val_fraction, seed=seed)
+        if rotations is None:
+            rotations = dataset == "omniglot"
+        if rotations:
+            data = with_rotations(data)
+        trainer = build_run(method, data, cfg, out_dir, params=parse_params(params), backbone=backbone,
+                            val_data=val, data_info=info)
         records = trainer.fit(resume=resume)
     except (FileExistsError, ValueError, FloatingPointError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -146,12 +146,17 @@ def _load_state(method: nn.Module, tensors: dict[str, torch.Tensor], source: Pat
         raise ValueError(f"{source} does not match the method's parameters (missing {missing[:5]}, unexpected {unexpected[:5]})")
 
 
-def restore_training(run_dir: str | Path, tag: str, method: FewShotMethod, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Load weights, optimiser and RNG state saved as ``tag``; return the saved training state."""
+def restore_training(run_dir: str | Path, tag: str, method: FewShotMethod,
+                     optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+    """Load weights, optimiser and RNG state saved as ``tag`` (weights only without ``optimizer``);
+    return the saved training state."""
     run_dir = Path(run_dir)
     info = read_checkpoint_info(run_dir, tag)
-    device = next(method.parameters()).device
+    p = next(method.parameters(), None)
+    device = p.device if p is not None else torch.device("cpu")
     _load_state(method, load_file(str(run_dir / f"{tag}.safetensors"), device=str(device)), run_dir / f"{tag}.safetensors")
+    if optimizer is None:  # a zero-step run (nothing to train): weights only
+        return info["state"]
     opt_tensors = load_file(str(run_dir / f"{tag}.optim.safetensors"))
     optimizer.load_state_dict(_unflatten_optimizer(opt_tensors, info["optimizer"]))
     torch.set_rng_state(opt_tensors["rng.torch"])

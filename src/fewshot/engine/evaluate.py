@@ -1,27 +1,34 @@
-"""Evaluation: accuracy ± 95% CI over a fixed task set, and Lake's 20-run protocol."""
+"""Evaluation over a stream of episodes: accuracy ± 95% CI, error %, confusion matrix.
+
+Every protocol is a stream of :class:`~fewshot.tasks.episodes.Episode`: a fixed task set
+(``task_set.episodes(dataset)``), Lake et al.'s 20 runs (:func:`fewshot.tasks.episodes.lake_episodes`),
+or any other iterable.
+"""
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
-from ..data.dataset import LabeledDataset
-from ..data.lake import LakeRun
-from ..tasks.episodes import TaskSet
-from ..methods.base import FewShotMethod
+from ..methods.base import FewShotMethod, inference_context
+from ..tasks.episodes import Episode
 from ..utils import mean_ci95
 
 
 @dataclass
 class EvalResult:
-    """``accuracy`` and its 95% CI half-width (both in [0, 1]) over ``tasks`` tasks."""
+    """``accuracy`` (mean over ``tasks`` episodes) and its 95% CI half-width, both in [0, 1];
+    ``error``: percent of all ``trials`` (query items, pooled over episodes) misclassified, the
+    score of Lake et al.'s protocol. ``way``/``shot`` when every episode shares them."""
 
     accuracy: float
     ci95: float
     tasks: int
+    trials: int
+    error: float
     way: int | None = None
     shot: int | None = None
     per_task: list[float] = field(default_factory=list, repr=False)
@@ -36,23 +43,6 @@ class EvalResult:
         return d
 
 
-@dataclass
-class LakeResult:
-    """Error rate in percent over ``trials`` test items, with the per-run errors."""
-
-    error: float
-    trials: int
-    per_run: list[float]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def eval_mode(method: FewShotMethod) -> contextlib.AbstractContextManager:
-    """``inference_mode`` for methods whose ``fit`` is gradient-free, else ``no_grad`` (they re-enable it)."""
-    return torch.no_grad() if method.fit_needs_grad else torch.inference_mode()
-
-
 def match_layout(method: FewShotMethod, channels_last: bool) -> None:
     """Put 4-D weights in the layout of the inputs: mixed NCHW/NHWC convolutions are the slowest of all."""
     method.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -63,59 +53,53 @@ def _device_of(method: FewShotMethod) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+def _common(values: list[int]) -> int | None:
+    return values[0] if values and all(v == values[0] for v in values) else None
+
+
 def evaluate(
     method: FewShotMethod,
-    dataset: LabeledDataset,
-    tasks: TaskSet,
+    episodes: Iterable[Episode],
     device: torch.device | str | None = None,
     confusion: bool = False,
     channels_last: bool = True,
 ) -> EvalResult:
-    """Fit each task's support set, score its queries; mean accuracy ± 95% CI over tasks.
+    """Fit each episode's support set and score its queries.
 
-    With ``confusion=True`` also returns a dataset-class confusion matrix (rows: true class).
+    With ``confusion=True`` also returns a confusion matrix over the episodes' original class ids
+    (``episode.classes``; rows: true class, columns: predicted class, size ``max id + 1``).
     """
     device = torch.device(device) if device is not None else _device_of(method)
     match_layout(method, channels_last)
     was_training = method.training
     method.eval()
-    accs = []
-    conf = np.zeros((dataset.num_classes, dataset.num_classes), dtype=np.int64) if confusion else None
+    accs, ways, shots, wrong, total = [], [], [], 0, 0
+    pairs: list[np.ndarray] = []
     try:
-        with eval_mode(method):
-            for ep in tasks.episodes(dataset):
+        with inference_context(method):
+            for ep in episodes:
                 ep = ep.to(device, channels_last=channels_last)
                 pred = method.fit(ep.support_x, ep.support_y).predict(ep.query_x)
-                accs.append(float((pred == ep.query_y).float().mean()))
-                if conf is not None:
+                hits = pred == ep.query_y
+                accs.append(float(hits.float().mean()))
+                wrong, total = wrong + int((~hits).sum()), total + hits.numel()
+                ways.append(ep.way)
+                shots.append(ep.support_y.numel() // ep.way if ep.support_y.numel() % ep.way == 0 else -1)
+                if confusion:
                     cls = ep.classes.numpy()
-                    np.add.at(conf, (cls[ep.query_y.cpu().numpy()], cls[pred.cpu().numpy()]), 1)
+                    pairs.append(np.stack([cls[ep.query_y.cpu().numpy()], cls[pred.cpu().numpy()]]))
     finally:
         method.train(was_training)
+    if not accs:
+        raise ValueError("evaluate got no episodes: the task set or run list is empty")
     mean, ci = mean_ci95(accs)
-    return EvalResult(mean, ci, len(accs), tasks.meta.get("way"), tasks.meta.get("shot"), accs,
-                      conf.tolist() if conf is not None else None)
-
-
-def evaluate_lake(method: FewShotMethod, runs: list[LakeRun], device: torch.device | str | None = None,
-                  channels_last: bool = True) -> LakeResult:
-    """Lake et al.'s protocol: per run, fit the 20 training images (one class each) and classify
-    the 20 test images; error = % of all test items misclassified."""
-    device = torch.device(device) if device is not None else _device_of(method)
-    match_layout(method, channels_last)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    was_training = method.training
-    method.eval()
-    wrong, total, per_run = 0, 0, []
-    try:
-        with eval_mode(method):
-            for run in runs:
-                sx = run.support.float().div(255).to(device).contiguous(memory_format=fmt)
-                qx = run.query.float().div(255).to(device).contiguous(memory_format=fmt)
-                pred = method.fit(sx, torch.arange(sx.shape[0], device=device)).predict(qx).cpu()
-                w = int((pred != run.query_labels).sum())
-                per_run.append(100.0 * w / len(pred))
-                wrong, total = wrong + w, total + len(pred)
-    finally:
-        method.train(was_training)
-    return LakeResult(100.0 * wrong / max(total, 1), total, per_run)
+    conf = None
+    if confusion:
+        both = np.concatenate(pairs, axis=1)
+        n = int(both.max()) + 1
+        matrix = np.zeros((n, n), dtype=np.int64)
+        np.add.at(matrix, (both[0], both[1]), 1)
+        conf = matrix.tolist()
+    shot = _common(shots)
+    return EvalResult(mean, ci, len(accs), total, 100.0 * wrong / total, _common(ways),
+                      shot if shot != -1 else None, accs, conf)

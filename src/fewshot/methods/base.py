@@ -14,6 +14,7 @@ The trainer, evaluator, checkpoints and CLI only use this interface.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -59,6 +60,11 @@ def check_support(support_x: torch.Tensor, support_y: torch.Tensor) -> int:
             f"{torch.nonzero(present == 0).flatten().tolist()}"
         )
     return way
+
+
+def inference_context(method: "FewShotMethod") -> contextlib.AbstractContextManager:
+    """``inference_mode`` for methods whose ``fit`` is gradient-free, else ``no_grad`` (they re-enable it)."""
+    return torch.no_grad() if method.fit_needs_grad else torch.inference_mode()
 
 
 class FewShotMethod(nn.Module):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import torch
 
 from ..data.augment import Augmenter
 from ..data.dataset import LabeledDataset
+from ..data.lake import LakeRun
 
 
 @dataclass
@@ -86,18 +87,17 @@ class EpisodeSampler:
         way, shot, query: classes per task, support and query items per class.
         within: ``None`` (classes from anywhere) or ``"group"`` (all from one group).
         seed: base seed.
-        episodes: number of tasks when iterated (None: infinite).
     """
 
     def __init__(self, dataset: LabeledDataset, way: int, shot: int, query: int, within: str | None = None,
-                 seed: int = 0, episodes: int | None = None):
+                 seed: int = 0):
         for name, v in (("way", way), ("shot", shot)):
             if v < 1:
                 raise ValueError(f"{name} must be at least 1, got {v}")
         if query < 0:
             raise ValueError(f"query must be non-negative, got {query}")
         self.dataset, self.way, self.shot, self.query = dataset, way, shot, query
-        self.within, self.seed, self.episodes = within, seed, episodes
+        self.within, self.seed = within, seed
         counts = dataset.class_counts()
         need = shot + query
         self.eligible = np.flatnonzero(counts >= need)
@@ -142,17 +142,6 @@ class EpisodeSampler:
 
     def episode(self, index: int) -> Episode:
         return assemble(self.dataset, self.task(index))
-
-    def __iter__(self) -> Iterator[Episode]:
-        i = 0
-        while self.episodes is None or i < self.episodes:
-            yield self.episode(i)
-            i += 1
-
-    def __len__(self) -> int:
-        if self.episodes is None:
-            raise TypeError("an infinite sampler has no length; pass episodes=N")
-        return self.episodes
 
 
 class TaskSet:
@@ -207,3 +196,12 @@ def augment_episode(episode: Episode, augmenter: "Augmenter", generator: torch.G
     draw per image, labels and indices unchanged (for episodic training)."""
     qx = augmenter(episode.query_x, generator) if queries else episode.query_x
     return dataclasses.replace(episode, support_x=augmenter(episode.support_x, generator), query_x=qx)
+
+
+def lake_episodes(runs: Iterable[LakeRun]) -> Iterator[Episode]:
+    """Lake et al.'s runs as episodes: ``way`` = the run's training images (one per class, class j
+    = image j), 1 shot, its test images as queries (``query_y`` = index of the true class)."""
+    for run in runs:
+        way, q = run.support.shape[0], run.query.shape[0]
+        yield Episode(run.support.float().div(255), torch.arange(way), run.query.float().div(255),
+                      run.query_labels.long(), torch.arange(way), torch.arange(way), torch.arange(q))

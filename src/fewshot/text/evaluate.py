@@ -129,4 +129,4 @@ def evaluate_episodes(head, train: TextDataset, encoder, way: int, shot: int, qu
 
     ds = train.embed(encoder)
     ts = TaskSet.generate(ds, way, shot, query, tasks, seed=seed)
-    return evaluate(head, ds, ts, device="cpu", channels_last=False)
+    return evaluate(head, ts.episodes(ds), device="cpu", channels_last=False)

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..nn.backbones import Identity
 from ..nn.distances import class_means, pairwise_logits
-from ..engine.evaluate import eval_mode
+from ..methods.base import inference_context
 from ..methods.base import FewShotMethod, check_support
 
 
@@ -148,7 +148,7 @@ class TextClassifier:
         y = torch.tensor([index[str(lab)] for lab in labels], dtype=torch.long)
         x = self.embed(texts)
         self.prototypes_ = F.normalize(class_means(F.normalize(x, dim=1), y, len(self.classes_)), dim=1)
-        with eval_mode(self.head):
+        with inference_context(self.head):
             self.head.eval().fit(x, y)
         return self
 
@@ -158,7 +158,7 @@ class TextClassifier:
         if self.prototypes_ is None:
             raise RuntimeError("call fit(texts, labels) before predicting")
         x = self.embed(texts)
-        with eval_mode(self.head):
+        with inference_context(self.head):
             proba = self.head.predict_proba(x)
         sim = pairwise_logits(x.float(), self.prototypes_, "cosine").max(1).values
         return proba, sim
@@ -166,7 +166,7 @@ class TextClassifier:
     def predict_proba(self, texts: Sequence[str]) -> torch.Tensor:
         """Class probabilities ``[Q, way]`` in the order of ``classes_``."""
         x = self.embed(texts)
-        with eval_mode(self.head):
+        with inference_context(self.head):
             return self.head.predict_proba(x)
 
     def predict(self, texts: Sequence[str], threshold: float | None = None, reject_by: str = "probability") -> list[str | None]:

@@ -1,0 +1,95 @@
+"""Batch sources: the data of optimiser step ``step``, a pure function of ``(seed, step)``.
+
+:class:`EpisodeBatches` (episodic meta-training: ``tasks_per_step`` episodes per step) and
+:class:`MiniBatches` (pre-training: ``batch_size`` labelled items). Both apply the optional
+augmentation preset ``cfg.augment`` with a generator seeded by ``(seed, step)``, so a resumed run
+sees exactly the batches of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import numpy as np
+import torch
+
+from ..data.augment import Augmenter
+from ..data.dataset import LabeledDataset
+from ..methods.base import FewShotMethod
+from ..tasks.episodes import Episode, EpisodeSampler, augment_episode
+from .config import TrainConfig
+
+Batch = Union[list[Episode], tuple[torch.Tensor, torch.Tensor]]
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """A CPU generator for the augmentation of step ``step`` (independent of the sampling RNG)."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step, 1]).generate_state(1)[0]))
+
+
+def _augmenter(cfg: TrainConfig, data: LabeledDataset) -> Augmenter | None:
+    if cfg.augment is None:
+        return None
+    if len(data.item_shape) != 3:
+        raise ValueError(f"augment={cfg.augment!r} needs image items [C, H, W]; this data has items of shape "
+                         f"{tuple(data.item_shape)} (drop the augmentation)")
+    return Augmenter.preset(cfg.augment)
+
+
+def _to(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = x.to(device)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
+
+
+class EpisodeBatches:
+    """``cfg.tasks_per_step`` N-way K-shot episodes per step (episode ``step * tasks_per_step + j``)."""
+
+    def __init__(self, data: LabeledDataset, cfg: TrainConfig, device: torch.device | str = "cpu"):
+        self.data, self.cfg, self.device = data, cfg, torch.device(device)
+        self.sampler = EpisodeSampler(data, cfg.way, cfg.shot, cfg.query, within=cfg.within, seed=cfg.seed)
+        self.augmenter = _augmenter(cfg, data)
+
+    def __call__(self, step: int) -> list[Episode]:
+        cfg = self.cfg
+        eps = [self.sampler.episode(step * cfg.tasks_per_step + j) for j in range(cfg.tasks_per_step)]
+        if self.augmenter is not None:
+            g = step_generator(cfg.seed, step)
+            eps = [augment_episode(e, self.augmenter, g) for e in eps]
+        return [e.to(self.device, channels_last=cfg.channels_last) for e in eps]
+
+    @staticmethod
+    def items(batch: list[Episode]) -> int:
+        return sum(e.support_x.shape[0] + e.query_x.shape[0] for e in batch)
+
+
+class MiniBatches:
+    """``cfg.batch_size`` items drawn without replacement per step: ``(x [B, ...], y [B])``."""
+
+    def __init__(self, data: LabeledDataset, cfg: TrainConfig, device: torch.device | str = "cpu"):
+        self.data, self.cfg, self.device = data, cfg, torch.device(device)
+        self.augmenter = _augmenter(cfg, data)
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg, n = self.cfg, len(self.data)
+        rng = np.random.default_rng([cfg.seed, step])
+        idx = torch.from_numpy(rng.choice(n, size=min(cfg.batch_size, n), replace=False))
+        x = self.data.items(idx)
+        if self.augmenter is not None:
+            x = self.augmenter(x, step_generator(cfg.seed, step))
+        return _to(x, self.device, cfg.channels_last), self.data.y[idx].to(self.device)
+
+    @staticmethod
+    def items(batch: tuple[torch.Tensor, torch.Tensor]) -> int:
+        return int(batch[0].shape[0])
+
+
+BatchSource = Union[EpisodeBatches, MiniBatches]
+
+
+def batch_source(method: FewShotMethod, data: LabeledDataset, cfg: TrainConfig,
+                 device: torch.device | str = "cpu") -> BatchSource:
+    """The batch source of the method's ``training_regime`` (``episodic`` or ``batch``)."""
+    sources = {"episodic": EpisodeBatches, "batch": MiniBatches}
+    if method.training_regime not in sources:
+        raise ValueError(f"{method.name} has training_regime={method.training_regime!r}; expected one of {', '.join(sources)}")
+    return sources[method.training_regime](data, cfg, device)

@@ -1,0 +1,98 @@
+"""A run directory: what was built (backbone spec, data preprocessing), ``best``/``last``
+checkpoints, the metrics log (JSONL + CSV) and the bookkeeping of resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..methods.base import FewShotMethod
+from .checkpoint import method_spec, read_checkpoint_info, restore_training, save_checkpoint
+from .config import TrainConfig
+
+
+class RunDir:
+    """The folder ``path`` of one training run.
+
+    ``backbone`` (name, kwargs), ``data`` (preprocessing: image size, inversion...) and
+    ``validation`` (the validation task set's way/shot/query/tasks, None without validation) are
+    recorded in every checkpoint with the method's config and the :class:`TrainConfig`, so
+    :func:`fewshot.engine.checkpoint.load_checkpoint` and ``fewshot eval/predict`` rebuild the
+    method and decode new data identically.
+    """
+
+    CSV_COLUMNS = ["step", "loss", "accuracy", "lr", "items_per_s", "val_accuracy", "val_ci95"]
+
+    def __init__(self, path: str | Path, backbone: tuple[str, dict] | None = None, data: dict | None = None,
+                 validation: dict | None = None):
+        self.path = Path(path)
+        self.backbone = backbone
+        self.data = dict(data or {})
+        self.validation = validation
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    def has_run(self) -> bool:
+        return (self.path / "last.json").exists()
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, tag: str, method: FewShotMethod, cfg: TrainConfig, step: int, best: float,
+             optimizer: torch.optim.Optimizer | None = None) -> None:
+        spec = {**method_spec(method, self.backbone), "train_config": asdict(cfg), "data": self.data,
+                "validation": self.validation}
+        save_checkpoint(self.path, tag, method, spec, {"step": step, "best_val": best}, optimizer)
+
+    def start(self, resume: bool, method: FewShotMethod, cfg: TrainConfig,
+              optimizer: torch.optim.Optimizer | None) -> tuple[int, float, list[dict]]:
+        """``(step, best validation accuracy, log records)`` to start from: a fresh run, or with
+        ``resume`` the ``last`` checkpoint (weights, optimiser and RNG state restored)."""
+        if not self.has_run():
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.write_log([])
+            return 0, -1.0, []
+        if not resume:
+            raise FileExistsError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
+        saved = read_checkpoint_info(self.path, "last")
+        if saved.get("train_config", {}).get("seed") != cfg.seed:
+            raise ValueError(f"{self.path} was trained with seed {saved['train_config'].get('seed')}; resume with the same seed")
+        state = restore_training(self.path, "last", method, optimizer)
+        records = self.read_log(upto=state["step"])
+        self.write_log(records)  # drop lines logged after the checkpoint
+        return state["step"], state.get("best_val", -1.0), records
+
+    # ------------------------------------------------------------------ metrics
+    def read_log(self, upto: int) -> list[dict]:
+        if not self.metrics_path.exists():
+            return []
+        out = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # a line cut by a crash
+            if rec.get("step", 0) <= upto:
+                out.append(rec)
+        return out
+
+    def write_log(self, records: list[dict]) -> None:
+        self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        self._write_csv(records)
+
+    def append_log(self, record: dict) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        self._write_csv([record], append=True)
+
+    def _write_csv(self, records: list[dict], append: bool = False) -> None:
+        with open(self.path / "metrics.csv", "a" if append else "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.CSV_COLUMNS, extrasaction="ignore")
+            if not append:
+                w.writeheader()
+            w.writerows(records)
