@@ -42,7 +42,7 @@ def build_from_spec(spec: dict[str, Any], backbone: nn.Module | None = None) -> 
         backbone = build_backbone(bb["name"], **bb["kwargs"])
     config = spec["config"] if "config" in spec else spec.get("method_config", {})
     try:
-        return build_method(spec["method"], backbone, **config)
+        return build_method(spec["method"], backbone, saved=True, **config)
     except ValueError as exc:
         raise ValueError(f"cannot rebuild the saved method: {exc}") from exc
 
@@ -141,6 +141,8 @@ def load_checkpoint(run_dir: str | Path, tag: str = "best", map_location: str | 
 
 
 def _load_state(method: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    removed = set(getattr(method, "removed_state", ()))
+    tensors = {k: v for k, v in tensors.items() if k not in removed}  # state of earlier versions
     missing, unexpected = method.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise ValueError(f"{source} does not match the method's parameters (missing {missing[:5]}, unexpected {unexpected[:5]})")

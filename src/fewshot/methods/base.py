@@ -83,6 +83,11 @@ class FewShotMethod(nn.Module):
     aliases: ClassVar[tuple[str, ...]] = ()
     #: earlier option names -> current ones (so checkpoints of earlier versions load)
     renamed_params: ClassVar[dict[str, str]] = {}
+    #: options of earlier versions that no longer exist -> where that setting went; a checkpoint that
+    #: still has one loads without it, a ``-p`` that names one is refused with this hint
+    removed_params: ClassVar[dict[str, str]] = {}
+    #: weights/buffers of earlier versions that no longer exist (ignored when an old checkpoint loads)
+    removed_state: ClassVar[tuple[str, ...]] = ()
     #: float options that may be NaN or infinite (others refuse them)
     nonfinite_params: ClassVar[frozenset[str]] = frozenset()
     #: small options that make the method quick on tiny data (the contract test builds it with them)

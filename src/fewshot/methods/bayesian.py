@@ -130,12 +130,12 @@ class DiscriminativeKShot(TransferMethod):
 
     def __init__(self, backbone: nn.Module | None = None, way: int | None = None, feature_dim: int | None = None,
                  head_type: Literal["linear"] = "linear", scale: float = 10.0,
-                 augment: Literal["characters", "photos"] | None = None, seed: int = 0,
+                 seed: int = 0,
                  prior: Literal["niw", "l2", "none"] = "niw",
                  covariance: Literal["isotropic", "diagonal", "full"] = "isotropic", kappa0: float = 1.0,
                  nu0: float | None = None, psi: float | None = None, l2: float = 1.0, map_iters: int = 100,
                  samples: int = 0):
-        super().__init__(backbone, way, feature_dim, head_type, scale, augment, seed)
+        super().__init__(backbone, way, feature_dim, head_type, scale, seed)
         if self.head_type != "linear":
             raise ValueError("discriminative k-shot learning models softmax weights: use head_type='linear'")
         if prior not in PRIORS:

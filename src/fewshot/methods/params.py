@@ -145,15 +145,17 @@ def coerce_value(name: str, tp: Any, value: Any, allow_nonfinite: bool = False) 
     raise TypeError(f"option {name!r} has an unsupported annotation {tp!r}")
 
 
-def coerce_params(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
+def coerce_params(cls: type, raw: dict[str, Any], saved: bool = False) -> dict[str, Any]:
     """Options for ``cls(**options)`` from strings or JSON values, by ``cls.__init__``'s annotations.
 
     Old option names (``cls.renamed_params``, e.g. ``labels -> way``) are accepted so that
-    checkpoints of earlier versions load. Unknown names, wrong types and invalid choices raise
+    checkpoints of earlier versions load; with ``saved=True`` (a checkpoint's config) options that
+    were removed (``cls.removed_params``) are left out, otherwise they are refused with their hint. Unknown names, wrong types and invalid choices raise
     ``ValueError`` naming the valid keys or values.
     """
     types_ = param_types(cls)
     renamed: dict[str, str] = getattr(cls, "renamed_params", {})
+    removed: dict[str, str] = getattr(cls, "removed_params", {})
     nonfinite = getattr(cls, "nonfinite_params", frozenset())
     label = getattr(cls, "name", cls.__name__)
     out: dict[str, Any] = {}
@@ -161,6 +163,10 @@ def coerce_params(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
         name = key.strip().replace("-", "_")
         if name not in types_ and name in renamed:
             name = renamed[name]
+        if name not in types_ and name in removed:
+            if saved:
+                continue
+            raise ValueError(f"option {key!r} of method {label!r} was removed: {removed[name]}")
         if name not in types_:
             raise ValueError(f"unknown option {key!r} for method {label!r}; valid options: {', '.join(types_) or 'none'}")
         if name in out:

@@ -50,8 +50,9 @@ def method_class(name: str) -> type[FewShotMethod]:
     return METHODS[canonical_name(name)]
 
 
-def build_method(name: str, backbone: nn.Module | None = None, **options: Any) -> FewShotMethod:
+def build_method(name: str, backbone: nn.Module | None = None, saved: bool = False, **options: Any) -> FewShotMethod:
     """Build a registered method; ``options`` may be strings (``-p``) or JSON values: they are
-    coerced and validated by the constructor's annotations (``ValueError`` on bad names or values)."""
+    coerced and validated by the constructor's annotations (``ValueError`` on bad names or values).
+    ``saved``: the options come from a checkpoint (options removed since then are left out)."""
     cls = method_class(name)
-    return cls(backbone=backbone, **coerce_params(cls, options))
+    return cls(backbone=backbone, **coerce_params(cls, options, saved=saved))

@@ -61,34 +61,30 @@ class TransferMethod(FewShotMethod):
             data: ``way`` is its number of classes; they are saved in ``config()`` so checkpoints rebuild the head).
         head_type: ``linear`` (Baseline) or ``cosine`` (Baseline++) pre-training head (None: the method's default).
         scale: logit scale of cosine heads.
-        augment: optional augmentation preset applied to pre-training batches
-            (``characters`` or ``photos``; see :mod:`fewshot.data.augment`).
-        seed: seeds the augmentation and the per-task head initialisation.
+        seed: seeds the per-task head initialisation.
+
+    Augmentation of the pre-training batches is the trainer's (``TrainConfig.augment``,
+    ``fewshot train --augment``), as for every method.
     """
 
     training_regime = "batch"
     default_head = "linear"
 
     renamed_params = {"num_classes": "way", "head": "head_type"}
+    removed_params = {"augment": "augmentation is a training setting now: fewshot train --augment PRESET "
+                                 "(TrainConfig.augment)"}
+    removed_state = ("steps_done",)
 
     def __init__(self, backbone: nn.Module | None = None, way: int | None = None, feature_dim: int | None = None,
-                 head_type: Literal["linear", "cosine"] | None = None, scale: float = 10.0,
-                 augment: Literal["characters", "photos"] | None = None, seed: int = 0):
+                 head_type: Literal["linear", "cosine"] | None = None, scale: float = 10.0, seed: int = 0):
         super().__init__(backbone)
         self.head_type = head_type or self.default_head
         if self.head_type not in HEADS:
             raise ValueError(f"unknown head_type {self.head_type!r}; choose from {', '.join(HEADS)}")
         self.scale = scale
-        self.augment = augment
         self.seed = seed
         self.way, self.feature_dim = way, feature_dim
         self.head: nn.Module | None = None
-        if augment is not None:
-            from ..data.augment import Augmenter
-
-            Augmenter.preset(augment)  # fail early on a bad name
-        # Steps taken so far: seeds the augmentation of the next batch (saved, so resume repeats it).
-        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
         if way is not None and feature_dim is not None:
             self._build_head()
 
@@ -119,11 +115,6 @@ class TransferMethod(FewShotMethod):
         if isinstance(batch, list):
             raise TypeError(f"{self.name} pre-trains on (x, y) mini-batches (training_regime='batch'), not episodes")
         x, y = batch
-        if self.augment is not None:
-            from ..data.augment import Augmenter
-
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.steps_done))
-            x = Augmenter.preset(self.augment)(x, g)
         z = self.embed(x)
         logits = self.head(z)
         loss = F.cross_entropy(logits, y)
@@ -131,7 +122,6 @@ class TransferMethod(FewShotMethod):
         loss.backward()
         with torch.no_grad():
             self.feature_mean.lerp_(z.detach().mean(0), 0.01)
-            self.steps_done += 1
         return StepOutput(float(loss.detach()), float((logits.argmax(-1) == y).float().mean()))
 
     # ----------------------------------------------------------------- per task
@@ -191,10 +181,10 @@ class Baseline(TransferMethod):
 
     def __init__(self, backbone: nn.Module | None = None, way: int | None = None, feature_dim: int | None = None,
                  head_type: Literal["linear", "cosine"] | None = None, scale: float = 10.0,
-                 augment: Literal["characters", "photos"] | None = None, seed: int = 0, adapt_steps: int = 100,
+                 seed: int = 0, adapt_steps: int = 100,
                  adapt_lr: float = 0.01, adapt_weight_decay: float = 1e-3,
                  task_head: Literal["linear", "cosine"] | None = None):
-        super().__init__(backbone, way, feature_dim, head_type, scale, augment, seed)
+        super().__init__(backbone, way, feature_dim, head_type, scale, seed)
         self.adapt_steps, self.adapt_lr, self.adapt_weight_decay = adapt_steps, adapt_lr, adapt_weight_decay
         self.task_head = task_head or self.default_head
         if self.task_head not in HEADS:
@@ -250,10 +240,10 @@ class FineTune(TransferMethod):
 
     def __init__(self, backbone: nn.Module | None = None, way: int | None = None, feature_dim: int | None = None,
                  head_type: Literal["linear", "cosine"] | None = None, scale: float = 10.0,
-                 augment: Literal["characters", "photos"] | None = None, seed: int = 0, adapt_steps: int = 50,
+                 seed: int = 0, adapt_steps: int = 50,
                  adapt_lr: float = 5e-3, entropy_weight: float = 1.0, transductive: bool = True,
                  finetune_backbone: bool = False, backbone_lr: float = 5e-5):
-        super().__init__(backbone, way, feature_dim, head_type, scale, augment, seed)
+        super().__init__(backbone, way, feature_dim, head_type, scale, seed)
         self.adapt_steps, self.adapt_lr, self.entropy_weight = adapt_steps, adapt_lr, entropy_weight
         self.transductive, self.finetune_backbone, self.backbone_lr = transductive, finetune_backbone, backbone_lr
         self.task_weight: torch.Tensor | None = None
@@ -348,9 +338,9 @@ class SimpleShot(TransferMethod):
 
     def __init__(self, backbone: nn.Module | None = None, way: int | None = None, feature_dim: int | None = None,
                  head_type: Literal["linear", "cosine"] | None = None, scale: float = 10.0,
-                 augment: Literal["characters", "photos"] | None = None, seed: int = 0,
+                 seed: int = 0,
                  centering: Literal["base", "support", "none"] = "base", temperature: float = 0.1):
-        super().__init__(backbone, way, feature_dim, head_type, scale, augment, seed)
+        super().__init__(backbone, way, feature_dim, head_type, scale, seed)
         if centering not in ("base", "support", "none"):
             raise ValueError(f"unknown centering {centering!r}; choose base, support or none")
         self.centering, self.temperature = centering, temperature
