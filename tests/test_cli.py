@@ -40,7 +40,8 @@ def invoke(args, code=0):
 
 def test_train_writes_checkpoints_logs_and_curves(run_dir):
     names = {p.name for p in run_dir.iterdir()}
-    assert {"best.safetensors", "best.json", "last.safetensors", "last.json", "metrics.jsonl", "curves.png"} <= names
+    assert {"best.json", "last.json", "metrics.jsonl", "curves.png"} <= names
+    assert {json.loads((run_dir / f"{tag}.json").read_text())["files"]["weights"] for tag in ("best", "last")} <= names
 
 
 def test_eval_prints_one_json_object_with_accuracy_ci_and_tasks(run_dir, omniglot_dir, tmp_path):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from fewshot.cli import main
+from fewshot.engine.checkpoint import load_checkpoint
 
 
 def cli(args, env=None):
@@ -26,3 +28,94 @@ def test_demo_refuses_a_foreign_non_empty_folder_and_keeps_other_files(tmp_path)
     (out / "notes.txt").write_text("mine")
     assert cli(args).exit_code == 0  # a second demo into its own folder replaces only its own files
     assert (out / "notes.txt").read_text() == "mine" and (out / "results.json").exists()
+
+
+# ---------------------------------------------------------------- 2. checkpoints are atomic as a whole
+class Killed(BaseException):
+    """The process dies here (BaseException: nothing in the code under test may catch it)."""
+
+
+def crash_at(monkeypatch, k):
+    """Make the k-th filesystem step of checkpoint writing die: a write leaves half a file behind."""
+    from fewshot.engine import checkpoint as ck
+
+    calls = []
+    for name in ("_write_tensors", "_write_text", "_replace", "_remove"):
+        real = getattr(ck, name)
+
+        def step(*args, _real=real, _name=name):
+            calls.append(_name)
+            if len(calls) == k:
+                if _name in ("_write_tensors", "_write_text"):
+                    path = args[1] if _name == "_write_tensors" else args[0]
+                    path.write_bytes(b"{\"half\": ")  # torn write
+                raise Killed(f"killed in {_name}")
+            return _real(*args)
+
+        monkeypatch.setattr(ck, name, step)
+    return calls
+
+
+def test_a_kill_at_every_point_of_every_checkpoint_write_resumes_bit_identically(tmp_path, monkeypatch):
+    from test_train import make_trainer, params
+
+    full = make_trainer(tmp_path / "full", steps=10, val_every=5)
+    full_log = full.fit()
+    k, seen = 0, set()
+    while True:
+        k += 1
+        out = tmp_path / f"kill{k}"
+        with monkeypatch.context() as m:
+            calls = crash_at(m, k)
+            try:
+                make_trainer(out, steps=10, val_every=5).fit()
+            except Killed:
+                pass
+            else:
+                break  # k is past the last filesystem step of the run
+        seen.add(calls[-1])
+        resumed = make_trainer(out, steps=10, val_every=5)
+        log = resumed.fit(resume=(out / "last.json").exists())
+        assert torch.equal(params(resumed.method), params(full.method)), f"kill at step {k} ({calls[-1]})"
+        for name in ("best", "last"):
+            method, info = load_checkpoint(out, name)
+            assert info["state"]["step"] == 10 if name == "last" else True
+        assert [(r["step"], r["loss"]) for r in log] == [(r["step"], r["loss"]) for r in full_log]
+        assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert seen == {"_write_tensors", "_write_text", "_replace", "_remove"} and k > 10
+
+
+def test_a_torn_checkpoint_is_refused_loudly(tmp_path):
+    from test_train import make_trainer
+
+    make_trainer(tmp_path, steps=10).fit()
+    info = json.loads((tmp_path / "last.json").read_text())
+    best = json.loads((tmp_path / "best.json").read_text())
+    info["files"]["weights"] = best["files"]["weights"]  # weights of another save
+    (tmp_path / "last.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="torn checkpoint"):
+        load_checkpoint(tmp_path, "last")
+    with pytest.raises(ValueError, match="torn checkpoint"):
+        make_trainer(tmp_path, steps=20).fit(resume=True)
+
+
+# ---------------------------------------------------------------- 4. a diverged run is not saved as a success
+def test_non_finite_weights_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path):
+    from test_train import make_trainer
+
+    t = make_trainer(tmp_path, steps=20, val_every=5)
+    real_step, calls = t.method.training_step, []
+
+    def diverges_at_step_10(batch):
+        calls.append(1)
+        out = real_step(batch)
+        if len(calls) == 10:
+            with torch.no_grad():
+                next(t.method.parameters()).fill_(float("inf"))  # e.g. --lr 1e9; the loss itself stays finite
+        return out
+
+    t.method.training_step = diverges_at_step_10
+    with pytest.raises(FloatingPointError, match="diverged.*learning rate"):
+        t.fit()
+    method, info = load_checkpoint(tmp_path, "last")
+    assert info["state"]["step"] == 5 and all(torch.isfinite(v).all() for v in method.state_dict().values())

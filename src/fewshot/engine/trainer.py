@@ -16,6 +16,7 @@ from ..methods.base import FewShotMethod
 from ..tasks.episodes import TaskSet
 from ..utils import seed_everything
 from .batches import BatchSource
+from .checkpoint import check_finite_state
 from .config import TrainConfig, lr_factor
 from .evaluate import evaluate
 from .rundir import RunDir
@@ -101,7 +102,10 @@ class Trainer:
                      optimizer: torch.optim.Optimizer | None) -> list[dict]:
         """Validate, log and checkpoint after step ``done`` as the config asks; the new log records."""
         cfg = self.cfg
-        if self.val_tasks is not None and (done % cfg.val_every == 0 or done == steps):
+        validate = self.val_tasks is not None and (done % cfg.val_every == 0 or done == steps)
+        if validate or done % cfg.checkpoint_every == 0 or done == steps:
+            check_finite_state(self.method, done)  # a diverged model is neither validated nor saved
+        if validate:
             res = evaluate(self.method, self.val_tasks.episodes(self.val_data), self.device,
                            channels_last=cfg.channels_last)
             record = record or {"step": done}
