@@ -119,3 +119,25 @@ def test_non_finite_weights_stop_the_run_and_keep_the_last_good_checkpoint(tmp_p
         t.fit()
     method, info = load_checkpoint(tmp_path, "last")
     assert info["state"]["step"] == 5 and all(torch.isfinite(v).all() for v in method.state_dict().values())
+
+
+# ---------------------------------------------------------------- 9. loaded models are in eval mode
+def test_a_loaded_model_is_in_eval_mode_and_fitting_leaves_batchnorm_statistics_alone(tmp_path):
+    from fewshot.engine.checkpoint import method_spec, save_checkpoint
+    from fewshot.methods import build_method
+    from fewshot.nn.backbones import backbone_spec_for, build_backbone
+
+    spec = backbone_spec_for("conv4", (1, 28, 28))
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path, "best", build_method("protonet", build_backbone(spec[0], **spec[1])), method_spec(
+        build_method("protonet", build_backbone(spec[0], **spec[1])), spec))
+    method, _ = load_checkpoint(tmp_path, "best")
+    assert not method.training
+    stats = {k: v.clone() for k, v in method.state_dict().items() if "running" in k or "num_batches" in k}
+    x = torch.rand(8, 1, 28, 28)
+    with torch.no_grad():
+        method.fit(x[:4], torch.tensor([0, 1, 2, 3]))
+        together = method.scores(x[4:])
+        alone = torch.cat([method.scores(x[i:i + 1]) for i in range(4, 8)])
+    assert all(torch.equal(v, method.state_dict()[k]) for k, v in stats.items())
+    assert torch.allclose(together, alone, atol=1e-5)  # a query's answer does not depend on its batch

@@ -227,7 +227,8 @@ def _load_tensors(run_dir: Path, tag: str, info: dict[str, Any], key: str, devic
 
 def load_checkpoint(run_dir: str | Path, tag: str = "best", map_location: str | torch.device = "cpu",
                     backbone: nn.Module | None = None) -> tuple[FewShotMethod, dict]:
-    """Rebuild the method saved as ``tag`` in ``run_dir`` (falls back from ``best`` to ``last``).
+    """Rebuild the method saved as ``tag`` in ``run_dir`` (falls back from ``best`` to ``last``), in
+    eval mode: fitting a support set and predicting never update BatchNorm statistics.
 
     A run trained with a custom backbone (no registered name in its JSON) needs that module
     passed as ``backbone``; its weights are then loaded from the checkpoint.
@@ -238,7 +239,7 @@ def load_checkpoint(run_dir: str | Path, tag: str = "best", map_location: str | 
     info = read_checkpoint_info(run_dir, tag)
     method = build_from_spec(info, backbone)
     _load_state(method, _load_tensors(run_dir, tag, info, "weights", map_location), run_dir / f"{tag}.json")
-    return method, info
+    return method.eval(), info
 
 
 def _load_state(method: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
