@@ -141,3 +141,15 @@ def test_a_loaded_model_is_in_eval_mode_and_fitting_leaves_batchnorm_statistics_
         alone = torch.cat([method.scores(x[i:i + 1]) for i in range(4, 8)])
     assert all(torch.equal(v, method.state_dict()[k]) for k, v in stats.items())
     assert torch.allclose(together, alone, atol=1e-5)  # a query's answer does not depend on its batch
+
+
+# ---------------------------------------------------------------- 3. one writer per run directory
+def test_a_second_training_into_the_same_folder_is_refused_while_the_first_runs(tmp_path):
+    from test_train import make_trainer
+
+    first = make_trainer(tmp_path, steps=5)
+    with first.run.lock():  # the first training is running
+        with pytest.raises(FileExistsError, match=f"pid {__import__('os').getpid()}.*another --out"):
+            make_trainer(tmp_path, steps=5).fit()
+        assert not (tmp_path / "last.json").exists()
+    make_trainer(tmp_path, steps=5).fit()  # free again once the first one ends

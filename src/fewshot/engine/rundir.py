@@ -3,8 +3,10 @@ checkpoints, the metrics log (JSONL + CSV) and the bookkeeping of resume."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,31 @@ class RunDir:
     @property
     def metrics_path(self) -> Path:
         return self.path / "metrics.jsonl"
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the run directory for one writer: a second training into the same folder (another
+        process, or the same one) fails at once with a clear error. The OS drops the lock when the
+        process dies, so a killed run never leaves the folder locked."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no locking
+            yield
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+                raise FileExistsError(f"{self.path} is being written by another training (pid {holder}); wait for it to "
+                                      "finish or choose another --out") from None
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            yield
+        finally:
+            os.close(fd)
 
     def has_run(self) -> bool:
         return (self.path / "last.json").exists()

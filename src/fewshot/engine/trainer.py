@@ -54,7 +54,12 @@ class Trainer:
         self.device = batches.device
 
     def fit(self, resume: bool = False) -> list[dict]:
-        """Run (or, with ``resume``, continue) training; returns the log records."""
+        """Run (or, with ``resume``, continue) training; returns the log records. The run directory
+        is locked meanwhile: a second writer gets a ``FileExistsError``."""
+        with self.run.lock():
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> list[dict]:
         cfg, method = self.cfg, self.method
         seed_everything(cfg.seed)
         method.setup(self.batches.data)
