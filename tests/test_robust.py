@@ -96,7 +96,7 @@ def test_a_torn_checkpoint_is_refused_loudly(tmp_path):
     with pytest.raises(ValueError, match="torn checkpoint"):
         load_checkpoint(tmp_path, "last")
     with pytest.raises(ValueError, match="torn checkpoint"):
-        make_trainer(tmp_path, steps=20).fit(resume=True)
+        make_trainer(tmp_path, steps=10).fit(resume=True)
 
 
 # ---------------------------------------------------------------- 4. a diverged run is not saved as a success
@@ -153,3 +153,74 @@ def test_a_second_training_into_the_same_folder_is_refused_while_the_first_runs(
             make_trainer(tmp_path, steps=5).fit()
         assert not (tmp_path / "last.json").exists()
     make_trainer(tmp_path, steps=5).fit()  # free again once the first one ends
+
+
+# ---------------------------------------------------------------- resume
+def test_resume_with_nothing_to_resume_is_an_error(tmp_path):
+    from test_train import make_trainer
+
+    with pytest.raises(FileNotFoundError, match="nothing to resume.*drop --resume"):
+        make_trainer(tmp_path, steps=5).fit(resume=True)
+
+
+def test_resume_refuses_changed_settings_unless_overridden_and_records_the_change(tmp_path):
+    from test_train import make_trainer
+
+    make_trainer(tmp_path, steps=10).fit()
+    for change in ({"lr": 0.5}, {"way": 3}, {"steps": 20}, {"optimizer": "sgd"}):
+        with pytest.raises(ValueError, match=f"other settings.*train_config.{next(iter(change))}.*--override"):
+            make_trainer(tmp_path, steps=change.pop("steps", 10), **change).fit(resume=True)
+    with pytest.raises(ValueError, match="method and backbone.*cannot change"):
+        make_trainer(tmp_path, steps=10, method="knn").fit(resume=True)
+    make_trainer(tmp_path, steps=15, optimizer="sgd").fit(resume=True, override=True)  # fresh SGD state
+    info = json.loads((tmp_path / "last.json").read_text())
+    assert info["state"]["step"] == 15 and info["train_config"]["optimizer"] == "sgd"
+    assert info["state"]["overrides"] == [{"step": 10, "changes": {"train_config.optimizer": ["adam", "sgd"],
+                                                                    "train_config.steps": [10, 15]}}]
+
+
+def test_a_missing_or_truncated_optimiser_file_is_a_clear_error(tmp_path):
+    from test_train import make_trainer
+
+    make_trainer(tmp_path, steps=10).fit()
+    optim = tmp_path / json.loads((tmp_path / "last.json").read_text())["files"]["optimizer"]
+    optim.write_bytes(optim.read_bytes()[:100])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        make_trainer(tmp_path, steps=10).fit(resume=True)
+    optim.unlink()
+    with pytest.raises(ValueError, match="optimizer file .* is missing"):
+        make_trainer(tmp_path, steps=10).fit(resume=True)
+
+
+def test_resumed_logs_continue_exactly_from_a_checkpoint_between_log_lines(tmp_path):
+    from test_train import make_trainer
+
+    full = make_trainer(tmp_path / "full", steps=12, log_every=4, checkpoint_every=3, val_tasks=0).fit()
+    part = make_trainer(tmp_path / "part", steps=12, log_every=4, checkpoint_every=3, val_tasks=0)
+    real, calls = part.method.training_step, []
+
+    def dies_at_step_11(batch):
+        calls.append(1)
+        if len(calls) == 11:
+            raise KeyboardInterrupt  # last checkpoint: step 9, the log window holds step 9 only
+        return real(batch)
+
+    part.method.training_step = dies_at_step_11
+    with pytest.raises(KeyboardInterrupt):
+        part.fit()
+    resumed = make_trainer(tmp_path / "part", steps=12, log_every=4, checkpoint_every=3, val_tasks=0).fit(resume=True)
+    assert [(r["step"], r["loss"], r["accuracy"]) for r in resumed] == [(r["step"], r["loss"], r["accuracy"]) for r in full]
+
+
+def test_checkpoints_are_written_by_time_when_no_step_interval_is_given(tmp_path, monkeypatch):
+    from fewshot.engine import trainer as tr
+    from test_train import make_trainer
+
+    clock = iter(range(0, 10_000, 25))  # 25 s per call of the clock
+    monkeypatch.setattr(tr.time, "monotonic", lambda: next(clock))
+    saved = []
+    t = make_trainer(tmp_path, steps=9, checkpoint_every=None, checkpoint_seconds=60, val_tasks=0)
+    real = t.run.save
+    t.run.save = lambda tag, *a, **k: (saved.append((tag, a[2])), real(tag, *a, **k))
+    t.fit()
+    assert [s for tag, s in saved if tag == "last"] == [3, 6, 9]

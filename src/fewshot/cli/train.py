@@ -35,13 +35,15 @@ from .common import data_options, device_option, echo_json, load_dataset_arg, pa
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run directory (checkpoints, logs, plots)")
-@click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint")
+@click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint (an error if there is none)")
+@click.option("--override", is_flag=True, help="with --resume: accept settings that differ from the run's, recording the change in its checkpoints")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=None, help="write the resumable 'last' checkpoint every N steps (default: every 60 s, and at the end)")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="save training-curve PNGs in the run directory")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--json", "as_json", is_flag=True, help="print the final record as JSON")
 def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, way, shot, query, episodes,
               within, rotations, val_fraction, val_split, backbone, params, lr, optimizer, schedule, tasks_per_step,
-              batch_size, augment, grad_clip, val_every, val_tasks, seed, device, out_dir, resume, plots, quiet, as_json):
+              batch_size, augment, grad_clip, val_every, val_tasks, seed, device, out_dir, resume, override, checkpoint_every, plots, quiet, as_json):
     """Train a method and write checkpoints (safetensors + JSON) and logs to --out.
 
     \b
@@ -66,7 +68,7 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
     cfg = TrainConfig(steps=episodes, way=way, shot=shot, query=query, within="group" if within else None,
                       tasks_per_step=tasks_per_step, batch_size=batch_size, augment=augment, optimizer=optimizer,
                       lr=lr, schedule=schedule, grad_clip=grad_clip, val_every=val_every, val_tasks=val_tasks,
-                      seed=seed, device=device, progress=not quiet)
+                      seed=seed, device=device, progress=not quiet, checkpoint_every=checkpoint_every)
     info = {**data.info, "dataset": dataset, "split": split}
     try:
         val = None
@@ -81,8 +83,10 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
             data = with_rotations(data)
         trainer = build_run(method, data, cfg, out_dir, params=parse_params(params), backbone=backbone,
                             val_data=val, data_info=info)
-        records = trainer.fit(resume=resume)
-    except (FileExistsError, ValueError, FloatingPointError) as exc:
+        if override and not resume:
+            raise click.UsageError("--override only applies with --resume")
+        records = trainer.fit(resume=resume, override=override)
+    except (OSError, ValueError, FloatingPointError) as exc:
         raise click.ClickException(str(exc)) from exc
     if plots and records:
         from ..engine.plots import plot_training_curves
