@@ -97,7 +97,8 @@ def test_resume_continues_and_refusal_without_it(run_dir, omniglot_dir):
             "--query", "2", "--episodes", "8", "--val-fraction", "0.3", "--val-every", "3", "--val-tasks", "4",
             "--out", str(run_dir), "--quiet", "--json"]
     assert "--resume" in invoke(base, code=1).output
-    assert json.loads(invoke(base + ["--resume"]).output.strip().splitlines()[-1])["step"] == 8
+    assert "train_config.steps 6 (now 8)" in invoke(base + ["--resume"], code=1).output  # a longer run is a change
+    assert json.loads(invoke(base + ["--resume", "--override"]).output.strip().splitlines()[-1])["step"] == 8
 
 
 def test_missing_data_is_a_clear_error(tmp_path):
