@@ -224,3 +224,71 @@ def test_checkpoints_are_written_by_time_when_no_step_interval_is_given(tmp_path
     t.run.save = lambda tag, *a, **k: (saved.append((tag, a[2])), real(tag, *a, **k))
     t.fit()
     assert [s for tag, s in saved if tag == "last"] == [3, 6, 9]
+
+
+# ---------------------------------------------------------------- 6. every PIL mode converts correctly
+def test_16_bit_images_are_rescaled_and_alpha_only_ink_stays_visible(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from fewshot.data import ImageSpec, decode_image
+
+    ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (64, 1))
+    Image.fromarray(ramp).save(tmp_path / "ramp16.png")  # a 0..65535 gradient
+    grey = decode_image(tmp_path / "ramp16.png", ImageSpec(size=64, channels=1))[0]
+    assert grey[0, 0] == 0 and grey[0, -1] == 255 and abs(float(grey.mean()) - 127.5) < 2
+    ink = np.zeros((32, 32, 4), np.uint8)
+    ink[8:24, 14:18, 3] = 255  # black strokes drawn only in the alpha channel, on a transparent page
+    Image.fromarray(ink, "RGBA").save(tmp_path / "ink.png")
+    page = decode_image(tmp_path / "ink.png", ImageSpec(size=32, channels=1))[0]
+    assert page[0, 0] == 255 and page[16, 15] == 0  # dark ink on a white page
+    white_ink = ink.copy()
+    white_ink[..., :3] = 255
+    Image.fromarray(white_ink, "RGBA").save(tmp_path / "white.png")
+    page = decode_image(tmp_path / "white.png", ImageSpec(size=32, channels=1))[0]
+    assert page[0, 0] == 0 and page[16, 15] == 255  # light ink: composited on black
+
+
+# ---------------------------------------------------------------- 8. folders of any format, decided by content
+def test_a_class_per_folder_dataset_accepts_every_format_pillow_reads_and_reports_skips(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from fewshot.data import ImageSpec, load_image_folder
+
+    rng = np.random.default_rng(0)
+    for s, fmt in enumerate(["PPM", "BMP", "TIFF", "GIF", "WEBP"]):
+        for i in range(2):
+            (tmp_path / f"s{s + 1}").mkdir(exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (12, 10), np.uint8)).save(tmp_path / f"s{s + 1}" / f"{i + 1}.pgm", "PPM")
+            Image.fromarray(rng.integers(0, 255, (12, 10, 3), np.uint8)).save(tmp_path / f"s{s + 1}" / f"x{i}", fmt)
+    (tmp_path / "s1" / "README.txt").write_text("faces of subject 1")
+    ds = load_image_folder(tmp_path, ImageSpec(size=8, channels=1))
+    assert ds.num_classes == 5 and len(ds) == 20
+    assert ds.info["skipped_count"] == 1 and "README.txt: not an image" in ds.info["skipped"][0]
+    (tmp_path / "s2" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # a corrupt image
+    with pytest.raises(ValueError, match="3.png.*--skip-bad"):
+        load_image_folder(tmp_path, ImageSpec(size=8, channels=1))
+    ds = load_image_folder(tmp_path, ImageSpec(size=8, channels=1), skip_bad=True)
+    assert len(ds) == 20 and ds.info["skipped_count"] == 2
+
+
+def test_a_corrupt_member_of_an_archive_is_named(tmp_path):
+    import zipfile
+
+    from fewshot.data import load_omniglot
+    from fixtures import make_omniglot
+
+    import shutil
+
+    make_omniglot(tmp_path / "omniglot", zipped=True)
+    shutil.rmtree(tmp_path / "omniglot" / "images_background")  # only the archive
+    zpath = next((tmp_path / "omniglot").glob("*.zip"))
+    data = bytearray(zpath.read_bytes())
+    with zipfile.ZipFile(zpath) as z:
+        info = [i for i in z.infolist() if i.filename.endswith(".png")][3]
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    data[start:start + info.compress_size] = bytes(info.compress_size)  # zero the member's data
+    zpath.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=info.filename.split("/")[-1]):
+        load_omniglot("background", data_dir=tmp_path, cache=False)
