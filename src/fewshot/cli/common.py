@@ -34,10 +34,46 @@ def split_names(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+def run_image_spec(info: dict, image_size: int | None = None, invert: bool | None = None) -> ImageSpec | None:
+    """How new images are decoded for a trained run: exactly as its training data (``info["data"]
+    ["image"]``), with ``--image-size`` / ``--invert`` overriding when given. None: not an image run."""
+    image = (info.get("data") or {}).get("image")
+    if not image:
+        return None
+    spec = ImageSpec.from_dict(image)
+    return ImageSpec(image_size or spec.size, spec.channels, spec.invert if invert is None else invert)
+
+
+def check_run_fits(data: LabeledDataset, info: dict, invert: bool | None, what: str) -> None:
+    """Data given to a trained run must have its channels and (unless ``--invert``/``--no-invert``
+    chose explicitly) not be the negative of its training images."""
+    from ..data.images import check_polarity
+
+    image = (info.get("data") or {}).get("image") or {}
+    if image and data.x.ndim == 4 and data.x.shape[1] != image.get("channels", data.x.shape[1]):
+        raise click.ClickException(f"the run was trained on {image['channels']}-channel images but {what} has "
+                                   f"{data.x.shape[1]}-channel ones; give data of the run's kind (a folder dataset is "
+                                   "decoded to the run's channels)")
+    if invert is None:
+        try:
+            check_polarity(data.x, (info.get("data") or {}).get("pixel_mean"), what)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def report_skipped(data: LabeledDataset) -> None:
+    if data.info.get("skipped_count"):
+        shown = data.info["skipped"][:5]
+        click.echo(f"skipped {data.info['skipped_count']} file(s): " + "; ".join(shown) +
+                   (" ..." if data.info["skipped_count"] > len(shown) else ""), err=True)
+
+
 def load_dataset_arg(dataset: str, split: str, data_dir: str | None, image_size: int | None,
                      alphabets: str | None = None, exclude_alphabets: str | None = None,
-                     channels: int | None = None) -> LabeledDataset:
-    """Load the data named on the command line (without augmentation)."""
+                     channels: int | None = None, spec: ImageSpec | None = None,
+                     skip_bad: bool = False) -> LabeledDataset:
+    """Load the data named on the command line (without augmentation); a folder dataset is decoded
+    with ``spec`` (a trained run's, see :func:`run_image_spec`) when given."""
     try:
         if dataset == "omniglot":
             return load_omniglot(split, data_dir=data_dir, image_size=image_size or 28,
@@ -49,7 +85,10 @@ def load_dataset_arg(dataset: str, split: str, data_dir: str | None, image_size:
         if dataset == "digits":
             return load_digits_images()
         if dataset.startswith("folder:"):
-            return load_image_folder(dataset[7:], ImageSpec(size=image_size or 84, channels=channels or 3))
+            data = load_image_folder(dataset[7:], spec or ImageSpec(size=image_size or 84, channels=channels or 3),
+                                     skip_bad=skip_bad)
+            report_skipped(data)
+            return data
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     raise click.BadParameter(f"unknown dataset {dataset!r}; use {DATASET_HELP}", param_hint="--dataset")
@@ -64,7 +103,8 @@ def device_option(f):
 
 
 def data_options(f):
-    """--dataset/--split/--data-dir/--image-size/--alphabets/--exclude-alphabets."""
+    """--dataset/--split/--data-dir/--image-size/--alphabets/--exclude-alphabets/--skip-bad."""
+    f = click.option("--skip-bad", is_flag=True, help="folder datasets: skip images that cannot be decoded (they are listed) instead of stopping")(f)
     f = click.option("--exclude-alphabets", default=None, help="Omniglot: drop these alphabets (comma list; 'heldout' = the project's 6 held-out ones)")(f)
     f = click.option("--alphabets", default=None, help="Omniglot: keep only these alphabets (comma list; 'heldout' = the project's 6 held-out ones)")(f)
     f = click.option("--image-size", type=int, default=None, help="resize images to this side (Omniglot default 28; 105 keeps originals)")(f)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import main
-from .common import data_options, device_option, echo_json, load_dataset_arg
+from .common import check_run_fits, data_options, device_option, echo_json, load_dataset_arg, run_image_spec
 
 
 def load_run(run_dir: str, checkpoint: str, device: str):
@@ -36,10 +36,11 @@ def load_run(run_dir: str, checkpoint: str, device: str):
 @click.option("--checkpoint", default="best", show_default=True, help="best | last")
 @click.option("--confusion", is_flag=True, help="include the per-class confusion matrix (JSON)")
 @click.option("--plot-episode", type=click.Path(dir_okay=False), default=None, help="save the first task as an episode grid PNG")
+@click.option("--invert/--no-invert", default=None, help="folder datasets: invert the images (default: as the run's training data)")
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def eval_cmd(run_dir, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, way, shot, query, within,
-             tasks, seed, task_file, lake_runs, checkpoint, confusion, plot_episode, device, as_json):
+def eval_cmd(run_dir, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, skip_bad, way, shot, query,
+             within, tasks, seed, task_file, lake_runs, checkpoint, confusion, plot_episode, invert, device, as_json):
     """Evaluate a trained run: accuracy ± 95% CI over a fixed task set, or Lake's protocol.
 
     \b
@@ -69,7 +70,9 @@ def eval_cmd(run_dir, dataset, split, data_dir, image_size, alphabets, exclude_a
             click.echo(f"Lake one-shot error: {res.error:.2f}% over {res.trials} trials ({len(runs)} runs)")
         return
     data = load_dataset_arg(dataset, split, data_dir, image_size or image.get("size"), alphabets, exclude_alphabets,
-                            channels=image.get("channels"))
+                            channels=image.get("channels"), spec=run_image_spec(info, image_size, invert),
+                            skip_bad=skip_bad)
+    check_run_fits(data, info, invert, f"--dataset {dataset}")
     try:
         if task_file and Path(task_file).exists():
             taskset = TaskSet.load(task_file)

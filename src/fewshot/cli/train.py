@@ -41,7 +41,7 @@ from .common import data_options, device_option, echo_json, load_dataset_arg, pa
 @click.option("--plots/--no-plots", default=True, show_default=True, help="save training-curve PNGs in the run directory")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--json", "as_json", is_flag=True, help="print the final record as JSON")
-def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, way, shot, query, episodes,
+def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, skip_bad, way, shot, query, episodes,
               within, rotations, val_fraction, val_split, backbone, params, lr, optimizer, schedule, tasks_per_step,
               batch_size, augment, grad_clip, val_every, val_tasks, seed, device, out_dir, resume, override, checkpoint_every, plots, quiet, as_json):
     """Train a method and write checkpoints (safetensors + JSON) and logs to --out.
@@ -64,7 +64,7 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
         method = canonical_name(method)  # earlier names (meta-sgd, baseline++, ...) are aliases
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--method") from exc
-    data = load_dataset_arg(dataset, split, data_dir, image_size, alphabets, exclude_alphabets)
+    data = load_dataset_arg(dataset, split, data_dir, image_size, alphabets, exclude_alphabets, skip_bad=skip_bad)
     cfg = TrainConfig(steps=episodes, way=way, shot=shot, query=query, within="group" if within else None,
                       tasks_per_step=tasks_per_step, batch_size=batch_size, augment=augment, optimizer=optimizer,
                       lr=lr, schedule=schedule, grad_clip=grad_clip, val_every=val_every, val_tasks=val_tasks,
@@ -74,7 +74,7 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
         val = None
         if val_split:
             vsplit, _, valph = val_split.partition(":")
-            val = load_dataset_arg(dataset, vsplit, data_dir, image_size, valph or None)
+            val = load_dataset_arg(dataset, vsplit, data_dir, image_size, valph or None, skip_bad=skip_bad)
         elif val_fraction > 0:
             data, val = holdout_classes(data, val_fraction, seed=seed)
         if rotations is None:

@@ -35,6 +35,26 @@ class ImageSpec:
         return cls(**{k: d[k] for k in ("size", "channels", "invert") if k in d})
 
 
+def pixel_mean(x: torch.Tensor) -> float:
+    """Mean intensity of images in ``[0, 1]`` (``uint8`` read as 0..255)."""
+    return float(x.float().mean()) / (255.0 if x.dtype == torch.uint8 else 1.0) if x.numel() else 0.0
+
+
+def check_polarity(x: torch.Tensor, trained_mean: float | None, where: str) -> None:
+    """Refuse images whose brightness is the negative of the training images' (``trained_mean``,
+    recorded in the run as ``data.pixel_mean``): e.g. white-on-black MNIST given to a model trained
+    on Omniglot's inverted pages would silently score near chance."""
+    if trained_mean is None or not x.numel():
+        return
+    mean = pixel_mean(x)
+    if (trained_mean < 0.3 and mean > 0.7) or (trained_mean > 0.7 and mean < 0.3):
+        raise ValueError(
+            f"{where} decode to mean intensity {mean:.2f} but the run's training images had {trained_mean:.2f}: "
+            "they look like negatives of what the model learned (light strokes on dark vs dark on light). "
+            "Choose the decoding explicitly with --invert or --no-invert"
+        )
+
+
 def convert_mode(img: Image.Image, channels: int = 3, where: str = "image") -> Image.Image:
     """Any PIL mode -> ``L`` (``channels=1``) or ``RGB`` (3) without losing the picture.
 

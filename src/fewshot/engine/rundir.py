@@ -113,6 +113,8 @@ class RunDir:
         old = {f"train_config.{k}": v for k, v in (saved.get("train_config") or {}).items() if k not in self.FREE_SETTINGS}
         new.update(data=self.data, validation=self.validation)
         old.update(data=saved.get("data"), validation=saved.get("validation"))
+        if isinstance(old["data"], dict) and "pixel_mean" not in old["data"]:  # runs of earlier versions
+            new["data"] = {k: v for k, v in self.data.items() if k != "pixel_mean"}
         changes = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
                    if _jsonable(old.get(k)) != _jsonable(new.get(k))}
         if changes and not override:
