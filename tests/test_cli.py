@@ -88,7 +88,7 @@ def test_predict_enrolls_support_folders(run_dir, tmp_path):
     pred = out["predictions"][0]
     assert pred["prediction"] == "bob" and abs(sum(pred["probabilities"].values()) - 1) < 1e-5
     strict = json.loads(invoke(["predict", str(run_dir), "--support", str(tmp_path / "support"), "--query",
-                                str(tmp_path / "q.png"), "--threshold", "1.01", "--json"]).output)
+                                str(tmp_path / "q.png"), "--reject-by", "probability", "--threshold", "1", "--json"]).output)
     assert strict["predictions"][0]["prediction"] == "unknown"
 
 

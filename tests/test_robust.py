@@ -292,3 +292,70 @@ def test_a_corrupt_member_of_an_archive_is_named(tmp_path):
     zpath.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=info.filename.split("/")[-1]):
         load_omniglot("background", data_dir=tmp_path, cache=False)
+
+
+# ---------------------------------------------------------------- 5. one preprocessing path for train, eval and predict
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    """A ProtoNet trained briefly on a tiny Omniglot (dark ink on white pages, inverted by the loader)."""
+    from fixtures import make_omniglot
+
+    root = tmp_path_factory.mktemp("robust")
+    make_omniglot(root / "data" / "omniglot", alphabets={"Alpha": 6, "Beta": 6}, drawers=5)
+    res = cli(["train", "--dataset", "omniglot", "--data-dir", str(root / "data"), "--way", "4", "--shot", "1",
+               "--query", "2", "--episodes", "4", "--val-fraction", "0", "--out", str(root / "run"), "--quiet",
+               "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    return root
+
+
+def test_eval_on_a_folder_decodes_like_training_and_refuses_negatives(image_run, tmp_path):
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    pages = image_run / "data" / "omniglot" / "images_background" / "Alpha"
+    common = ["--way", "3", "--shot", "1", "--query", "2", "--tasks", "10", "--seed", "0", "--json", "--device", "cpu"]
+    by_loader = cli(["eval", str(image_run / "run"), "--dataset", "omniglot", "--data-dir", str(image_run / "data"),
+                     "--alphabets", "Alpha", *common])
+    by_folder = cli(["eval", str(image_run / "run"), "--dataset", f"folder:{pages}", *common])
+    assert by_loader.exit_code == 0 and by_folder.exit_code == 0, by_folder.output
+    assert json.loads(by_folder.output)["accuracy"] == json.loads(by_loader.output)["accuracy"]
+    negatives = tmp_path / "negatives"
+    shutil.copytree(pages, negatives)
+    for p in negatives.rglob("*.png"):  # light strokes on a dark page, like raw MNIST
+        Image.fromarray(255 - np.asarray(Image.open(p).convert("L"))).save(p)
+    res = cli(["eval", str(image_run / "run"), "--dataset", f"folder:{negatives}", *common])
+    assert res.exit_code != 0 and "negatives" in res.output and "--no-invert" in res.output and "Traceback" not in res.output
+    assert cli(["eval", str(image_run / "run"), "--dataset", f"folder:{negatives}", "--no-invert", *common]).exit_code == 0
+
+
+# ---------------------------------------------------------------- open-set rejection in predict
+def test_predict_rejects_blank_pages_and_noise_by_distance_even_with_one_class(image_run, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from fixtures import glyph
+
+    rng = np.random.default_rng(1)
+    template = rng.random((105, 105)) < 0.08
+    (tmp_path / "support" / "ann").mkdir(parents=True)
+    for i in range(3):
+        glyph(rng, template, jitter=2).save(tmp_path / "support" / "ann" / f"{i}.png")
+    glyph(rng, template, jitter=2).save(tmp_path / "known.png")
+    Image.fromarray(np.full((105, 105), 255, np.uint8)).save(tmp_path / "blank.png")
+    Image.fromarray(rng.integers(0, 256, (105, 105), dtype=np.uint8)).save(tmp_path / "noise.png")
+    queries = [str(tmp_path / f) for f in ("known.png", "blank.png", "noise.png")]
+    args = ["predict", str(image_run / "run"), "--support", str(tmp_path / "support"), "--device", "cpu", "--json"]
+    res = cli(args + ["--query", *queries, "--reject-by", "probability", "--threshold", "0.99"])
+    assert [p["probability"] for p in json.loads(res.output)["predictions"]] == [1.0, 1.0, 1.0]  # useless with one class
+    res = cli(args + ["--query", *queries, "--threshold", "2"])  # several files after one --query
+    assert res.exit_code == 0, res.output
+    assert [p["prediction"] for p in json.loads(res.output)["predictions"]] == ["ann", "unknown", "unknown"]
+    (tmp_path / "support" / "unknown").mkdir()
+    glyph(rng, ~template, jitter=2).save(tmp_path / "support" / "unknown" / "0.png")
+    res = cli(args + ["--query", queries[0], "--threshold", "2"])
+    assert res.exit_code != 0 and "rejection label" in res.output and "--unknown-label" in res.output
+    res = cli(args + ["--query", queries[0], "--threshold", "2", "--unknown-label", "none of them"])
+    assert json.loads(res.output)["predictions"][0]["prediction"] == "ann"
