@@ -359,3 +359,32 @@ def test_predict_rejects_blank_pages_and_noise_by_distance_even_with_one_class(i
     assert res.exit_code != 0 and "rejection label" in res.output and "--unknown-label" in res.output
     res = cli(args + ["--query", queries[0], "--threshold", "2", "--unknown-label", "none of them"])
     assert json.loads(res.output)["predictions"][0]["prediction"] == "ann"
+
+
+# ---------------------------------------------------------------- 7. text files: labels, BOM, line numbers
+@pytest.mark.parametrize("content, suffix, message", [
+    ('{"text": "hi", "label": "greet"}\n{"text": "yo"}\n', ".jsonl", r"line 2: the label \('label'\) is missing"),
+    ('{"text": "hi", "label": "greet"}\n{"text": "yo", "label": null}\n', ".jsonl", "line 2: the label.*empty"),
+    ('{"text": "hi", "label": "greet"}\n{"text": "yo", "label": ["a", "b"]}\n', ".jsonl", "line 2: the label.*a list"),
+    ('{"text": "hi", "label": "greet"}\n{"text": "yo", "label": ', ".jsonl", "line 2: not valid JSON"),
+    ('{"text": "hi", "label": "greet"}\n[1, 2]\n', ".jsonl", "line 2: a JSON list"),
+    ("text,label\nhi,greet\nyo,\n", ".csv", "line 3: the label.*empty"),
+    ("text,label\nhi,greet\nyo\n", ".csv", "line 3: the label.*empty"),
+])
+def test_text_rows_without_a_usable_label_are_refused_with_file_and_line(tmp_path, content, suffix, message):
+    from fewshot.text.data import read_table
+
+    path = tmp_path / f"data{suffix}"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message) as err:
+        read_table(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_utf8_bom_does_not_hide_the_first_column(tmp_path):
+    from fewshot.text.data import read_table
+
+    (tmp_path / "bom.csv").write_bytes("text,label\nhi,greet\nbye,leave\n".encode("utf-8-sig"))
+    assert read_table(tmp_path / "bom.csv") == (["hi", "bye"], ["greet", "leave"])
+    (tmp_path / "bom.jsonl").write_bytes('{"text": "hi", "label": 3}\n'.encode("utf-8-sig"))
+    assert read_table(tmp_path / "bom.jsonl") == (["hi"], ["3"])
