@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 
 import click
 
 from ..data import ImageSpec, LabeledDataset, load_digits_images, load_image_folder, load_mnist, load_omniglot
 
+#: the smallest side a conv4 backbone (four 2x poolings) can take
+MIN_IMAGE_SIZE = 16
 DATASET_HELP = "omniglot | mnist | digits (scikit-learn 8x8, offline) | folder:PATH (one sub-folder per class)"
 
 
@@ -98,8 +101,53 @@ def echo_json(obj: dict) -> None:
     click.echo(json.dumps(obj, indent=None, sort_keys=False))
 
 
+class PositiveFloat(click.ParamType):
+    """A finite float > 0 (click's FloatRange lets NaN through)."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(out) or out <= 0:
+            self.fail(f"{value!r} is not a finite number > 0", param, ctx)
+        return out
+
+
+class Fraction(click.ParamType):
+    """A finite float in ``[low, high)`` (``high`` included with ``closed=True``)."""
+
+    name = "fraction"
+
+    def __init__(self, low: float = 0.0, high: float = 1.0, closed: bool = False):
+        self.low, self.high, self.closed = low, high, closed
+
+    def convert(self, value, param, ctx):
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not (math.isfinite(out) and self.low <= out and (out <= self.high if self.closed else out < self.high)):
+            self.fail(f"{value!r} is not in [{self.low:g}, {self.high:g}{']' if self.closed else ')'}", param, ctx)
+        return out
+
+
+def check_device(ctx, param, value):
+    """Click callback: the device must exist on this machine (a clear error, not a traceback later)."""
+    from ..utils import resolve_device
+
+    try:
+        resolve_device(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+    return value
+
+
 def device_option(f):
-    return click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N] | mps (auto picks a GPU if present)")(f)
+    return click.option("--device", default="auto", show_default=True, callback=check_device,
+                        help="auto | cpu | cuda[:N] | mps (auto picks a GPU if present)")(f)
 
 
 def data_options(f):
@@ -107,7 +155,7 @@ def data_options(f):
     f = click.option("--skip-bad", is_flag=True, help="folder datasets: skip images that cannot be decoded (they are listed) instead of stopping")(f)
     f = click.option("--exclude-alphabets", default=None, help="Omniglot: drop these alphabets (comma list; 'heldout' = the project's 6 held-out ones)")(f)
     f = click.option("--alphabets", default=None, help="Omniglot: keep only these alphabets (comma list; 'heldout' = the project's 6 held-out ones)")(f)
-    f = click.option("--image-size", type=int, default=None, help="resize images to this side (Omniglot default 28; 105 keeps originals)")(f)
+    f = click.option("--image-size", type=click.IntRange(min=MIN_IMAGE_SIZE), default=None, help="resize images to this side (Omniglot default 28; 105 keeps originals)")(f)
     f = click.option("--data-dir", default=None, envvar="FEWSHOT_DATA", help="folder with the data archives (default: $FEWSHOT_DATA, then the cache)")(f)
     f = click.option("--split", default="background", show_default=True, help="Omniglot: background, evaluation, background_small1, background_small2 (comma list combines)")(f)
     f = click.option("--dataset", default="omniglot", show_default=True, help=DATASET_HELP)(f)

@@ -40,8 +40,8 @@ def clear_demo_dir(out: Path) -> None:
 
 @main.command("demo")
 @click.option("--data-dir", default=None, envvar="FEWSHOT_DATA", help="where Omniglot's archives are (else: scikit-learn digits)")
-@click.option("--episodes", type=int, default=400, show_default=True, help="training episodes")
-@click.option("--tasks", type=int, default=300, show_default=True, help="evaluation tasks per setting")
+@click.option("--episodes", type=click.IntRange(min=1), default=400, show_default=True, help="training episodes")
+@click.option("--tasks", type=click.IntRange(min=1), default=300, show_default=True, help="evaluation tasks per setting")
 @click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option

@@ -25,11 +25,11 @@ def load_run(run_dir: str, checkpoint: str, device: str):
 @main.command("eval")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @data_options
-@click.option("--way", type=int, default=5, show_default=True)
-@click.option("--shot", type=int, default=1, show_default=True)
-@click.option("--query", type=int, default=5, show_default=True, help="queries per class")
+@click.option("--way", type=click.IntRange(min=2), default=5, show_default=True)
+@click.option("--shot", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--query", type=click.IntRange(min=1), default=5, show_default=True, help="queries per class")
 @click.option("--within", type=click.Choice(["alphabet", "group"]), default=None, help="each task's classes from one alphabet (Lake-style)")
-@click.option("--tasks", type=int, default=1000, show_default=True)
+@click.option("--tasks", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the task set (same seed = same tasks)")
 @click.option("--task-file", type=click.Path(dir_okay=False), default=None, help="load the task set from this JSON (written if it does not exist)")
 @click.option("--lake-runs", type=click.Path(exists=True), default=None, help="Lake's all_runs.zip or its folder: report the 20-run error instead")
@@ -79,7 +79,10 @@ def eval_cmd(run_dir, dataset, split, data_dir, image_size, alphabets, exclude_a
         else:
             taskset = TaskSet.generate(data, way, shot, query, tasks, within="group" if within else None, seed=seed)
             if task_file:
-                taskset.save(task_file)
+                try:
+                    taskset.save(task_file)
+                except OSError as exc:
+                    raise click.BadParameter(f"cannot write {task_file}: {exc.strerror or exc}", param_hint="--task-file") from exc
         res = evaluate(method, taskset.episodes(data), dev, confusion=confusion)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc

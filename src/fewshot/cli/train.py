@@ -7,31 +7,31 @@ from pathlib import Path
 import click
 
 from . import main
-from .common import data_options, device_option, echo_json, load_dataset_arg, parse_params
+from .common import Fraction, PositiveFloat, data_options, device_option, echo_json, load_dataset_arg, parse_params
 
 
 @main.command("train")
 @click.option("--method", default="protonet", show_default=True, help="a registered method (see `fewshot methods`)")
 @data_options
-@click.option("--way", type=int, default=20, show_default=True, help="classes per training episode")
-@click.option("--shot", type=int, default=1, show_default=True, help="support examples per class")
-@click.option("--query", type=int, default=5, show_default=True, help="query examples per class")
-@click.option("--episodes", type=int, default=3000, show_default=True, help="optimiser steps (episodes, or mini-batches for pre-training methods)")
+@click.option("--way", type=click.IntRange(min=2), default=20, show_default=True, help="classes per training episode")
+@click.option("--shot", type=click.IntRange(min=1), default=1, show_default=True, help="support examples per class")
+@click.option("--query", type=click.IntRange(min=1), default=5, show_default=True, help="query examples per class")
+@click.option("--episodes", type=click.IntRange(min=0), default=3000, show_default=True, help="optimiser steps (episodes, or mini-batches for pre-training methods; 0 saves the initial model)")
 @click.option("--within", type=click.Choice(["alphabet", "group"]), default=None, help="draw each episode's classes from one alphabet")
 @click.option("--rotations/--no-rotations", default=None, help="add 90/180/270-degree rotated classes (default: on for Omniglot)")
-@click.option("--val-fraction", type=float, default=0.1, show_default=True, help="fraction of training classes held out for validation, at least 2 classes (0: none)")
+@click.option("--val-fraction", type=Fraction(0, 1), default=0.1, show_default=True, help="fraction of training classes held out for validation, at least 2 classes (0: none)")
 @click.option("--val-split", default=None, help="validate on this Omniglot split/alphabets instead, e.g. 'background:heldout'")
 @click.option("--backbone", default=None, help="conv4 | mlp | identity (default: chosen by the method for the data)")
 @click.option("-p", "--param", "params", multiple=True, help="method option KEY=VALUE, repeatable (e.g. -p distance=cosine)")
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--lr", type=PositiveFloat(), default=1e-3, show_default=True)
 @click.option("--optimizer", default="adam", show_default=True, type=click.Choice(["adam", "adamw", "sgd", "rmsprop"]))
 @click.option("--schedule", default="cosine", show_default=True, type=click.Choice(["cosine", "step", "constant"]))
-@click.option("--tasks-per-step", type=int, default=1, show_default=True, help="meta-batch: episodes per optimiser step")
-@click.option("--batch-size", type=int, default=128, show_default=True, help="mini-batch size for pre-training methods")
+@click.option("--tasks-per-step", type=click.IntRange(min=1), default=1, show_default=True, help="meta-batch: episodes per optimiser step")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="mini-batch size for pre-training methods")
 @click.option("--augment", type=click.Choice(["characters", "photos"]), default=None, help="augment the training batches (episodes or mini-batches) with this preset")
-@click.option("--grad-clip", type=float, default=None, help="clip the gradient norm to this value")
-@click.option("--val-every", type=int, default=500, show_default=True)
-@click.option("--val-tasks", type=int, default=200, show_default=True)
+@click.option("--grad-clip", type=PositiveFloat(), default=None, help="clip the gradient norm to this value")
+@click.option("--val-every", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--val-tasks", type=click.IntRange(min=0), default=200, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run directory (checkpoints, logs, plots)")
