@@ -167,3 +167,54 @@ def test_skip_bad_skips_and_counts(w):
     res = CliRunner().invoke(main, ["predict", str(w / "run"), "--support", str(w / "support_bad"),
                                                     "--query", str(w / "q.png"), "--skip-bad", "--device", "cpu"], env=ENV)
     assert res.exit_code == 0 and "skipped 1 file(s)" in res.stderr and "3.png" in res.stderr
+
+
+# ---------------------------------------------------------------- the Python API
+@pytest.fixture
+def proto():
+    from fewshot.methods import ProtoNet
+    from fewshot.nn.backbones import build_backbone
+
+    torch.manual_seed(0)
+    return ProtoNet(build_backbone("mlp", in_features=16, sizes=[8])).eval()
+
+
+def test_labels_as_a_list_or_numpy_array_are_accepted(proto):
+    x = torch.rand(4, 1, 4, 4)
+    ref = proto.fit(x, torch.tensor([0, 1, 0, 1])).scores(x)
+    assert torch.equal(proto.fit(x, [0, 1, 0, 1]).scores(x), ref)
+    assert torch.equal(proto.fit(x.numpy(), np.array([0, 1, 0, 1], np.int32)).scores(x.numpy()), ref)
+
+
+@pytest.mark.parametrize("labels, message", [
+    (["cat", "dog", "cat", "dog"], "integer class indices.*np.unique"),
+    (np.array([0.0, 1.0, 0.0, 1.0]), "integer class indices"),
+    (torch.tensor([0.0, 1.0, 0.0, 1.0]), "integer class indices"),
+    (torch.tensor([0, -1, 0, 1]), "negative labels"),
+])
+def test_labels_that_are_not_class_indices_are_refused(proto, labels, message):
+    with pytest.raises(ValueError, match=message):
+        proto.fit(torch.rand(4, 1, 4, 4), labels)
+
+
+def test_float64_is_converted_and_uint8_images_are_scaled_from_0_255(proto):
+    x = torch.rand(4, 1, 4, 4)
+    ref = proto.fit(x, [0, 1, 0, 1]).scores(x)
+    assert torch.allclose(proto.fit(x.double(), [0, 1, 0, 1]).scores(x.double()), ref)
+    u8 = (x * 255).round().to(torch.uint8)
+    assert torch.allclose(proto.fit(u8, [0, 1, 0, 1]).scores(u8), proto.fit(u8.float() / 255, [0, 1, 0, 1]).scores(u8.float() / 255))
+    with pytest.raises(ValueError, match="dtype torch.int64"):
+        proto.fit(x.long(), [0, 1, 0, 1])
+
+
+def test_a_query_without_its_batch_dimension_and_nan_queries_are_refused(proto):
+    x = torch.rand(4, 1, 4, 4)
+    proto.fit(x, [0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"without the batch dimension.*query_x\[None\]"):
+        proto.predict(x[0])
+    bad = x.clone()
+    bad[2, 0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"query_x holds NaN.*items \[2\]"):
+        proto.predict(bad)
+    with pytest.raises(ValueError, match="support_x holds NaN"):
+        proto.fit(bad, [0, 1, 0, 1])
