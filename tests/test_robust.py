@@ -388,3 +388,14 @@ def test_a_utf8_bom_does_not_hide_the_first_column(tmp_path):
     assert read_table(tmp_path / "bom.csv") == (["hi", "bye"], ["greet", "leave"])
     (tmp_path / "bom.jsonl").write_bytes('{"text": "hi", "label": 3}\n'.encode("utf-8-sig"))
     assert read_table(tmp_path / "bom.jsonl") == (["hi"], ["3"])
+
+
+def test_a_corrupt_image_inside_omniglot_is_named(tmp_path):
+    from fewshot.data import load_omniglot
+    from fixtures import make_omniglot
+
+    make_omniglot(tmp_path / "omniglot")
+    bad = sorted((tmp_path / "omniglot").rglob("*.png"))[4]
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 30)
+    with pytest.raises(ValueError, match=bad.name):
+        load_omniglot("background", data_dir=tmp_path, cache=False)
