@@ -242,6 +242,14 @@ def load_checkpoint(run_dir: str | Path, tag: str = "best", map_location: str | 
     return method.eval(), info
 
 
+def checkpoint_weights(run_dir: str | Path, tag: str = "last", map_location: str | torch.device = "cpu"
+                       ) -> dict[str, torch.Tensor]:
+    """The state-dict tensors of checkpoint ``tag`` (its file is named in ``<tag>.json``), checked
+    to belong to the same save as the manifest."""
+    run_dir = Path(run_dir)
+    return _load_tensors(run_dir, tag, read_checkpoint_info(run_dir, tag), "weights", map_location)
+
+
 def _load_state(method: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
     removed = set(getattr(method, "removed_state", ()))
     tensors = {k: v for k, v in tensors.items() if k not in removed}  # state of earlier versions
