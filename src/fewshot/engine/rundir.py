@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from ..methods.base import FewShotMethod
+from ..methods.params import coerce_params
 from .checkpoint import method_spec, read_checkpoint_info, restore_training, save_checkpoint
 from .config import TrainConfig
 
@@ -122,7 +123,8 @@ class RunDir:
                              "same settings, or pass --override to continue with the new ones (the change is recorded)")
         fresh_optimizer = "train_config.optimizer" in changes
         state = restore_training(self.path, "last", method, None if fresh_optimizer else optimizer)
-        config_changes = {f"config.{k}": (v, method.config().get(k)) for k, v in (saved.get("config") or {}).items()
+        saved_config = coerce_params(type(method), saved.get("config") or {}, saved=True)  # earlier option names
+        config_changes = {f"config.{k}": (v, method.config().get(k)) for k, v in saved_config.items()
                           if _jsonable(v) != _jsonable(method.config().get(k))}
         if config_changes:
             raise ValueError(f"{self.path} was trained with other method options: {_describe(config_changes)}; the "
