@@ -170,11 +170,11 @@ def controls(test, tasksets: dict, n: int = 50) -> dict:
 def maml_test_steps(run_dir: Path, test, n: int = 40) -> list[tuple]:
     """Diagnostic on the trained MAML weights: accuracy for other test-time steps / step sizes
     (chosen on the test alphabets, so optimistic; not a result)."""
-    from safetensors.torch import load_file
+    from fewshot.engine.checkpoint import checkpoint_weights
 
     m = build("maml", 0)
     m.setup(test)
-    m.load_state_dict(load_file(str(run_dir / "last.safetensors")))
+    m.load_state_dict(checkpoint_weights(run_dir, "last"))
     rows = []
     for shot in (1, 5):
         ts = TaskSet.generate(test, 5, shot, 5, n, seed=0)

@@ -40,7 +40,8 @@ def invoke(args, code=0):
 
 def test_train_writes_checkpoints_logs_and_curves(run_dir):
     names = {p.name for p in run_dir.iterdir()}
-    assert {"best.safetensors", "best.json", "last.safetensors", "last.json", "metrics.jsonl", "curves.png"} <= names
+    assert {"best.json", "last.json", "metrics.jsonl", "curves.png"} <= names
+    assert {json.loads((run_dir / f"{tag}.json").read_text())["files"]["weights"] for tag in ("best", "last")} <= names
 
 
 def test_eval_prints_one_json_object_with_accuracy_ci_and_tasks(run_dir, omniglot_dir, tmp_path):
@@ -87,7 +88,7 @@ def test_predict_enrolls_support_folders(run_dir, tmp_path):
     pred = out["predictions"][0]
     assert pred["prediction"] == "bob" and abs(sum(pred["probabilities"].values()) - 1) < 1e-5
     strict = json.loads(invoke(["predict", str(run_dir), "--support", str(tmp_path / "support"), "--query",
-                                str(tmp_path / "q.png"), "--threshold", "1.01", "--json"]).output)
+                                str(tmp_path / "q.png"), "--reject-by", "probability", "--threshold", "1", "--json"]).output)
     assert strict["predictions"][0]["prediction"] == "unknown"
 
 
@@ -96,7 +97,8 @@ def test_resume_continues_and_refusal_without_it(run_dir, omniglot_dir):
             "--query", "2", "--episodes", "8", "--val-fraction", "0.3", "--val-every", "3", "--val-tasks", "4",
             "--out", str(run_dir), "--quiet", "--json"]
     assert "--resume" in invoke(base, code=1).output
-    assert json.loads(invoke(base + ["--resume"]).output.strip().splitlines()[-1])["step"] == 8
+    assert "train_config.steps 6 (now 8)" in invoke(base + ["--resume"], code=1).output  # a longer run is a change
+    assert json.loads(invoke(base + ["--resume", "--override"]).output.strip().splitlines()[-1])["step"] == 8
 
 
 def test_missing_data_is_a_clear_error(tmp_path):

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from safetensors.torch import load_file
 
 from conftest import write_png
 from fewshot.cli import main
+from fewshot.engine.checkpoint import checkpoint_weights
 from fewshot.methods import canonical_name
 
 METHODS = [("knn", []), ("1nn", []), ("nearest_prototype", []), ("siamese", []),
@@ -62,6 +62,6 @@ def test_training_is_deterministic_given_the_seed(tmp_path, name, params):
     for out in ("a", "b"):
         res = _train(tmp_path, name, params, out)
         assert res.exit_code == 0, res.output
-    a, b = load_file(str(tmp_path / "a" / "last.safetensors")), load_file(str(tmp_path / "b" / "last.safetensors"))
+    a, b = checkpoint_weights(tmp_path / "a"), checkpoint_weights(tmp_path / "b")
     assert a.keys() == b.keys()
     assert all((a[k] == b[k]).all() for k in a)

@@ -90,8 +90,11 @@ def test_checkpoints_are_safetensors_and_json_and_rebuild_the_method(tmp_path):
     t = make_trainer(tmp_path, steps=10)
     t.fit()
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert {"best.json", "best.safetensors", "last.json", "last.safetensors", "last.optim.safetensors",
-            "metrics.jsonl", "metrics.csv"} <= set(files)
+    last = json.loads((tmp_path / "last.json").read_text())["files"]
+    best = json.loads((tmp_path / "best.json").read_text())["files"]
+    assert {"best.json", best["weights"], "last.json", last["weights"], last["optimizer"],
+            "metrics.jsonl", "metrics.csv"} == {f for f in files if not f.startswith(".")}
+    assert last["weights"].startswith("last.step10-") and last["weights"].endswith(".safetensors")
     assert not [f for f in files if f.endswith((".pt", ".pth", ".pkl", ".tmp"))]
     method, info = load_checkpoint(tmp_path, "last")
     assert info["method"] == "protonet" and info["state"]["step"] == 10
@@ -105,7 +108,8 @@ def test_checkpoints_are_safetensors_and_json_and_rebuild_the_method(tmp_path):
 
 def test_corrupt_checkpoint_is_reported(tmp_path):
     make_trainer(tmp_path, steps=5).fit()
-    (tmp_path / "best.safetensors").write_bytes(b"garbage")
+    weights = json.loads((tmp_path / "best.json").read_text())["files"]["weights"]
+    (tmp_path / weights).write_bytes(b"garbage")
     with pytest.raises(ValueError, match="corrupt"):
         load_checkpoint(tmp_path, "best")
 

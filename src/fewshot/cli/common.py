@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 
 import click
 
 from ..data import ImageSpec, LabeledDataset, load_digits_images, load_image_folder, load_mnist, load_omniglot
 
+#: the smallest side a conv4 backbone (four 2x poolings) can take
+MIN_IMAGE_SIZE = 16
 DATASET_HELP = "omniglot | mnist | digits (scikit-learn 8x8, offline) | folder:PATH (one sub-folder per class)"
 
 
@@ -34,10 +37,46 @@ def split_names(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+def run_image_spec(info: dict, image_size: int | None = None, invert: bool | None = None) -> ImageSpec | None:
+    """How new images are decoded for a trained run: exactly as its training data (``info["data"]
+    ["image"]``), with ``--image-size`` / ``--invert`` overriding when given. None: not an image run."""
+    image = (info.get("data") or {}).get("image")
+    if not image:
+        return None
+    spec = ImageSpec.from_dict(image)
+    return ImageSpec(image_size or spec.size, spec.channels, spec.invert if invert is None else invert)
+
+
+def check_run_fits(data: LabeledDataset, info: dict, invert: bool | None, what: str) -> None:
+    """Data given to a trained run must have its channels and (unless ``--invert``/``--no-invert``
+    chose explicitly) not be the negative of its training images."""
+    from ..data.images import check_polarity
+
+    image = (info.get("data") or {}).get("image") or {}
+    if image and data.x.ndim == 4 and data.x.shape[1] != image.get("channels", data.x.shape[1]):
+        raise click.ClickException(f"the run was trained on {image['channels']}-channel images but {what} has "
+                                   f"{data.x.shape[1]}-channel ones; give data of the run's kind (a folder dataset is "
+                                   "decoded to the run's channels)")
+    if invert is None:
+        try:
+            check_polarity(data.x, (info.get("data") or {}).get("pixel_mean"), what)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def report_skipped(data: LabeledDataset) -> None:
+    if data.info.get("skipped_count"):
+        shown = data.info["skipped"][:5]
+        click.echo(f"skipped {data.info['skipped_count']} file(s): " + "; ".join(shown) +
+                   (" ..." if data.info["skipped_count"] > len(shown) else ""), err=True)
+
+
 def load_dataset_arg(dataset: str, split: str, data_dir: str | None, image_size: int | None,
                      alphabets: str | None = None, exclude_alphabets: str | None = None,
-                     channels: int | None = None) -> LabeledDataset:
-    """Load the data named on the command line (without augmentation)."""
+                     channels: int | None = None, spec: ImageSpec | None = None,
+                     skip_bad: bool = False) -> LabeledDataset:
+    """Load the data named on the command line (without augmentation); a folder dataset is decoded
+    with ``spec`` (a trained run's, see :func:`run_image_spec`) when given."""
     try:
         if dataset == "omniglot":
             return load_omniglot(split, data_dir=data_dir, image_size=image_size or 28,
@@ -49,7 +88,10 @@ def load_dataset_arg(dataset: str, split: str, data_dir: str | None, image_size:
         if dataset == "digits":
             return load_digits_images()
         if dataset.startswith("folder:"):
-            return load_image_folder(dataset[7:], ImageSpec(size=image_size or 84, channels=channels or 3))
+            data = load_image_folder(dataset[7:], spec or ImageSpec(size=image_size or 84, channels=channels or 3),
+                                     skip_bad=skip_bad)
+            report_skipped(data)
+            return data
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     raise click.BadParameter(f"unknown dataset {dataset!r}; use {DATASET_HELP}", param_hint="--dataset")
@@ -59,15 +101,61 @@ def echo_json(obj: dict) -> None:
     click.echo(json.dumps(obj, indent=None, sort_keys=False))
 
 
+class PositiveFloat(click.ParamType):
+    """A finite float > 0 (click's FloatRange lets NaN through)."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(out) or out <= 0:
+            self.fail(f"{value!r} is not a finite number > 0", param, ctx)
+        return out
+
+
+class Fraction(click.ParamType):
+    """A finite float in ``[low, high)`` (``high`` included with ``closed=True``)."""
+
+    name = "fraction"
+
+    def __init__(self, low: float = 0.0, high: float = 1.0, closed: bool = False):
+        self.low, self.high, self.closed = low, high, closed
+
+    def convert(self, value, param, ctx):
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not (math.isfinite(out) and self.low <= out and (out <= self.high if self.closed else out < self.high)):
+            self.fail(f"{value!r} is not in [{self.low:g}, {self.high:g}{']' if self.closed else ')'}", param, ctx)
+        return out
+
+
+def check_device(ctx, param, value):
+    """Click callback: the device must exist on this machine (a clear error, not a traceback later)."""
+    from ..utils import resolve_device
+
+    try:
+        resolve_device(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+    return value
+
+
 def device_option(f):
-    return click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N] | mps (auto picks a GPU if present)")(f)
+    return click.option("--device", default="auto", show_default=True, callback=check_device,
+                        help="auto | cpu | cuda[:N] | mps (auto picks a GPU if present)")(f)
 
 
 def data_options(f):
-    """--dataset/--split/--data-dir/--image-size/--alphabets/--exclude-alphabets."""
+    """--dataset/--split/--data-dir/--image-size/--alphabets/--exclude-alphabets/--skip-bad."""
+    f = click.option("--skip-bad", is_flag=True, help="folder datasets: skip images that cannot be decoded (they are listed) instead of stopping")(f)
     f = click.option("--exclude-alphabets", default=None, help="Omniglot: drop these alphabets (comma list; 'heldout' = the project's 6 held-out ones)")(f)
     f = click.option("--alphabets", default=None, help="Omniglot: keep only these alphabets (comma list; 'heldout' = the project's 6 held-out ones)")(f)
-    f = click.option("--image-size", type=int, default=None, help="resize images to this side (Omniglot default 28; 105 keeps originals)")(f)
+    f = click.option("--image-size", type=click.IntRange(min=MIN_IMAGE_SIZE), default=None, help="resize images to this side (Omniglot default 28; 105 keeps originals)")(f)
     f = click.option("--data-dir", default=None, envvar="FEWSHOT_DATA", help="folder with the data archives (default: $FEWSHOT_DATA, then the cache)")(f)
     f = click.option("--split", default="background", show_default=True, help="Omniglot: background, evaluation, background_small1, background_small2 (comma list combines)")(f)
     f = click.option("--dataset", default="omniglot", show_default=True, help=DATASET_HELP)(f)

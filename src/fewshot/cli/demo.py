@@ -12,10 +12,36 @@ from . import main
 from .common import device_option
 
 
+#: what a demo writes into --out (and only this is ever removed from it)
+DEMO_FILES = ("curves.png", "episode.png", "results.json", "metrics.jsonl", "metrics.csv", ".lock")
+DEMO_PATTERNS = ("best.*", "last.*", "*.tmp")
+MARKER = ".fewshot-demo"
+
+
+def clear_demo_dir(out: Path) -> None:
+    """Make ``out`` ready for a demo: create it, or empty a folder an earlier demo wrote (its marker
+    file says so) of the demo's own files only. A non-empty folder without the marker is refused:
+    the demo never deletes what it did not create."""
+    if out.exists() and not out.is_dir():
+        raise click.BadParameter(f"{out} is a file, not a folder", param_hint="--out")
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).exists():
+            raise click.BadParameter(f"{out} is not empty and was not written by `fewshot demo`; the demo will not "
+                                     "touch it: choose an empty or new folder", param_hint="--out")
+        for p in list(out.iterdir()):
+            if p.is_file() and (p.name in DEMO_FILES or any(p.match(g) for g in DEMO_PATTERNS)):
+                p.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).write_text("written by `fewshot demo`; its files here are replaced by the next demo\n")
+    except OSError as exc:
+        raise click.BadParameter(f"cannot write to {out}: {exc.strerror or exc}", param_hint="--out") from exc
+
+
 @main.command("demo")
 @click.option("--data-dir", default=None, envvar="FEWSHOT_DATA", help="where Omniglot's archives are (else: scikit-learn digits)")
-@click.option("--episodes", type=int, default=400, show_default=True, help="training episodes")
-@click.option("--tasks", type=int, default=300, show_default=True, help="evaluation tasks per setting")
+@click.option("--episodes", type=click.IntRange(min=1), default=400, show_default=True, help="training episodes")
+@click.option("--tasks", type=click.IntRange(min=1), default=300, show_default=True, help="evaluation tasks per setting")
 @click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option
@@ -28,8 +54,6 @@ def demo_cmd(data_dir, episodes, tasks, out_dir, seed, device):
       fewshot demo
       FEWSHOT_DATA=../shared/data fewshot demo --episodes 1000
     """
-    import shutil
-
     from ..data import load_digits_images, load_omniglot, with_rotations
     from ..data.omniglot import HELDOUT_ALPHABETS, SPLITS
     from ..data.sources import find_file
@@ -41,8 +65,7 @@ def demo_cmd(data_dir, episodes, tasks, out_dir, seed, device):
     from ..tasks.episodes import TaskSet, assemble
 
     out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
+    clear_demo_dir(out)
     if find_file(SPLITS["background"], data_dir, extracted="images_background"):
         data = load_omniglot("background", data_dir=data_dir)
         train = data.select_groups(HELDOUT_ALPHABETS, exclude=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import main
-from .common import data_options, device_option, echo_json, load_dataset_arg
+from .common import check_run_fits, data_options, device_option, echo_json, load_dataset_arg, run_image_spec
 
 
 def load_run(run_dir: str, checkpoint: str, device: str):
@@ -25,21 +25,22 @@ def load_run(run_dir: str, checkpoint: str, device: str):
 @main.command("eval")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @data_options
-@click.option("--way", type=int, default=5, show_default=True)
-@click.option("--shot", type=int, default=1, show_default=True)
-@click.option("--query", type=int, default=5, show_default=True, help="queries per class")
+@click.option("--way", type=click.IntRange(min=2), default=5, show_default=True)
+@click.option("--shot", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--query", type=click.IntRange(min=1), default=5, show_default=True, help="queries per class")
 @click.option("--within", type=click.Choice(["alphabet", "group"]), default=None, help="each task's classes from one alphabet (Lake-style)")
-@click.option("--tasks", type=int, default=1000, show_default=True)
+@click.option("--tasks", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the task set (same seed = same tasks)")
 @click.option("--task-file", type=click.Path(dir_okay=False), default=None, help="load the task set from this JSON (written if it does not exist)")
 @click.option("--lake-runs", type=click.Path(exists=True), default=None, help="Lake's all_runs.zip or its folder: report the 20-run error instead")
 @click.option("--checkpoint", default="best", show_default=True, help="best | last")
 @click.option("--confusion", is_flag=True, help="include the per-class confusion matrix (JSON)")
 @click.option("--plot-episode", type=click.Path(dir_okay=False), default=None, help="save the first task as an episode grid PNG")
+@click.option("--invert/--no-invert", default=None, help="folder datasets: invert the images (default: as the run's training data)")
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def eval_cmd(run_dir, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, way, shot, query, within,
-             tasks, seed, task_file, lake_runs, checkpoint, confusion, plot_episode, device, as_json):
+def eval_cmd(run_dir, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, skip_bad, way, shot, query,
+             within, tasks, seed, task_file, lake_runs, checkpoint, confusion, plot_episode, invert, device, as_json):
     """Evaluate a trained run: accuracy ± 95% CI over a fixed task set, or Lake's protocol.
 
     \b
@@ -69,14 +70,19 @@ def eval_cmd(run_dir, dataset, split, data_dir, image_size, alphabets, exclude_a
             click.echo(f"Lake one-shot error: {res.error:.2f}% over {res.trials} trials ({len(runs)} runs)")
         return
     data = load_dataset_arg(dataset, split, data_dir, image_size or image.get("size"), alphabets, exclude_alphabets,
-                            channels=image.get("channels"))
+                            channels=image.get("channels"), spec=run_image_spec(info, image_size, invert),
+                            skip_bad=skip_bad)
+    check_run_fits(data, info, invert, f"--dataset {dataset}")
     try:
         if task_file and Path(task_file).exists():
             taskset = TaskSet.load(task_file)
         else:
             taskset = TaskSet.generate(data, way, shot, query, tasks, within="group" if within else None, seed=seed)
             if task_file:
-                taskset.save(task_file)
+                try:
+                    taskset.save(task_file)
+                except OSError as exc:
+                    raise click.BadParameter(f"cannot write {task_file}: {exc.strerror or exc}", param_hint="--task-file") from exc
         res = evaluate(method, taskset.episodes(data), dev, confusion=confusion)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -2,58 +2,106 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
-import torch
 
 from . import main
-from .common import device_option, echo_json
+from .common import check_run_fits, device_option, echo_json, report_skipped, run_image_spec
 from .evaluate import load_run
+
+
+def tsv_field(value: str) -> str:
+    """``value`` safe inside one TSV field: backslash, tab, newline and carriage return escaped."""
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+class Threshold(click.ParamType):
+    name = "number"
+
+    def convert(self, value, param, ctx):
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(out) or out < 0:
+            self.fail(f"{value!r} is not a finite number >= 0", param, ctx)
+        return out
 
 
 @main.command("predict")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("more_queries", nargs=-1, type=click.Path(exists=True, dir_okay=False), metavar="[QUERY]...")
 @click.option("--support", required=True, type=click.Path(exists=True, file_okay=False), help="folder with one sub-folder of images per class")
-@click.option("--query", "queries", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False), help="image file(s) to classify (repeat --query, or list several)")
-@click.option("--threshold", type=float, default=None, help="answer 'unknown' when the top probability is below this")
+@click.option("--query", "queries", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False), help="image file(s) to classify (repeat --query, or list several after it)")
+@click.option("--threshold", type=Threshold(), default=None,
+              help="answer --unknown-label when the query is farther than this from every class (--reject-by distance, "
+                   "in units of the support examples' own spread; 2.0 is a good start) or its top probability is below it (probability, 0..1)")
+@click.option("--reject-by", type=click.Choice(["distance", "probability"]), default="distance", show_default=True,
+              help="distance to the nearest class prototype, calibrated on the support set, or the top class probability")
+@click.option("--unknown-label", default="unknown", show_default=True, help="the answer for rejected queries (must not name a class)")
+@click.option("--invert/--no-invert", default=None, help="invert the images (default: as the run's training data)")
+@click.option("--skip-bad", is_flag=True, help="skip support images that cannot be decoded (they are listed) instead of stopping")
 @click.option("--checkpoint", default="best", show_default=True)
 @device_option
 @click.option("--json", "as_json", is_flag=True)
-def predict_cmd(run_dir, support, queries, threshold, checkpoint, device, as_json):
-    """Classify query images among the classes of a support folder.
+def predict_cmd(run_dir, more_queries, support, queries, threshold, reject_by, unknown_label, invert, skip_bad,
+                checkpoint, device, as_json):
+    """Classify query images among the classes of a support folder; with --threshold, answer
+    'unknown' for images of none of them.
 
     \b
     Examples:
       fewshot predict runs/proto --support staff/ --query visitor.png
-      fewshot predict runs/proto --support staff/ --query a.png --query b.png --threshold 0.6 --json
+      fewshot predict runs/proto --support staff/ --query a.png b.png c.png --threshold 2.0 --json
+      fewshot predict runs/proto --support staff/ --query a.png --reject-by probability --threshold 0.6
     """
-    from ..data import ImageSpec, load_image_folder
+    import torch
+
+    from ..data import load_image_folder
     from ..data.images import load_images
     from ..methods.base import inference_context
+    from ..methods.openset import PrototypeRejector
 
+    queries = list(queries) + list(more_queries)
+    if threshold is not None and reject_by == "probability" and threshold > 1:
+        raise click.BadParameter(f"{threshold} is not a probability (0..1) for --reject-by probability", param_hint="--threshold")
     method, info, dev = load_run(run_dir, checkpoint, device)
-    image = info.get("data", {}).get("image")
-    if not image:
+    spec = run_image_spec(info, invert=invert)
+    if spec is None:
         raise click.ClickException(f"{run_dir} was not trained on images; predict needs an image model")
-    spec = ImageSpec.from_dict(image)
     try:
-        sup = load_image_folder(support, spec)
-        qx = load_images([Path(q) for q in queries], spec).float().div(255)
+        sup = load_image_folder(support, spec, skip_bad=skip_bad)
+        qx = load_images([Path(q) for q in queries], spec)
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
+    report_skipped(sup)
+    check_run_fits(sup, info, invert, f"the support images in {support}")
+    if unknown_label in sup.class_names:
+        raise click.ClickException(f"the class folder {unknown_label!r} in {support} has the name of the rejection label; "
+                                   "rename the folder or choose another --unknown-label")
+    qx = qx.float().div(255).to(dev)
+    sx, sy = sup.items(torch.arange(len(sup))).to(dev), sup.y.to(dev)
     method.eval()
-    with inference_context(method):
-        method.fit(sup.items(torch.arange(len(sup))).to(dev), sup.y.to(dev))
-        proba = method.predict_proba(qx.to(dev)).cpu()
+    try:
+        with inference_context(method):
+            proba = method.fit(sx, sy).predict_proba(qx).cpu()
+            rejector = PrototypeRejector().fit(method.embed(sx).cpu(), sy.cpu())
+            distance = rejector.score(method.embed(qx).cpu())
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     conf, pred = proba.max(-1)
     rows = []
-    for i, (q, c, p) in enumerate(zip(queries, conf.tolist(), pred.tolist())):
-        label = sup.class_names[p] if threshold is None or c >= threshold else "unknown"
-        rows.append({"query": q, "prediction": label, "score": c,
+    for i, q in enumerate(queries):
+        score = float(distance[i]) if reject_by == "distance" else float(conf[i])
+        rejected = threshold is not None and (score > threshold if reject_by == "distance" else score < threshold)
+        rows.append({"query": q, "prediction": unknown_label if rejected else sup.class_names[int(pred[i])],
+                     "rejected": rejected, "score": score, "probability": float(conf[i]), "distance": float(distance[i]),
                      "probabilities": dict(zip(sup.class_names, proba[i].tolist()))})
     if as_json:
-        echo_json({"run": run_dir, "support": support, "threshold": threshold, "predictions": rows})
+        echo_json({"run": run_dir, "support": support, "threshold": threshold, "reject_by": reject_by,
+                   "unknown_label": unknown_label, "predictions": rows})
     else:
         for r in rows:
-            click.echo(f"{r['query']}\t{r['prediction']}\t{r['score']:.3f}")
+            click.echo(f"{tsv_field(r['query'])}\t{tsv_field(r['prediction'])}\t{r['score']:.3f}")

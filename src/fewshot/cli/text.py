@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from . import main
-from .common import echo_json, parse_params
+from .common import Fraction, check_device, echo_json, parse_params
 
 METHOD_HELP = "prototype | knn | logreg | setfit, or any registered method that works on embeddings"
 ENCODER_HELP = "all-MiniLM-L6-v2 (packaged, offline), a local sentence-transformers folder, or 'hashing' (no model)"
@@ -44,19 +44,19 @@ def text() -> None:
 @text.command("eval")
 @click.option("--dataset", required=True, help="banking77 | clinc150 | csv:PATH | jsonl:PATH (a file is split 70/30 per class)")
 @click.option("--data-dir", default=None, envvar="FEWSHOT_DATA", help="folder holding text/banking77, text/clinc150 (default: $FEWSHOT_DATA)")
-@click.option("--shot", type=int, default=5, show_default=True, help="examples of every class (full label space)")
+@click.option("--shot", type=click.IntRange(min=1), default=5, show_default=True, help="examples of every class (full label space)")
 @click.option("--method", default="prototype", show_default=True, help=METHOD_HELP)
 @click.option("-p", "--param", "params", multiple=True, help="method option KEY=VALUE (e.g. -p k=3, -p max_pairs=500, -p head=prototype)")
-@click.option("--seeds", type=int, default=5, show_default=True, help="number of K-shot samples (seeds 0..N-1)")
+@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True, help="number of K-shot samples (seeds 0..N-1)")
 @click.option("--encoder", "model", default="all-MiniLM-L6-v2", show_default=True, help=ENCODER_HELP)
 @click.option("--text-col", default=None, help="CSV/JSONL text column (default: text)")
 @click.option("--label-col", default=None, help="CSV/JSONL label column (default: label, category or intent)")
-@click.option("--max-drop", type=float, default=0.02, show_default=True, help="CLINC150: threshold keeps validation in-scope accuracy within this")
-@click.option("--val-per-class", type=int, default=None, help="CLINC150: validation items per class used to choose the threshold (default all)")
-@click.option("--test-per-class", type=int, default=None, help="score this many test items per class (default all)")
+@click.option("--max-drop", type=Fraction(0, 1, closed=True), default=0.02, show_default=True, help="CLINC150: threshold keeps validation in-scope accuracy within this")
+@click.option("--val-per-class", type=click.IntRange(min=1), default=None, help="CLINC150: validation items per class used to choose the threshold (default all)")
+@click.option("--test-per-class", type=click.IntRange(min=1), default=None, help="score this many test items per class (default all)")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="CLINC150: save the accuracy / OOS-recall trade-off PNG here")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True, help="encoding batch size")
+@click.option("--device", default="cpu", show_default=True, callback=check_device)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="encoding batch size")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def eval_cmd(dataset, data_dir, shot, method, params, seeds, model, text_col, label_col, max_drop, val_per_class,
              test_per_class, plot, device, batch_size, as_json):
@@ -106,13 +106,13 @@ def eval_cmd(dataset, data_dir, shot, method, params, seeds, model, text_col, la
 @click.option("--query", "queries", required=True, multiple=True, help="text to classify (repeat for several)")
 @click.option("--method", default="prototype", show_default=True, help=METHOD_HELP)
 @click.option("-p", "--param", "params", multiple=True, help="method option KEY=VALUE")
-@click.option("--threshold", type=float, default=None, help="answer 'unknown' when the confidence is below this")
+@click.option("--threshold", type=Fraction(-1, 1, closed=True), default=None, help="answer 'unknown' when the confidence is below this")
 @click.option("--reject-by", type=click.Choice(["probability", "similarity"]), default="probability", show_default=True,
               help="confidence: top class probability, or top cosine similarity to a class prototype (better with few classes)")
 @click.option("--encoder", "model", default="all-MiniLM-L6-v2", show_default=True, help=ENCODER_HELP)
 @click.option("--text-col", default=None)
 @click.option("--label-col", default=None)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, callback=check_device)
 @click.option("--json", "as_json", is_flag=True)
 def predict_cmd(support, queries, method, params, threshold, reject_by, model, text_col, label_col, device, as_json):
     """Classify texts among the labels of a small support file.

@@ -7,41 +7,43 @@ from pathlib import Path
 import click
 
 from . import main
-from .common import data_options, device_option, echo_json, load_dataset_arg, parse_params
+from .common import Fraction, PositiveFloat, data_options, device_option, echo_json, load_dataset_arg, parse_params
 
 
 @main.command("train")
 @click.option("--method", default="protonet", show_default=True, help="a registered method (see `fewshot methods`)")
 @data_options
-@click.option("--way", type=int, default=20, show_default=True, help="classes per training episode")
-@click.option("--shot", type=int, default=1, show_default=True, help="support examples per class")
-@click.option("--query", type=int, default=5, show_default=True, help="query examples per class")
-@click.option("--episodes", type=int, default=3000, show_default=True, help="optimiser steps (episodes, or mini-batches for pre-training methods)")
+@click.option("--way", type=click.IntRange(min=2), default=20, show_default=True, help="classes per training episode")
+@click.option("--shot", type=click.IntRange(min=1), default=1, show_default=True, help="support examples per class")
+@click.option("--query", type=click.IntRange(min=1), default=5, show_default=True, help="query examples per class")
+@click.option("--episodes", type=click.IntRange(min=0), default=3000, show_default=True, help="optimiser steps (episodes, or mini-batches for pre-training methods; 0 saves the initial model)")
 @click.option("--within", type=click.Choice(["alphabet", "group"]), default=None, help="draw each episode's classes from one alphabet")
 @click.option("--rotations/--no-rotations", default=None, help="add 90/180/270-degree rotated classes (default: on for Omniglot)")
-@click.option("--val-fraction", type=float, default=0.1, show_default=True, help="fraction of training classes held out for validation, at least 2 classes (0: none)")
+@click.option("--val-fraction", type=Fraction(0, 1), default=0.1, show_default=True, help="fraction of training classes held out for validation, at least 2 classes (0: none)")
 @click.option("--val-split", default=None, help="validate on this Omniglot split/alphabets instead, e.g. 'background:heldout'")
 @click.option("--backbone", default=None, help="conv4 | mlp | identity (default: chosen by the method for the data)")
 @click.option("-p", "--param", "params", multiple=True, help="method option KEY=VALUE, repeatable (e.g. -p distance=cosine)")
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--lr", type=PositiveFloat(), default=1e-3, show_default=True)
 @click.option("--optimizer", default="adam", show_default=True, type=click.Choice(["adam", "adamw", "sgd", "rmsprop"]))
 @click.option("--schedule", default="cosine", show_default=True, type=click.Choice(["cosine", "step", "constant"]))
-@click.option("--tasks-per-step", type=int, default=1, show_default=True, help="meta-batch: episodes per optimiser step")
-@click.option("--batch-size", type=int, default=128, show_default=True, help="mini-batch size for pre-training methods")
+@click.option("--tasks-per-step", type=click.IntRange(min=1), default=1, show_default=True, help="meta-batch: episodes per optimiser step")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="mini-batch size for pre-training methods")
 @click.option("--augment", type=click.Choice(["characters", "photos"]), default=None, help="augment the training batches (episodes or mini-batches) with this preset")
-@click.option("--grad-clip", type=float, default=None, help="clip the gradient norm to this value")
-@click.option("--val-every", type=int, default=500, show_default=True)
-@click.option("--val-tasks", type=int, default=200, show_default=True)
+@click.option("--grad-clip", type=PositiveFloat(), default=None, help="clip the gradient norm to this value")
+@click.option("--val-every", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--val-tasks", type=click.IntRange(min=0), default=200, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run directory (checkpoints, logs, plots)")
-@click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint")
+@click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint (an error if there is none)")
+@click.option("--override", is_flag=True, help="with --resume: accept settings that differ from the run's, recording the change in its checkpoints")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=None, help="write the resumable 'last' checkpoint every N steps (default: every 60 s, and at the end)")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="save training-curve PNGs in the run directory")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--json", "as_json", is_flag=True, help="print the final record as JSON")
-def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, way, shot, query, episodes,
+def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, skip_bad, way, shot, query, episodes,
               within, rotations, val_fraction, val_split, backbone, params, lr, optimizer, schedule, tasks_per_step,
-              batch_size, augment, grad_clip, val_every, val_tasks, seed, device, out_dir, resume, plots, quiet, as_json):
+              batch_size, augment, grad_clip, val_every, val_tasks, seed, device, out_dir, resume, override, checkpoint_every, plots, quiet, as_json):
     """Train a method and write checkpoints (safetensors + JSON) and logs to --out.
 
     \b
@@ -62,17 +64,17 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
         method = canonical_name(method)  # earlier names (meta-sgd, baseline++, ...) are aliases
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--method") from exc
-    data = load_dataset_arg(dataset, split, data_dir, image_size, alphabets, exclude_alphabets)
+    data = load_dataset_arg(dataset, split, data_dir, image_size, alphabets, exclude_alphabets, skip_bad=skip_bad)
     cfg = TrainConfig(steps=episodes, way=way, shot=shot, query=query, within="group" if within else None,
                       tasks_per_step=tasks_per_step, batch_size=batch_size, augment=augment, optimizer=optimizer,
                       lr=lr, schedule=schedule, grad_clip=grad_clip, val_every=val_every, val_tasks=val_tasks,
-                      seed=seed, device=device, progress=not quiet)
+                      seed=seed, device=device, progress=not quiet, checkpoint_every=checkpoint_every)
     info = {**data.info, "dataset": dataset, "split": split}
     try:
         val = None
         if val_split:
             vsplit, _, valph = val_split.partition(":")
-            val = load_dataset_arg(dataset, vsplit, data_dir, image_size, valph or None)
+            val = load_dataset_arg(dataset, vsplit, data_dir, image_size, valph or None, skip_bad=skip_bad)
         elif val_fraction > 0:
             data, val = holdout_classes(data, val_fraction, seed=seed)
         if rotations is None:
@@ -81,8 +83,10 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
             data = with_rotations(data)
         trainer = build_run(method, data, cfg, out_dir, params=parse_params(params), backbone=backbone,
                             val_data=val, data_info=info)
-        records = trainer.fit(resume=resume)
-    except (FileExistsError, ValueError, FloatingPointError) as exc:
+        if override and not resume:
+            raise click.UsageError("--override only applies with --resume")
+        records = trainer.fit(resume=resume, override=override)
+    except (OSError, ValueError, FloatingPointError) as exc:
         raise click.ClickException(str(exc)) from exc
     if plots and records:
         from ..engine.plots import plot_training_curves

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +39,10 @@ class FileTree:
 
     def read(self, name: str) -> bytes:
         if self._zip is not None:
-            return self._zip.read(name)
+            try:
+                return self._zip.read(name)
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+                raise ValueError(f"{self.path}: member {name} is corrupt ({exc}); the archive is damaged: download it again") from exc
         return (self.path / name).read_bytes()
 
     def fingerprint(self) -> str:

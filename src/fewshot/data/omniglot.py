@@ -61,7 +61,7 @@ def read_omniglot_tree(tree: FileTree, spec: ImageSpec, split: str) -> LabeledDa
     y, drawers, i = np.empty(n, np.int64), np.empty(n, np.int64), 0
     for c, key in enumerate(keys):
         for drawer, name in sorted(items[key]):
-            x[i] = decode_image(tree.read(name), spec)
+            x[i] = decode_image(tree.read(name), spec, where=f"{tree.path}: {name}")
             y[i], drawers[i] = c, drawer
             i += 1
     return LabeledDataset(

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.dataset import LabeledDataset
+from ..data.images import pixel_mean
 from ..methods import FewShotMethod, build_method, method_class
 from ..nn.backbones import backbone_spec_for, build_backbone
 from ..utils import resolve_device, seed_everything
@@ -40,7 +41,8 @@ def build_run(
         backbone: a registered backbone name (sized for the data), a ``(name, kwargs)`` spec, or
             None for the method's default. The spec is recorded in the run's checkpoints.
         val_data: validation data (validated on ``cfg.val_tasks`` fixed tasks; 0 turns it off).
-        data_info: the preprocessing to record (default: ``data.info``).
+        data_info: the preprocessing to record (default: ``data.info``); for images, the training
+            data's mean intensity is added as ``pixel_mean`` (eval/predict refuse negatives of it).
     """
     if isinstance(method, FewShotMethod):
         if params:
@@ -50,7 +52,10 @@ def build_run(
         model, spec = _build_method(method, data, cfg, params or {}, backbone)
     device = resolve_device(cfg.device)
     val_tasks = validation_tasks(val_data, cfg) if val_data is not None and cfg.val_tasks > 0 else None
-    run = RunDir(out_dir, spec, data_info if data_info is not None else data.info,
+    info = dict(data_info if data_info is not None else data.info)
+    if "image" in info and data.x.ndim == 4:  # brightness of what the model learns from, to catch negatives later
+        info["pixel_mean"] = round(pixel_mean(data.x), 4)
+    run = RunDir(out_dir, spec, info,
                  None if val_tasks is None else {**val_tasks.meta, "tasks": len(val_tasks)})
     return Trainer(model, batch_source(model, data, cfg, device), cfg, run,
                    val_data if val_tasks is not None else None, val_tasks)

@@ -14,7 +14,9 @@ class TrainConfig:
     mini-batch of ``batch_size`` items (batch regime). The learning rate follows ``schedule``
     (``cosine`` to 0, ``step``: halved at 50% and 75%, or ``constant``) after ``warmup`` steps.
     ``augment`` names a :class:`fewshot.data.augment.Augmenter` preset (``characters``, ``photos``)
-    applied to the training batches of either regime (None: no augmentation).
+    applied to the training batches of either regime (None: no augmentation). The ``last``
+    checkpoint is written every ``checkpoint_every`` steps, or (None) every ``checkpoint_seconds``
+    seconds, and at the end.
     """
 
     steps: int = 3000
@@ -36,7 +38,8 @@ class TrainConfig:
     val_way: int | None = None
     val_shot: int | None = None
     val_seed: int = 1234
-    checkpoint_every: int = 250
+    checkpoint_every: int | None = None  # steps between ``last`` checkpoints; None: by time
+    checkpoint_seconds: float = 60.0  # with checkpoint_every=None: a ``last`` checkpoint this often
     log_every: int = 50
     seed: int = 0
     device: str = "auto"

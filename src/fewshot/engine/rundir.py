@@ -3,8 +3,10 @@ checkpoints, the metrics log (JSONL + CSV) and the bookkeeping of resume."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import torch
 
 from ..methods.base import FewShotMethod
+from ..methods.params import coerce_params
 from .checkpoint import method_spec, read_checkpoint_info, restore_training, save_checkpoint
 from .config import TrainConfig
 
@@ -34,38 +37,104 @@ class RunDir:
         self.backbone = backbone
         self.data = dict(data or {})
         self.validation = validation
+        self.overrides: list[dict] = []
 
     @property
     def metrics_path(self) -> Path:
         return self.path / "metrics.jsonl"
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the run directory for one writer: a second training into the same folder (another
+        process, or the same one) fails at once with a clear error. The OS drops the lock when the
+        process dies, so a killed run never leaves the folder locked."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no locking
+            yield
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+                raise FileExistsError(f"{self.path} is being written by another training (pid {holder}); wait for it to "
+                                      "finish or choose another --out") from None
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            yield
+        finally:
+            os.close(fd)
 
     def has_run(self) -> bool:
         return (self.path / "last.json").exists()
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, tag: str, method: FewShotMethod, cfg: TrainConfig, step: int, best: float,
-             optimizer: torch.optim.Optimizer | None = None) -> None:
+             optimizer: torch.optim.Optimizer | None = None, window: list | None = None) -> None:
+        """Checkpoint ``tag``; ``window``: the (loss, accuracy) of the steps since the last log line,
+        so a resumed run logs exactly what an uninterrupted one would."""
         spec = {**method_spec(method, self.backbone), "train_config": asdict(cfg), "data": self.data,
                 "validation": self.validation}
-        save_checkpoint(self.path, tag, method, spec, {"step": step, "best_val": best}, optimizer)
+        state = {"step": step, "best_val": best, "window": list(window or []), "overrides": self.overrides}
+        save_checkpoint(self.path, tag, method, spec, state, optimizer)
+
+    #: settings that do not change what a run computes: free to differ on resume
+    FREE_SETTINGS = frozenset({"device", "progress", "checkpoint_every", "checkpoint_seconds"})
 
     def start(self, resume: bool, method: FewShotMethod, cfg: TrainConfig,
-              optimizer: torch.optim.Optimizer | None) -> tuple[int, float, list[dict]]:
-        """``(step, best validation accuracy, log records)`` to start from: a fresh run, or with
-        ``resume`` the ``last`` checkpoint (weights, optimiser and RNG state restored)."""
+              optimizer: torch.optim.Optimizer | None, override: bool = False) -> tuple[int, float, list[dict], list]:
+        """``(step, best validation accuracy, log records, loss window)`` to start from: a fresh run,
+        or with ``resume`` the ``last`` checkpoint (weights, optimiser and RNG state restored).
+
+        Resuming refuses settings that differ from the run's (training configuration, data,
+        validation; the method, its options and backbone can never change), unless ``override``:
+        then the changes are recorded in the checkpoints (``state["overrides"]``). A changed
+        optimiser starts with a fresh optimiser state.
+        """
+        self.overrides: list[dict] = []
         if not self.has_run():
+            if resume:
+                raise FileNotFoundError(f"nothing to resume in {self.path}: it holds no checkpoint (last.json); "
+                                        "drop --resume to start the run")
             self.path.mkdir(parents=True, exist_ok=True)
             self.write_log([])
-            return 0, -1.0, []
+            return 0, -1.0, [], []
         if not resume:
             raise FileExistsError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
         saved = read_checkpoint_info(self.path, "last")
-        if saved.get("train_config", {}).get("seed") != cfg.seed:
-            raise ValueError(f"{self.path} was trained with seed {saved['train_config'].get('seed')}; resume with the same seed")
-        state = restore_training(self.path, "last", method, optimizer)
+        fixed = {k: (saved.get(k), v) for k, v in method_spec(method, self.backbone).items() if k != "config"}
+        fixed = {k: v for k, v in fixed.items() if _jsonable(v[0]) != _jsonable(v[1])}
+        if fixed:
+            raise ValueError(f"{self.path} was trained with {_describe(fixed)}; the method and backbone of a run cannot "
+                             "change: resume with the run's own, or train into a new --out")
+        new = {f"train_config.{k}": v for k, v in asdict(cfg).items() if k not in self.FREE_SETTINGS}
+        old = {f"train_config.{k}": v for k, v in (saved.get("train_config") or {}).items() if k not in self.FREE_SETTINGS}
+        new.update(data=self.data, validation=self.validation)
+        old.update(data=saved.get("data"), validation=saved.get("validation"))
+        if isinstance(old["data"], dict) and "pixel_mean" not in old["data"]:  # runs of earlier versions
+            new["data"] = {k: v for k, v in self.data.items() if k != "pixel_mean"}
+        changes = {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+                   if _jsonable(old.get(k)) != _jsonable(new.get(k))}
+        if changes and not override:
+            raise ValueError(f"--resume with other settings than the run's: {_describe(changes)}. Resume with the "
+                             "same settings, or pass --override to continue with the new ones (the change is recorded)")
+        fresh_optimizer = "train_config.optimizer" in changes
+        state = restore_training(self.path, "last", method, None if fresh_optimizer else optimizer)
+        saved_config = coerce_params(type(method), saved.get("config") or {}, saved=True)  # earlier option names
+        config_changes = {f"config.{k}": (v, method.config().get(k)) for k, v in saved_config.items()
+                          if _jsonable(v) != _jsonable(method.config().get(k))}
+        if config_changes:
+            raise ValueError(f"{self.path} was trained with other method options: {_describe(config_changes)}; the "
+                             "options (-p) of a run cannot change: resume with the run's own, or train into a new --out")
+        self.overrides = list(state.get("overrides") or [])
+        if changes:
+            self.overrides.append({"step": state["step"], "changes": {k: list(v) for k, v in changes.items()}})
         records = self.read_log(upto=state["step"])
         self.write_log(records)  # drop lines logged after the checkpoint
-        return state["step"], state.get("best_val", -1.0), records
+        return state["step"], state.get("best_val", -1.0), records, [tuple(w) for w in state.get("window", [])]
 
     # ------------------------------------------------------------------ metrics
     def read_log(self, upto: int) -> list[dict]:
@@ -96,3 +165,12 @@ class RunDir:
             if not append:
                 w.writeheader()
             w.writerows(records)
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), for comparisons with saved settings."""
+    return json.loads(json.dumps(value))
+
+
+def _describe(changes: dict[str, tuple[Any, Any]]) -> str:
+    return ", ".join(f"{k} {old!r} (now {new!r})" for k, (old, new) in changes.items())

@@ -16,6 +16,7 @@ from ..methods.base import FewShotMethod
 from ..tasks.episodes import TaskSet
 from ..utils import seed_everything
 from .batches import BatchSource
+from .checkpoint import check_finite_state
 from .config import TrainConfig, lr_factor
 from .evaluate import evaluate
 from .rundir import RunDir
@@ -52,8 +53,14 @@ class Trainer:
         self.val_data, self.val_tasks = val_data, val_tasks
         self.device = batches.device
 
-    def fit(self, resume: bool = False) -> list[dict]:
-        """Run (or, with ``resume``, continue) training; returns the log records."""
+    def fit(self, resume: bool = False, override: bool = False) -> list[dict]:
+        """Run (or, with ``resume``, continue) training; returns the log records. The run directory
+        is locked meanwhile: a second writer gets a ``FileExistsError``. ``override``: resume with
+        changed settings, recording the change (see :meth:`RunDir.start`)."""
+        with self.run.lock():
+            return self._fit(resume, override)
+
+    def _fit(self, resume: bool, override: bool) -> list[dict]:
         cfg, method = self.cfg, self.method
         seed_everything(cfg.seed)
         method.setup(self.batches.data)
@@ -63,11 +70,11 @@ class Trainer:
         trainable = [p for p in method.parameters() if p.requires_grad]
         steps = cfg.steps if trainable else 0
         optimizer = build_optimizer(trainable, cfg) if trainable else None
-        start, self.best, records = self.run.start(resume, method, cfg, optimizer)
+        start, self.best, records, window = self.run.start(resume, method, cfg, optimizer, override)
         method.train()
         bar = tqdm(range(start, steps), initial=start, total=steps, disable=not cfg.progress or steps == 0,
                    desc=f"train {method.name}", dynamic_ncols=True)
-        window: list[tuple[float, float]] = []
+        self._saved_at = time.monotonic()
         t0, n_items = time.perf_counter(), 0
         for step in bar:
             factor = lr_factor(step, cfg)
@@ -89,7 +96,7 @@ class Trainer:
                           "items_per_s": n_items / max(time.perf_counter() - t0, 1e-9)}
                 window = []
                 bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}", refresh=False)
-            records += self._end_of_step(done, steps, record, optimizer)
+            records += self._end_of_step(done, steps, record, optimizer, window)
         bar.close()
         if steps == 0 and not records:  # nothing to train, fresh run: validate and save the method once
             records += self._end_of_step(0, 0, {"step": 0}, None)
@@ -98,10 +105,15 @@ class Trainer:
         return records
 
     def _end_of_step(self, done: int, steps: int, record: dict[str, Any] | None,
-                     optimizer: torch.optim.Optimizer | None) -> list[dict]:
+                     optimizer: torch.optim.Optimizer | None, window: list | None = None) -> list[dict]:
         """Validate, log and checkpoint after step ``done`` as the config asks; the new log records."""
         cfg = self.cfg
-        if self.val_tasks is not None and (done % cfg.val_every == 0 or done == steps):
+        validate = self.val_tasks is not None and (done % cfg.val_every == 0 or done == steps)
+        due = done == steps or (done % cfg.checkpoint_every == 0 if cfg.checkpoint_every else
+                                time.monotonic() - self._saved_at >= cfg.checkpoint_seconds)
+        if validate or due:
+            check_finite_state(self.method, done)  # a diverged model is neither validated nor saved
+        if validate:
             res = evaluate(self.method, self.val_tasks.episodes(self.val_data), self.device,
                            channels_last=cfg.channels_last)
             record = record or {"step": done}
@@ -111,6 +123,7 @@ class Trainer:
                 self.run.save("best", self.method, cfg, done, self.best)
         if record is not None:
             self.run.append_log(record)
-        if done % cfg.checkpoint_every == 0 or done == steps:
-            self.run.save("last", self.method, cfg, done, self.best, optimizer)
+        if due:
+            self.run.save("last", self.method, cfg, done, self.best, optimizer, window)
+            self._saved_at = time.monotonic()
         return [record] if record is not None else []

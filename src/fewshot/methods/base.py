@@ -9,15 +9,21 @@ A method is an ``nn.Module`` with an estimator-style API:
 * ``loss(episode)`` is the training objective on one episode; ``training_step(batch)``
   turns a batch (a list of episodes, or ``(x, y)`` for mini-batch pre-training) into gradients.
 
-The trainer, evaluator, checkpoints and CLI only use this interface.
+The trainer, evaluator, checkpoints and CLI only use this interface. Inputs of every ``fit`` and
+``scores`` are checked and converted in one place (:func:`as_items`, :func:`as_labels`): arrays and
+lists are accepted, ``uint8`` images are scaled from 0..255, ``float64`` becomes ``float32``;
+string, float or negative labels, a query without its batch dimension and (outside training)
+NaN or infinite values are clear errors.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -62,6 +68,86 @@ def check_support(support_x: torch.Tensor, support_y: torch.Tensor) -> int:
     return way
 
 
+def as_items(x: Any, name: str = "x") -> torch.Tensor:
+    """Items as a float tensor: NumPy arrays and lists are accepted; ``float64`` becomes
+    ``float32``; ``uint8`` images are read as 0..255 and scaled to ``[0, 1]`` (as
+    :meth:`fewshot.data.LabeledDataset.items` does). Other integer or boolean items are refused."""
+    if not isinstance(x, torch.Tensor):
+        try:
+            x = torch.as_tensor(np.asarray(x))
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"{name} must be a tensor or array of numbers; got {type(x).__name__} ({exc})") from exc
+    if x.dtype == torch.uint8:
+        return x.float().div(255.0)
+    if x.dtype == torch.float64:
+        return x.float()
+    if not x.is_floating_point():
+        raise ValueError(f"{name} has dtype {x.dtype}; give float items (uint8 images are scaled from 0..255)")
+    return x
+
+
+def as_labels(y: Any, name: str = "support_y") -> torch.Tensor:
+    """Class indices ``0..way-1`` as an int64 tensor from a tensor, NumPy array or list of ints.
+    Strings, floats and negative numbers are refused: map names to indices first, e.g.
+    ``classes, y = np.unique(names, return_inverse=True)``."""
+    if not isinstance(y, torch.Tensor):
+        arr = np.asarray(y)
+        if arr.dtype.kind not in "iu":
+            raise ValueError(f"{name} must hold integer class indices 0..way-1, got {arr.dtype} values such as "
+                             f"{arr.ravel()[:3].tolist()}; map class names to indices first, e.g. "
+                             "`classes, y = np.unique(names, return_inverse=True)`")
+        y = torch.from_numpy(arr.astype(np.int64))
+    if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
+        raise ValueError(f"{name} must hold integer class indices 0..way-1, got dtype {y.dtype}")
+    y = y.long()
+    if y.numel() and int(y.min()) < 0:
+        raise ValueError(f"{name} holds negative labels ({int(y.min())}); class indices run 0..way-1 "
+                         "(an 'unknown' class is not a support class)")
+    return y
+
+
+def _is_batched(x: torch.Tensor) -> bool:  # inside torch.func.vmap: values cannot be inspected
+    try:
+        return torch._C._functorch.is_batchedtensor(x)
+    except AttributeError:
+        return False
+
+
+def _check_finite(x: torch.Tensor, name: str) -> None:
+    if not _is_batched(x) and not bool(torch.isfinite(x).all()):
+        bad = (~torch.isfinite(x.flatten(1) if x.ndim > 1 else x[:, None])).any(1).nonzero().flatten().tolist()
+        raise ValueError(f"{name} holds NaN or infinite values (items {bad[:5]}); clean the inputs first")
+
+
+def _checked_fit(fit):
+    @functools.wraps(fit)
+    def checked(self, support_x, support_y, *args, **kwargs):
+        support_x, support_y = as_items(support_x, "support_x"), as_labels(support_y)
+        if not self.training:  # in training, the loss check reports NaNs with its advice
+            _check_finite(support_x, "support_x")
+        self._item_ndim = support_x.ndim - 1
+        return fit(self, support_x, support_y, *args, **kwargs)
+
+    checked._checks_inputs = True
+    return checked
+
+
+def _checked_scores(scores):
+    @functools.wraps(scores)
+    def checked(self, query_x, *args, **kwargs):
+        query_x = as_items(query_x, "query_x")
+        item_ndim = getattr(self, "_item_ndim", None)
+        if item_ndim is not None and query_x.ndim == item_ndim:
+            raise ValueError(f"query_x has shape {list(query_x.shape)}: one item without the batch dimension; "
+                             "pass query_x[None] (or query_x.unsqueeze(0))")
+        if not self.training:
+            _check_finite(query_x, "query_x")
+        return scores(self, query_x, *args, **kwargs)
+
+    checked._checks_inputs = True
+    return checked
+
+
 def inference_context(method: "FewShotMethod") -> contextlib.AbstractContextManager:
     """``inference_mode`` for methods whose ``fit`` is gradient-free, else ``no_grad`` (they re-enable it)."""
     return torch.no_grad() if method.fit_needs_grad else torch.inference_mode()
@@ -96,6 +182,14 @@ class FewShotMethod(nn.Module):
     training_regime: ClassVar[str] = "episodic"
     #: True when ``fit`` needs autograd (MAML, fine-tuning): evaluation then keeps autograd available
     fit_needs_grad: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every fit/scores takes the same inputs: check and convert them in one place (see as_items, as_labels).
+        super().__init_subclass__(**kwargs)
+        for name, wrap in (("fit", _checked_fit), ("scores", _checked_scores)):
+            fn = cls.__dict__.get(name)
+            if fn is not None and not getattr(fn, "_checks_inputs", False):
+                setattr(cls, name, wrap(fn))
 
     def __init__(self, backbone: nn.Module | None = None):
         super().__init__()

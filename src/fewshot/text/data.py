@@ -110,25 +110,52 @@ def _find(name: str, data_dir: str | Path | None, *candidates: str) -> Path:
 
 def read_table(path: str | Path, text_col: str | None = None, label_col: str | None = None) -> tuple[list[str], list[str]]:
     """Texts and labels from a CSV (header row) or JSONL file; columns default to ``text`` and the
-    first of ``label``/``category``/``intent``."""
+    first of ``label``/``category``/``intent``. A UTF-8 byte-order mark is ignored. Every row must
+    have a text and a label that are strings or numbers (numbers become strings): a missing, empty,
+    null, list or object value is an error naming the file and line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        with open(path, encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-    else:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+    rows: list[tuple[int, dict]] = []  # (line number, row)
+    try:
+        if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+            with open(path, encoding="utf-8-sig") as f:
+                for n, line in enumerate(f, 1):
+                    if line.strip():
+                        try:
+                            row = json.loads(line)
+                        except ValueError as exc:
+                            raise ValueError(f"{path}, line {n}: not valid JSON ({exc}); expected one JSON object per line") from None
+                        if not isinstance(row, dict):
+                            raise ValueError(f"{path}, line {n}: a JSON {type(row).__name__}, expected an object "
+                                             "such as {\"text\": ..., \"label\": ...}")
+                        rows.append((n, row))
+        else:
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f)
+                rows = [(reader.line_num, r) for r in reader]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8") from None
+    except csv.Error as exc:
+        raise ValueError(f"{path}: not a readable CSV file ({exc})") from None
     if not rows:
         raise ValueError(f"{path} has no rows")
-    cols = list(rows[0])
+    cols = list(rows[0][1])
     text_col = text_col or "text"
     label_col = label_col or next((c for c in ("label", "category", "intent") if c in cols), None)
     for what, col in (("text", text_col), ("label", label_col)):
         if col is None or col not in cols:
             raise ValueError(f"{path}: no {what} column {col!r}; columns are {cols} (choose with text_col=/label_col=)")
-    return [str(r[text_col]) for r in rows], [str(r[label_col]) for r in rows]
+    texts, labels = [], []
+    for n, row in rows:
+        for what, col, out in (("text", text_col, texts), ("label", label_col, labels)):
+            value = row.get(col)
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)) or str(value).strip() == "":
+                got = "missing" if col not in row else "empty" if value in ("", None) else f"a {type(value).__name__} ({value!r})"
+                raise ValueError(f"{path}, line {n}: the {what} ({col!r}) is {got}; every row needs a {what} "
+                                 "(a string or number): fix or remove the row")
+            out.append(str(value))
+    return texts, labels
 
 
 def load_text_table(path: str | Path, text_col: str | None = None, label_col: str | None = None,
@@ -150,8 +177,19 @@ def load_clinc150(data_dir: str | Path | None = None) -> dict[str, TextDataset]:
     """CLINC150 (Larson et al. 2019) ``data_full.json``: ``train/val/test`` (150 intents) and
     ``oos_train/oos_val/oos_test`` (label -1), all over the same 150 class names."""
     path = _find("CLINC150 data_full.json", data_dir, "text/clinc150/data_full.json", "clinc150/data_full.json", "data_full.json")
-    with open(path, encoding="utf-8") as f:
-        raw = json.load(f)
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            raw = json.load(f)
+    except ValueError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); expected CLINC150's data_full.json") from None
+    shape = "an object of splits (train, val, test, oos_*), each a list of [text, intent] pairs"
+    if not isinstance(raw, dict) or not isinstance(raw.get("train"), list):
+        raise ValueError(f"{path} is not CLINC150's data_full.json: expected {shape}")
+    for split, rows in raw.items():
+        bad = next((i for i, r in enumerate(rows) if not (isinstance(r, list) and len(r) == 2 and all(isinstance(v, str) for v in r)))
+                   if isinstance(rows, list) else 0, None)
+        if bad is not None:
+            raise ValueError(f"{path}: split {split!r}, item {bad} is {rows[bad] if isinstance(rows, list) else rows!r:.80}; expected {shape}")
     names = sorted({lab for _, lab in raw["train"]})
     out = {}
     for split, rows in raw.items():
