@@ -157,6 +157,163 @@ def stage_heads(args) -> None:
                 "load": [load0, os.getloadavg()]})
 
 
+# ---------------------------------------------------------------------------- adaptation of the network
+def pixels_and_trunks(norm: str, crop: float, starts=(12, 15)):
+    """Preprocessed MPEG-7 ``uint8 [N, 3, 224, 224]``, trunk activations at each ``start`` and the
+    frozen features, cached in the run folder (safetensors)."""
+    from safetensors.torch import load_file, save_file
+
+    from fewshot.data.photos import load_photo, to_network_input
+
+    paths, labels, names = folder_files(DATA / "images" / "mpeg7")
+    emb = ImageEmbedder("efficientnet_lite0", normalization=norm, crop=crop, cache=False)
+    pix = torch.stack([to_network_input(load_photo(p), 224, crop) for p in paths])
+    path = RUNS / f"trunks-{norm}-{crop}.safetensors"
+    if path.exists():
+        t = load_file(str(path))
+    else:
+        t, c0 = {}, cpu()
+        m = emb.model
+        with torch.inference_mode():
+            for key in [f"trunk{s}" for s in starts] + ["features"]:
+                t[key] = []
+            for i in range(0, len(pix), 32):
+                x = emb.normalize(pix[i:i + 32])
+                h = m.trunk(x, starts[0])
+                t[f"trunk{starts[0]}"].append(h.contiguous())
+                for a, b in zip(starts, starts[1:]):
+                    for blk in m.blocks[a:b]:
+                        h = blk(h)
+                    t[f"trunk{b}"].append(h.contiguous())
+                t["features"].append(m.tail(h, starts[-1]))
+        t = {k: torch.cat(v).contiguous() for k, v in t.items()}
+        RUNS.mkdir(parents=True, exist_ok=True)
+        save_file(t, str(path))
+        record({"stage": "trunks", "cpu_s": cpu() - c0, "images": len(pix)})
+    return emb, pix, t, labels, names
+
+
+def split_base_novel(names: list[str], seed: int = 0) -> tuple[list[int], list[int]]:
+    """Novel = the held-out classes plus others drawn by ``seed``, half the classes in all (35 of
+    MPEG-7's 70); base = the rest."""
+    held = [i for i, n in enumerate(names) if n in HELDOUT_MPEG7]
+    rest = [i for i in range(len(names)) if i not in held]
+    rng = np.random.default_rng(seed)
+    novel = sorted(held + rng.choice(rest, len(names) // 2 - len(held), replace=False).tolist())
+    return [i for i in range(len(names)) if i not in novel], novel
+
+
+def stage_finetune(args) -> None:
+    """Per-task fine-tuning of the last blocks on the augmented support (P>M>F's "F"), on the first
+    ``--tasks`` of the fixed 5w1s tasks (all 70 classes)."""
+    from fewshot.methods.finetune import finetune_on_support
+
+    load0 = os.getloadavg()
+    emb, pix, t, labels, names = pixels_and_trunks(args.norm, args.crop)
+    start = args.start
+    h_all = t[f"trunk{start}"]
+    ds = as_dataset(labels, names)
+    for way in [int(w) for w in args.ways.split(",")]:
+        taskset = TaskSet.generate(ds, way, 1, 15, args.tasks, seed=0)
+        accs, accs_t, c0 = [], [], cpu()
+        for t_ in taskset:
+            s_idx = torch.tensor(t_.support).reshape(-1)
+            q_idx = torch.tensor(t_.query).reshape(-1)
+            s_y, q_y = torch.arange(way), torch.arange(way).repeat_interleave(15)
+            model = finetune_on_support(emb.model, pix[s_idx], s_y, emb.normalize, start=start, steps=args.steps,
+                                        lr=args.lr, copies=args.copies)
+            with torch.inference_mode():
+                fs = model.tail(h_all[s_idx], start)
+                fq = model.tail(h_all[q_idx], start)
+            accs.append((centroid_scores(fs, s_y, fq).argmax(1) == q_y).float().mean().item())
+            accs_t.append((centroid_scores(fs, s_y, fq, mean=torch.cat([fs, fq]).mean(0)).argmax(1) == q_y).float().mean().item())
+        n = len(accs)
+        res = {name: {"acc": float(np.mean(a)), "ci95": float(1.96 * np.std(a, ddof=1) / np.sqrt(n))}
+               for name, a in (("L2N", accs), ("transductive CL2N", accs_t))}
+        record({"stage": "finetune", "way": way, "shot": 1, "tasks": n, "start": start, "steps": args.steps, "lr": args.lr,
+                "copies": args.copies, "cpu_s_per_task": (cpu() - c0) / n, **res, "load": [load0, os.getloadavg()]})
+
+
+def stage_metatrain(args) -> None:
+    """Episodic ProtoNet training of the last blocks on 35 base classes (P>M>F's "M"); the frozen
+    and meta-trained networks are compared on the same fixed tasks from the 35 novel classes."""
+    from fewshot.methods.finetune import meta_train
+
+    load0 = os.getloadavg()
+    emb, pix, t, labels, names = pixels_and_trunks(args.norm, args.crop)
+    start = args.start
+    base, novel = split_base_novel(names)
+    is_base = torch.isin(labels, torch.tensor(base))
+    base_idx, novel_idx = torch.nonzero(is_base).squeeze(1), torch.nonzero(~is_base).squeeze(1)
+    remap = torch.full((len(names),), -1, dtype=torch.long)
+    remap[torch.tensor(base)] = torch.arange(len(base))
+    c0 = cpu()
+    model = meta_train(emb.model, t[f"trunk{start}"][base_idx], remap[labels[base_idx]], start=start, way=args.train_way,
+                       shot=1, query=args.query, episodes=args.episodes, lr=args.lr)
+    train_cpu = cpu() - c0
+    with torch.inference_mode():
+        meta_feats = torch.cat([model.tail(t[f"trunk{start}"][i:i + 64], start) for i in range(0, len(labels), 64)])
+    frozen = t["features"]
+    nremap = torch.full((len(names),), -1, dtype=torch.long)
+    nremap[torch.tensor(novel)] = torch.arange(len(novel))
+    for way in (5, 20):
+        rows = {}
+        for label, feats in (("frozen", frozen), ("meta-trained", meta_feats)):
+            base_mean = feats[base_idx].mean(0)
+            heads = {f"{label} L2N": lambda s, sy, q, m: centroid_scores(s, sy, q),
+                     f"{label} CL2N (base mean)": lambda s, sy, q, m, bm=base_mean: centroid_scores(s, sy, q, mean=bm)}
+            rows.update(evaluate_heads(feats[novel_idx], nremap[labels[novel_idx]], [names[i] for i in novel], heads,
+                                       way, 1, 15, args.tasks))
+        record({"stage": "metatrain", "way": way, "shot": 1, "tasks": args.tasks, "start": start, "episodes": args.episodes,
+                "train_way": args.train_way, "lr": args.lr, "train_cpu_s": train_cpu, "novel_classes": len(novel),
+                "heads": rows, "load": [load0, os.getloadavg()]})
+    from safetensors.torch import save_file
+
+    save_file({"features": meta_feats.contiguous()}, str(RUNS / f"meta-features-{start}-{args.episodes}.safetensors"))
+
+
+def stage_openset(args) -> None:
+    """Known-vs-unknown by distance to the nearest prototype: threshold calibrated on tasks from
+    the 35 base classes (95% of known queries accepted), applied to tasks from the 35 novel ones."""
+    from fewshot.methods.simpleshot import auroc, calibrate_threshold, unknown_score
+
+    feats, labels, names, _ = embed_all(args.norm, args.crop)
+    base, novel = split_base_novel(names)
+    out = {}
+    for label, classes in (("calibration (base)", base), ("test (novel)", novel)):
+        sub = torch.isin(labels, torch.tensor(classes))
+        idx = torch.nonzero(sub).squeeze(1)
+        remap = torch.full((len(names),), -1, dtype=torch.long)
+        remap[torch.tensor(classes)] = torch.arange(len(classes))
+        y = remap[labels[idx]]
+        f = feats[idx]
+        ds = as_dataset(y, [names[c] for c in classes])
+        # 5 known classes (1 shot, 15 queries each) + 5 unknown classes (15 queries each, no support)
+        taskset = TaskSet.generate(ds, 10, 1, 15, args.tasks, seed=1)
+        known, unknown, aucs, corrects = [], [], [], []
+        for t in taskset:
+            s_idx = torch.tensor(t.support[:5]).reshape(-1)
+            qk = torch.tensor(t.query[:5]).reshape(-1)
+            qu = torch.tensor(t.query[5:]).reshape(-1)
+            m = f[torch.tensor([i for i in range(len(y)) if int(y[i]) not in t.classes[:5]])].mean(0)
+            sk = centroid_scores(f[s_idx], torch.arange(5), f[qk], mean=m)
+            su = centroid_scores(f[s_idx], torch.arange(5), f[qu], mean=m)
+            known.append(unknown_score(sk).numpy())
+            unknown.append(unknown_score(su).numpy())
+            corrects.append((sk.argmax(1) == torch.arange(5).repeat_interleave(15)).numpy())
+            aucs.append(auroc(known[-1], unknown[-1]))
+        k, u = np.concatenate(known), np.concatenate(unknown)
+        out[label] = {"auroc_per_task": float(np.mean(aucs)), "auroc_pooled": auroc(k, u), "known": k, "unknown": u,
+                      "closed_acc": float(np.concatenate(corrects).mean())}
+    thr = calibrate_threshold(out["calibration (base)"]["known"], 0.95)
+    test = out["test (novel)"]
+    record({"stage": "openset", "tasks": args.tasks, "threshold": thr,
+            "calibration_auroc_per_task": out["calibration (base)"]["auroc_per_task"],
+            "test_auroc_per_task": test["auroc_per_task"], "test_auroc_pooled": test["auroc_pooled"],
+            "test_known_accepted": float((test["known"] <= thr).mean()),
+            "test_unknown_rejected": float((test["unknown"] > thr).mean()), "test_closed_acc": test["closed_acc"]})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--stage", required=True)
@@ -166,6 +323,14 @@ def main() -> None:
     ap.add_argument("--norm", default="tf")
     ap.add_argument("--crop", type=float, default=1.0)
     ap.add_argument("--backbone", default="efficientnet_lite0")
+    ap.add_argument("--start", type=int, default=15, help="first block adapted (the ones before stay frozen)")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--copies", type=int, default=8)
+    ap.add_argument("--ways", default="5")
+    ap.add_argument("--episodes", type=int, default=300)
+    ap.add_argument("--train-way", type=int, default=5)
+    ap.add_argument("--query", type=int, default=5)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     globals()[f"stage_{args.stage}"](args)

@@ -143,13 +143,25 @@ class EfficientNetLite(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(self.feature_dim, num_classes)
 
+    def trunk(self, x: torch.Tensor, upto: int) -> torch.Tensor:
+        """Stem and ``blocks[:upto]``: ``[B, 3, H, W]`` -> activations fed to ``blocks[upto]``."""
+        x = F.relu6(self.stem_bn(self.stem_conv(x)))
+        for block in self.blocks[:upto]:
+            x = block(x)
+        return x
+
+    def tail(self, h: torch.Tensor, start: int) -> torch.Tensor:
+        """``blocks[start:]``, head and pooling: activations -> features ``[B, 1280]``.
+
+        ``features(x) == tail(trunk(x, k), k)`` for any ``k``: fine-tuning only the last blocks can
+        cache the frozen trunk's activations once."""
+        for block in self.blocks[start:]:
+            h = block(h)
+        return F.relu6(self.head_bn(self.head_conv(h))).mean((2, 3))
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` -> pooled features ``[B, 1280]``."""
-        x = F.relu6(self.stem_bn(self.stem_conv(x)))
-        for block in self.blocks:
-            x = block(x)
-        x = F.relu6(self.head_bn(self.head_conv(x)))
-        return x.mean((2, 3))
+        return self.tail(self.trunk(x, len(self.blocks)), len(self.blocks))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` -> ImageNet logits ``[B, num_classes]``."""
