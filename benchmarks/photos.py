@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 from fewshot.data import LabeledDataset  # noqa: E402
 from fewshot.data.images import IMAGE_SUFFIXES  # noqa: E402
 from fewshot.engine.features import ImageEmbedder  # noqa: E402
-from fewshot.methods.simpleshot import centroid_scores, logistic_scores  # noqa: E402
+from fewshot.methods.frozen import centroid_scores, logistic_scores  # noqa: E402
 from fewshot.tasks.episodes import TaskSet  # noqa: E402
 
 DATA = Path(os.environ.get("FEWSHOT_DATA") or HERE.parent.parent / "shared" / "data")
@@ -58,8 +58,9 @@ def folder_files(root: Path, exclude: tuple[str, ...] = ()) -> tuple[list[Path],
     return paths, torch.tensor(labels), [d.name for d in classes]
 
 
-def as_dataset(labels: torch.Tensor, names: list[str]) -> LabeledDataset:
-    return LabeledDataset(torch.arange(len(labels))[:, None], labels, names)
+def as_dataset(labels: torch.Tensor, names: list[str], groups: torch.Tensor | None = None) -> LabeledDataset:
+    return LabeledDataset(torch.arange(len(labels))[:, None], labels, names, groups,
+                          None if groups is None else [str(g) for g in range(int(groups.max()) + 1)])
 
 
 def record(row: dict) -> None:
@@ -71,10 +72,11 @@ def record(row: dict) -> None:
 
 
 def evaluate_heads(feats: torch.Tensor, labels: torch.Tensor, names: list[str], heads: dict, way: int, shot: int,
-                   query: int, tasks: int, seed: int = 0) -> dict:
+                   query: int, tasks: int, seed: int = 0, groups: torch.Tensor | None = None,
+                   within: str | None = None) -> dict:
     """Mean accuracy and 95% CI of each head over fixed tasks; CPU seconds per task."""
-    ds = as_dataset(labels, names)
-    taskset = TaskSet.generate(ds, way, shot, query, tasks, seed=seed)
+    ds = as_dataset(labels, names, groups)
+    taskset = TaskSet.generate(ds, way, shot, query, tasks, within=within, seed=seed)
     class_sum = torch.zeros(len(names), feats.shape[1]).index_add_(0, labels, feats)
     class_n = torch.bincount(labels, minlength=len(names)).float()
     out = {}
@@ -157,6 +159,36 @@ def stage_heads(args) -> None:
                 "load": [load0, os.getloadavg()]})
 
 
+def stage_omniglot(args) -> None:
+    """The held-out Omniglot alphabets through the pretrained path, on the protocol of
+    protonet_omniglot.md (1000 tasks, 5 queries, seed 0, all held-out alphabets or one alphabet)."""
+    from PIL import Image
+    from safetensors.torch import load_file, save_file
+
+    from fewshot.data import load_omniglot
+
+    load0 = os.getloadavg()
+    ds = load_omniglot("background", data_dir=str(DATA), image_size=105, alphabets=["heldout"], cache=False)
+    path = RUNS / f"omniglot-heldout-{args.norm}-{args.crop}.safetensors"
+    if path.exists():
+        feats, secs = load_file(str(path))["features"], float("nan")
+    else:
+        emb = ImageEmbedder("efficientnet_lite0", normalization=args.norm, crop=args.crop, cache=False, progress=False)
+        c0 = cpu()
+        # Omniglot is stored ink = 255 (inverted); the photo path sees the page as drawn: black on white.
+        feats = torch.cat([emb.embed_images([Image.fromarray(255 - a[0].numpy()) for a in ds.x[i:i + 64]])
+                           for i in range(0, len(ds), 64)])
+        secs = cpu() - c0
+        RUNS.mkdir(parents=True, exist_ok=True)
+        save_file({"features": feats.contiguous()}, str(path))
+    heads = {k: HEADS[k] for k in ("frozen centroid (L2N)", "SimpleShot CL2N (base-class mean)", "transductive CL2N (task mean)")}
+    for within in (None, "alphabet"):
+        for way, shot in ((5, 1), (5, 5), (20, 1), (20, 5)):
+            res = evaluate_heads(feats, ds.y, ds.class_names, heads, way, shot, 5, args.tasks, groups=ds.groups, within=within)
+            record({"stage": "omniglot", "way": way, "shot": shot, "within": within, "tasks": args.tasks, "images": len(ds),
+                    "embed_cpu_s": secs, "heads": res, "load": [load0, os.getloadavg()]})
+
+
 # ---------------------------------------------------------------------------- adaptation of the network
 def pixels_and_trunks(norm: str, crop: float, starts=(12, 15)):
     """Preprocessed MPEG-7 ``uint8 [N, 3, 224, 224]``, trunk activations at each ``start`` and the
@@ -206,7 +238,7 @@ def split_base_novel(names: list[str], seed: int = 0) -> tuple[list[int], list[i
 def stage_finetune(args) -> None:
     """Per-task fine-tuning of the last blocks on the augmented support (P>M>F's "F"), on the first
     ``--tasks`` of the fixed 5w1s tasks (all 70 classes)."""
-    from fewshot.methods.finetune import finetune_on_support
+    from fewshot.methods.pmf import finetune_on_support
 
     load0 = os.getloadavg()
     emb, pix, t, labels, names = pixels_and_trunks(args.norm, args.crop)
@@ -237,7 +269,7 @@ def stage_finetune(args) -> None:
 def stage_metatrain(args) -> None:
     """Episodic ProtoNet training of the last blocks on 35 base classes (P>M>F's "M"); the frozen
     and meta-trained networks are compared on the same fixed tasks from the 35 novel classes."""
-    from fewshot.methods.finetune import meta_train
+    from fewshot.methods.pmf import meta_train
 
     load0 = os.getloadavg()
     emb, pix, t, labels, names = pixels_and_trunks(args.norm, args.crop)
@@ -275,7 +307,7 @@ def stage_metatrain(args) -> None:
 def stage_openset(args) -> None:
     """Known-vs-unknown by distance to the nearest prototype: threshold calibrated on tasks from
     the 35 base classes (95% of known queries accepted), applied to tasks from the 35 novel ones."""
-    from fewshot.methods.simpleshot import auroc, calibrate_threshold, unknown_score
+    from fewshot.methods.frozen import auroc, calibrate_threshold, unknown_score
 
     feats, labels, names, _ = embed_all(args.norm, args.crop)
     base, novel = split_base_novel(names)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.augment import Augmenter, brightness, contrast, hflip, random_affine
+from ..nn.distances import class_means
 from ..nn.efficientnet import EfficientNetLite
 
 
@@ -35,10 +36,6 @@ def photo_augmenter() -> Augmenter:
 def cosine_logits(query: torch.Tensor, protos: torch.Tensor, scale: float = 10.0) -> torch.Tensor:
     """``scale *`` cosine similarity of ``query [Q, D]`` to ``protos [way, D]`` -> ``[Q, way]``."""
     return scale * F.normalize(query, dim=-1) @ F.normalize(protos, dim=-1).T
-
-
-def _class_means(f: torch.Tensor, y: torch.Tensor, way: int) -> torch.Tensor:
-    return torch.zeros(way, f.shape[1], dtype=f.dtype).index_add(0, y, f) / torch.bincount(y, minlength=way)[:, None]
 
 
 def tail_parameters(model: EfficientNetLite, start: int) -> list[torch.nn.Parameter]:
@@ -91,7 +88,7 @@ def finetune_on_support(
     opt = torch.optim.Adam(params, lr=lr)
     for _ in range(steps):
         feats = model.tail(torch.cat([h_support, h_aug]), start)
-        protos = _class_means(feats[: len(support_y)], support_y, way)
+        protos = class_means(feats[: len(support_y)], support_y, way)
         loss = F.cross_entropy(cosine_logits(feats[len(support_y):], protos, scale), y_aug)
         opt.zero_grad()
         loss.backward()
@@ -139,7 +136,7 @@ def meta_train(
         t = sampler.task(i)
         s_idx, q_idx = torch.tensor(t.support).reshape(-1), torch.tensor(t.query).reshape(-1)
         feats = model.tail(activations[torch.cat([s_idx, q_idx])], start)
-        protos = _class_means(feats[: len(s_idx)], torch.arange(way).repeat_interleave(shot), way)
+        protos = class_means(feats[: len(s_idx)], torch.arange(way).repeat_interleave(shot), way)
         loss = F.cross_entropy(cosine_logits(feats[len(s_idx):], protos, scale), torch.arange(way).repeat_interleave(query))
         opt.zero_grad()
         loss.backward()

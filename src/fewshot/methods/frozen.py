@@ -18,20 +18,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..nn.distances import class_means
+
 
 def normalize_features(x: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
     """``[N, D]`` -> centred (when ``mean [D]`` is given) and L2-normalised ``[N, D]``."""
     if mean is not None:
         x = x - mean
     return F.normalize(x, dim=-1)
-
-
-def prototypes(support: torch.Tensor, support_y: torch.Tensor, way: int | None = None) -> torch.Tensor:
-    """Class means of ``support [S, D]`` with labels ``[S]`` -> ``[way, D]``."""
-    way = int(support_y.max()) + 1 if way is None else way
-    sums = torch.zeros(way, support.shape[1], dtype=support.dtype).index_add_(0, support_y, support)
-    counts = torch.bincount(support_y, minlength=way).clamp_min(1).to(support.dtype)
-    return sums / counts[:, None]
 
 
 def centroid_scores(support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor,
@@ -42,7 +36,7 @@ def centroid_scores(support: torch.Tensor, support_y: torch.Tensor, query: torch
     prototype is the mean normalised support feature, normalised again.
     """
     s, q = normalize_features(support, mean), normalize_features(query, mean)
-    return q @ F.normalize(prototypes(s, support_y), dim=-1).T
+    return q @ F.normalize(class_means(s, support_y), dim=-1).T
 
 
 def logistic_scores(support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fewshot.methods.finetune import cosine_logits, finetune_on_support, meta_train, tail_parameters
+from fewshot.methods.pmf import cosine_logits, finetune_on_support, meta_train, tail_parameters
 from fewshot.nn.efficientnet import EfficientNetLite
 
 
