@@ -346,6 +346,127 @@ def stage_openset(args) -> None:
             "test_unknown_rejected": float((test["unknown"] > thr).mean()), "test_closed_acc": test["closed_acc"]})
 
 
+# ---------------------------------------------------------------------------- report
+def pct(r: dict) -> str:
+    return f"{100 * r['acc']:.2f} ± {100 * r['ci95']:.2f}"
+
+
+def stage_report(args) -> None:
+    """benchmarks/results/photos.md from the latest row of each measurement in results.jsonl."""
+    rows = [json.loads(line) for line in open(RUNS / "results.jsonl")]
+
+    def latest(**match):
+        hits = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+        return hits[-1] if hits else None
+
+    out = ["# Few-shot on photos: pretrained EfficientNet-Lite (MPEG-7 silhouettes, Omniglot)", "",
+           "`benchmarks/photos.py` (stages named below; every run under `flock /work/bench.lock`). CPU: the",
+           "shared 2-core machine, torch threads as listed; load averages (1/5/15 min) at start and end of each",
+           "stage are in `runs/bench-photos/results.jsonl`. Accuracy: mean over fixed tasks ± 95% CI, 15",
+           "queries per class (Omniglot: 5, as in protonet_omniglot.md). CPU s per task: process CPU time",
+           "(user + system) of the classification step, features already extracted.", ""]
+    t = latest(stage="throughput")
+    if t:
+        out += ["## Feature extraction (stage `throughput`)", "",
+                f"EfficientNet-Lite0 at 224 px, batch 32, channels-last, inference mode, {t['threads']} threads:",
+                "", "| what | images/s | wall s | CPU s | images | load at end |", "|---|---|---|---|---|---|",
+                f"| network only (uint8 tensors in) | {t['network_img_s']:.1f} | {t['net']['wall_s']:.2f} | {t['net']['cpu_s']:.2f} | {t['net']['images']} | {t['load'][0]:.1f} |",
+                f"| decode + resize + network (MPEG-7 GIFs) | {t['end_to_end_img_s']:.1f} | {t['full']['wall_s']:.2f} | {t['full']['cpu_s']:.2f} | {t['full']['images']} | |",
+                f"| second run over the same files (feature cache) | {t['full']['images'] / t['second_run_s']:.0f} | {t['second_run_s']:.2f} | | {t['full']['images']} | |", ""]
+    pre = [r for r in rows if r.get("stage") == "preprocess"]
+    if pre:
+        out += ["## Preprocessing (stage `preprocess`; tuning classes only)", "",
+                f"Frozen L2-normalised centroid on the {pre[-1]['classes']} MPEG-7 classes outside `HELDOUT_MPEG7`, "
+                f"{pre[-1]['tasks']} tasks each. `tf` = pixels to [-1, 1] (what the weights were trained with), "
+                "`imagenet` = ImageNet mean/std; crop = fraction of the shorter side kept.", "",
+                "| normalisation | crop | 5w1s % | 20w1s % | embedding CPU s |", "|---|---|---|---|---|"]
+        seen = {}
+        for r in pre:
+            seen[(r["norm"], r["crop"])] = r
+        for (n, c), r in seen.items():
+            out.append(f"| {n} | {c} | {pct(r['5w1s'])} | {pct(r['20w1s'])} | {r['embed_cpu_s']:.0f} |")
+        out.append("")
+    h5, h20 = latest(stage="heads", way=5, backbone="efficientnet_lite0"), latest(stage="heads", way=20, backbone="efficientnet_lite0")
+    if h5 and h20:
+        out += ["## MPEG-7, all 70 classes, training-free (stage `heads`)", "",
+                f"EfficientNet-Lite0 features ({h5['norm']}, crop {h5['crop']}), {h5['tasks']} fixed tasks per setting "
+                f"(seed 0); extracting the 1400 images' features cost {h5['embed_cpu_s']:.0f} CPU s once "
+                "(0 on a rerun: cache). SimpleShot's base statistics: the mean feature of all classes not in the task.", "",
+                "| head | 5w1s % | CPU s/task | 20w1s % | CPU s/task |", "|---|---|---|---|---|"]
+        for k in h5["heads"]:
+            a, b = h5["heads"][k], h20["heads"][k]
+            out.append(f"| {k} | {pct(a)} | {a['cpu_s_per_task']:.4f} | {pct(b)} | {b['cpu_s_per_task']:.4f} |")
+        out.append("")
+    bb = [latest(stage="heads", way=w, backbone=b) for b in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2") for w in (5, 20)]
+    if any(bb[2:]):
+        out += ["## Which shipped network (stage `heads --backbone`)", "",
+                "| backbone | tasks | frozen L2N 5w1s % | SimpleShot CL2N 5w1s % | frozen L2N 20w1s % | SimpleShot CL2N 20w1s % | embedding CPU s |",
+                "|---|---|---|---|---|---|---|"]
+        for i in range(0, 6, 2):
+            a, b = bb[i], bb[i + 1]
+            if a and b:
+                out.append(f"| {a['backbone']} | {a['tasks']} | {pct(a['heads']['frozen centroid (L2N)'])} | "
+                           f"{pct(a['heads']['SimpleShot CL2N (base-class mean)'])} | {pct(b['heads']['frozen centroid (L2N)'])} | "
+                           f"{pct(b['heads']['SimpleShot CL2N (base-class mean)'])} | {a['embed_cpu_s']:.0f} |")
+        out.append("")
+    m5, m20 = latest(stage="metatrain", way=5), latest(stage="metatrain", way=20)
+    if m5 and m20:
+        out += ["## What each step buys: frozen -> centred -> meta-trained (stage `metatrain`)", "",
+                f"Base = 35 MPEG-7 classes, novel = the other 35 (the 10 held-out classes among them); tasks from "
+                f"the novel classes only ({m5['tasks']} per setting). Meta-training: episodic ProtoNet (cosine, "
+                f"{m5['train_way']}-way 1-shot) of blocks {m5['start']}-15 + head, {m5['episodes']} episodes, Adam "
+                f"{m5['lr']}, trunk activations cached: {m5['train_cpu_s']:.0f} CPU s.", "",
+                "| step | 5w1s % | 20w1s % |", "|---|---|---|"]
+        for k in m5["heads"]:
+            out.append(f"| {k} | {pct(m5['heads'][k])} | {pct(m20['heads'][k])} |")
+        out.append("")
+    ft = [r for r in rows if r.get("stage") == "finetune"]
+    if ft:
+        out += ["## Fine-tuning the last blocks on each support set (stage `finetune`)", "",
+                "All 70 classes, the first tasks of the same fixed 5w1s task set as above; augmented copies of the "
+                "support (affine, flip, brightness/contrast) as pseudo-queries, cosine ProtoNet loss, Adam.", "",
+                "| blocks tuned | steps | lr | copies | tasks | L2N % | transductive CL2N % | CPU s/task |", "|---|---|---|---|---|---|---|---|"]
+        for r in ft:
+            out.append(f"| {r['start']}-15 + head | {r['steps']} | {r['lr']} | {r['copies']} | {r['tasks']} | {pct(r['L2N'])} | "
+                       f"{pct(r['transductive CL2N'])} | {r['cpu_s_per_task']:.2f} |")
+        out.append("")
+    o = latest(stage="openset")
+    if o:
+        out += ["## Open set: is the query one of the task's classes? (stage `openset`)", "",
+                f"5 known classes (1 shot) and 5 unknown ones per task, 15 queries per class, {o['tasks']} tasks; score = 1 − "
+                "cosine to the nearest SimpleShot prototype. Threshold set on tasks from the 35 base classes to accept "
+                "95% of known queries; measured on tasks from the 35 novel classes.", "",
+                "| AUROC (calibration classes) | AUROC (test classes, per task) | AUROC (test, pooled) | known accepted | unknown rejected | closed-set accuracy |",
+                "|---|---|---|---|---|---|",
+                f"| {o['calibration_auroc_per_task']:.3f} | {o['test_auroc_per_task']:.3f} | {o['test_auroc_pooled']:.3f} | "
+                f"{100 * o['test_known_accepted']:.1f}% | {100 * o['test_unknown_rejected']:.1f}% | {100 * o['test_closed_acc']:.1f}% |", ""]
+    om = [r for r in rows if r.get("stage") == "omniglot"]
+    if om:
+        out += ["## Omniglot held-out alphabets through the pretrained path (stage `omniglot`)", "",
+                "Same protocol as protonet_omniglot.md (1000 tasks, 5 queries, seed 0); images 105 px, black ink on white, "
+                "resized to 224. Conv4 ProtoNet numbers copied from protonet_omniglot.md (trained on Omniglot).", "",
+                "| task | from | frozen L2N % | SimpleShot CL2N % | transductive CL2N % | Conv4 ProtoNet, minimal % | Conv4 ProtoNet, original % |",
+                "|---|---|---|---|---|---|---|"]
+        ref = {}
+        proto = HERE / "results" / "protonet_omniglot.md"
+        if proto.exists():
+            for line in proto.read_text().splitlines():
+                cells = [c.strip() for c in line.strip("|").split("|")]
+                if len(cells) >= 6 and cells[0] in ("minimal", "original"):
+                    ref[(cells[0], cells[2], cells[3])] = cells[4]
+        last = {}
+        for r in om:
+            last[(r["way"], r["shot"], r["within"])] = r
+        for (w, k, within), r in last.items():
+            task, frm = f"{w}-way {k}-shot", "one alphabet" if within else "all held-out alphabets"
+            hs = r["heads"]
+            out.append(f"| {task} | {frm} | {pct(hs['frozen centroid (L2N)'])} | {pct(hs['SimpleShot CL2N (base-class mean)'])} | "
+                       f"{pct(hs['transductive CL2N (task mean)'])} | {ref.get(('minimal', task, frm), '-')} | {ref.get(('original', task, frm), '-')} |")
+        out.append("")
+    (HERE / "results" / "photos.md").write_text("\n".join(out) + "\n")
+    print("\n".join(out))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--stage", required=True)
