@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 import pickle
-import struct
 import tarfile
-import zipfile
 
 import numpy as np
 import pytest
@@ -16,7 +13,6 @@ from PIL import Image
 
 from fewshot.data.cifar_fewshot import CIFAR_FS_TEST, CIFAR_FS_VAL, FC100_TEST, load_cifar100, load_cifar_fs, load_fc100
 from fewshot.data.cub import cub_files
-from fewshot.data.emnist import load_emnist
 from fewshot.data.images import ImageSpec
 from fewshot.data.imagenet_subsets import load_tiered_imagenet_pickles, mini_imagenet_files, tiered_imagenet_files
 from fewshot.data.safe_pickle import load_data_pickle
@@ -169,30 +165,3 @@ def test_cub_layout_and_closer_look_split(tmp_path):
     (root / "image_class_labels.txt").write_text("1 1\n")
     with pytest.raises(ValueError, match="different image ids"):
         cub_files(root, "test")
-
-
-def _idx(array: np.ndarray) -> bytes:
-    code = {np.uint8: 0x08}[array.dtype.type]
-    return struct.pack(">BBBB", 0, 0, code, array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape) + array.tobytes()
-
-
-def test_emnist_official_zip(tmp_path):
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (6, 28, 28), dtype=np.uint8)
-    y = np.array([10, 11, 10, 12, 11, 12], dtype=np.uint8)
-    path = tmp_path / "gzip.zip"
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("gzip/emnist-balanced-test-images-idx3-ubyte.gz", gzip.compress(_idx(x)))
-        z.writestr("gzip/emnist-balanced-test-labels-idx1-ubyte.gz", gzip.compress(_idx(y)))
-        z.writestr("gzip/emnist-balanced-mapping.txt", "10 65\n11 66\n12 67\n")
-    ds = load_emnist(path, "balanced", "test")
-    assert ds.class_names == ["A", "B", "C"] and ds.y.tolist() == [0, 1, 0, 2, 1, 2]
-    assert np.array_equal(ds.x[0, 0].numpy(), x[0].T)  # stored transposed, returned upright
-    with pytest.raises(FileNotFoundError, match="emnist-letters"):
-        load_emnist(path, "letters", "test")
-    with zipfile.ZipFile(tmp_path / "trunc.zip", "w") as z:
-        z.writestr("gzip/emnist-balanced-test-images-idx3-ubyte.gz", gzip.compress(_idx(x)[:-10]))
-        z.writestr("gzip/emnist-balanced-test-labels-idx1-ubyte.gz", gzip.compress(_idx(y)))
-        z.writestr("gzip/emnist-balanced-mapping.txt", "10 65\n11 66\n12 67\n")
-    with pytest.raises(ValueError, match="truncated"):
-        load_emnist(tmp_path / "trunc.zip", "balanced", "test")

@@ -19,20 +19,16 @@ def read_idx(path: str | Path) -> np.ndarray:
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
-        return parse_idx(f.read(), str(path))
-
-
-def parse_idx(data: bytes, where: str = "IDX data") -> np.ndarray:
-    """Parse the bytes of an (uncompressed) IDX file into a NumPy array."""
+        data = f.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
-        raise ValueError(f"{where} is not an IDX file (bad magic number); expected e.g. t10k-images-idx3-ubyte[.gz]")
+        raise ValueError(f"{path} is not an IDX file (bad magic number); expected e.g. t10k-images-idx3-ubyte[.gz]")
     ndim = data[3]
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     dtype = np.dtype(_DTYPES[data[2]])
     expected = int(np.prod(dims)) * dtype.itemsize
     body = data[4 + 4 * ndim:]
     if len(body) != expected:
-        raise ValueError(f"{where} is truncated or corrupt: {len(body)} data bytes for shape {dims} (expected {expected})")
+        raise ValueError(f"{path} is truncated or corrupt: {len(body)} data bytes for shape {dims} (expected {expected})")
     return np.frombuffer(body, dtype=dtype).reshape(dims)
 
 
