@@ -62,3 +62,25 @@ def test_custom_model_is_not_cached_without_tag(tmp_path):
     emb = ImageEmbedder(model=EfficientNetLite(), cache_dir=tmp_path / "c")
     emb.embed_files([_write(tmp_path / "a.png", 0)])
     assert emb.name == "efficientnet_lite0+custom" and not (tmp_path / "c").exists()
+
+
+def test_embed_folder_and_dataset(tmp_path):
+    from fewshot.data import LabeledDataset
+    from fewshot.engine.features import embed_dataset, embed_folder
+
+    for c in ("a", "b"):
+        (tmp_path / "photos" / c).mkdir(parents=True)
+        for k in range(2):
+            _write(tmp_path / "photos" / c / f"{k}.png", ord(c) * 10 + k)
+    (tmp_path / "photos" / "a" / "notes.txt").write_text("not an image; skipped by suffix")
+    emb = ImageEmbedder(cache_dir=tmp_path / "c", progress=False)
+    ds = embed_folder(emb, tmp_path / "photos")
+    assert ds.x.shape == (4, 1280) and ds.class_names == ["a", "b"] and ds.y.tolist() == [0, 0, 1, 1]
+    grey = LabeledDataset(torch.randint(0, 256, (3, 1, 20, 20), dtype=torch.uint8), [0, 1, 1], ["x", "y"],
+                          info={"image": {"invert": True}})
+    out = embed_dataset(emb, grey)
+    assert out.x.shape == (3, 1280) and out.info["features"] == "efficientnet_lite0"
+    ref = emb.embed_images([Image.fromarray(255 - grey.x[0, 0].numpy())])
+    assert torch.allclose(out.x[0], ref[0], atol=1e-5)
+    with pytest.raises(ValueError, match="no sub-folders"):
+        embed_folder(emb, tmp_path / "c")

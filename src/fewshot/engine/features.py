@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -21,6 +22,9 @@ from safetensors.torch import load_file, save_file
 from ..data.photos import MAX_PIXELS, load_photo, to_network_input, to_rgb
 from ..data.sources import cache_dir as default_cache_dir
 from ..nn.efficientnet import CONFIGS, EfficientNetLite, pretrained_efficientnet_lite
+
+if TYPE_CHECKING:
+    from ..data.dataset import LabeledDataset
 
 #: Input normalisations, per channel (mean, std) on the 0..255 scale. The EfficientNet-Lite
 #: weights were trained in TensorFlow with (127, 128), i.e. pixels mapped to [-1, 1].
@@ -176,3 +180,56 @@ class ImageEmbedder:
             tmp.replace(path)
         except OSError:
             pass  # a read-only cache only costs speed
+
+
+def folder_files(root: str | Path) -> tuple[list[Path], torch.Tensor, list[str]]:
+    """Image files of a class-per-folder tree ``root/<class>/<image>``: paths, labels ``[N]``, class names."""
+    from ..data.images import IMAGE_SUFFIXES
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder; expected one sub-folder of images per class")
+    paths, labels, names = [], [], []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if files:
+            names.append(d.name)
+            paths += files
+            labels += [len(names) - 1] * len(files)
+    if not names:
+        raise ValueError(f"{root} has no sub-folders with images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return paths, torch.tensor(labels, dtype=torch.long), names
+
+
+def embed_dataset(embedder: ImageEmbedder, data: "LabeledDataset") -> "LabeledDataset":
+    """A dataset of images (``uint8 [N, C, H, W]``) -> the same dataset with features ``[N, dim]``.
+
+    Data stored with ink = 255 (``info["image"]["invert"]``, e.g. Omniglot) is shown to the network
+    as drawn: dark ink on a light page.
+    """
+    from PIL import Image
+
+    from ..data.dataset import LabeledDataset
+
+    invert = bool(data.info.get("image", {}).get("invert", False))
+    feats = []
+    for i in range(0, len(data), embedder.batch_size):
+        x = data.x[i:i + embedder.batch_size]
+        if x.dtype != torch.uint8:
+            x = (x.float().clamp(0, 1) * 255).round().to(torch.uint8)
+        if invert:
+            x = 255 - x
+        arrays = [a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy() for a in x]
+        feats.append(embedder.embed_images([Image.fromarray(a) for a in arrays]))
+    x = torch.cat(feats) if feats else torch.empty(0, embedder.dim)
+    return LabeledDataset(x, data.y, data.class_names, data.groups, data.group_names,
+                          {**data.info, "features": embedder.name}, data.item_meta)
+
+
+def embed_folder(embedder: ImageEmbedder, root: str | Path) -> "LabeledDataset":
+    """``root/<class>/<image>`` -> a dataset of features ``[N, dim]`` (cached by file content)."""
+    from ..data.dataset import LabeledDataset
+
+    paths, labels, names = folder_files(root)
+    return LabeledDataset(embedder.embed_files(paths), labels, names,
+                          info={"source": "folder", "path": str(root), "features": embedder.name})
