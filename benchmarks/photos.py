@@ -327,7 +327,7 @@ def stage_openset(args) -> None:
             s_idx = torch.tensor(t.support[:5]).reshape(-1)
             qk = torch.tensor(t.query[:5]).reshape(-1)
             qu = torch.tensor(t.query[5:]).reshape(-1)
-            m = f[torch.tensor([i for i in range(len(y)) if int(y[i]) not in t.classes[:5]])].mean(0)
+            m = f[~torch.isin(y, torch.tensor(t.classes))].mean(0)  # base statistics: no class of the task, known or unknown
             sk = centroid_scores(f[s_idx], torch.arange(5), f[qk], mean=m)
             su = centroid_scores(f[s_idx], torch.arange(5), f[qu], mean=m)
             known.append(unknown_score(sk).numpy())
