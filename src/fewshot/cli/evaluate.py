@@ -8,6 +8,7 @@ import click
 
 from . import main
 from .common import check_run_fits, data_options, device_option, echo_json, load_dataset_arg, run_image_spec
+from .pretrained import pretrained_option
 
 
 def load_run(run_dir: str, checkpoint: str, device: str):
@@ -23,7 +24,10 @@ def load_run(run_dir: str, checkpoint: str, device: str):
 
 
 @main.command("eval")
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False))
+@pretrained_option
+@click.option("--method", "method_name", default=None, help="with --backbone: the classifier on its features (default: protonet, cosine)")
+@click.option("-p", "--param", "params", multiple=True, help="with --backbone: method option KEY=VALUE, repeatable")
 @data_options
 @click.option("--way", type=click.IntRange(min=2), default=5, show_default=True)
 @click.option("--shot", type=click.IntRange(min=1), default=1, show_default=True)
@@ -39,8 +43,8 @@ def load_run(run_dir: str, checkpoint: str, device: str):
 @click.option("--invert/--no-invert", default=None, help="folder datasets: invert the images (default: as the run's training data)")
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def eval_cmd(run_dir, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, skip_bad, way, shot, query,
-             within, tasks, seed, task_file, lake_runs, checkpoint, confusion, plot_episode, invert, device, as_json):
+def eval_cmd(run_dir, backbone, method_name, params, dataset, split, data_dir, image_size, alphabets, exclude_alphabets,
+             skip_bad, way, shot, query, within, tasks, seed, task_file, lake_runs, checkpoint, confusion, plot_episode, invert, device, as_json):
     """Evaluate a trained run: accuracy ± 95% CI over a fixed task set, or Lake's protocol.
 
     \b
@@ -48,12 +52,28 @@ def eval_cmd(run_dir, dataset, split, data_dir, image_size, alphabets, exclude_a
       fewshot eval runs/proto --dataset omniglot --split background --alphabets heldout \\
           --way 20 --shot 1 --within alphabet --tasks 1000 --seed 0 --json
       fewshot eval runs/proto --lake-runs all_runs.zip --json
+      fewshot eval --backbone efficientnet_lite0 --dataset folder:photos/ --way 5 --shot 1 --json
     """
     from ..data import ImageSpec, load_lake_runs
     from ..engine.evaluate import evaluate
     from ..tasks.episodes import TaskSet, lake_episodes
 
-    method, info, dev = load_run(run_dir, checkpoint, device)
+    if (run_dir is None) == (backbone is None):
+        raise click.UsageError("give a trained RUN_DIR or --backbone NAME (a pretrained network, no training), not both")
+    if backbone is None and (method_name or params):
+        raise click.UsageError("--method and -p apply to --backbone; a run directory records its own method")
+    if backbone is not None:
+        if lake_runs:
+            raise click.UsageError("--lake-runs needs a trained RUN_DIR")
+        from ..utils import resolve_device
+        from .pretrained import feature_dataset, feature_method
+
+        data = feature_dataset(backbone, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, quiet=as_json)
+        method, dev = feature_method(method_name, params), resolve_device(device)
+        method.to(dev)
+        info = {"method": f"{method.name} on {backbone} features"}
+    else:
+        method, info, dev = load_run(run_dir, checkpoint, device)
     image = info.get("data", {}).get("image", {})
     if lake_runs:
         spec = ImageSpec.from_dict(image) if image else ImageSpec(28, 1, True)
@@ -69,10 +89,11 @@ def eval_cmd(run_dir, dataset, split, data_dir, image_size, alphabets, exclude_a
         else:
             click.echo(f"Lake one-shot error: {res.error:.2f}% over {res.trials} trials ({len(runs)} runs)")
         return
-    data = load_dataset_arg(dataset, split, data_dir, image_size or image.get("size"), alphabets, exclude_alphabets,
-                            channels=image.get("channels"), spec=run_image_spec(info, image_size, invert),
-                            skip_bad=skip_bad)
-    check_run_fits(data, info, invert, f"--dataset {dataset}")
+    if backbone is None:
+        data = load_dataset_arg(dataset, split, data_dir, image_size or image.get("size"), alphabets, exclude_alphabets,
+                                channels=image.get("channels"), spec=run_image_spec(info, image_size, invert),
+                                skip_bad=skip_bad)
+        check_run_fits(data, info, invert, f"--dataset {dataset}")
     try:
         if task_file and Path(task_file).exists():
             taskset = TaskSet.load(task_file)
@@ -96,7 +117,7 @@ def eval_cmd(run_dir, dataset, split, data_dir, image_size, alphabets, exclude_a
         with inference_context(method):
             pred = method.fit(ep.support_x, ep.support_y).predict(ep.query_x)
         draw(ep, pred.cpu(), plot_episode)
-    out = {"run": run_dir, "method": info["method"], "dataset": dataset, "split": split,
+    out = {"run": run_dir, "backbone": backbone, "method": info["method"], "dataset": dataset, "split": split,
            "way": taskset.meta.get("way", way), "shot": taskset.meta.get("shot", shot),
            "query": taskset.meta.get("query", query), "within": within, "seed": seed, **res.to_dict()}
     if as_json:

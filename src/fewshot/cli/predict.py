@@ -10,6 +10,7 @@ import click
 from . import main
 from .common import check_run_fits, device_option, echo_json, report_skipped, run_image_spec
 from .evaluate import load_run
+from .pretrained import pretrained_option
 
 
 def tsv_field(value: str) -> str:
@@ -31,7 +32,8 @@ class Threshold(click.ParamType):
 
 
 @main.command("predict")
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False))
+@pretrained_option
 @click.argument("more_queries", nargs=-1, type=click.Path(exists=True, dir_okay=False), metavar="[QUERY]...")
 @click.option("--support", required=True, type=click.Path(exists=True, file_okay=False), help="folder with one sub-folder of images per class")
 @click.option("--query", "queries", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False), help="image file(s) to classify (repeat --query, or list several after it)")
@@ -46,7 +48,7 @@ class Threshold(click.ParamType):
 @click.option("--checkpoint", default="best", show_default=True)
 @device_option
 @click.option("--json", "as_json", is_flag=True)
-def predict_cmd(run_dir, more_queries, support, queries, threshold, reject_by, unknown_label, invert, skip_bad,
+def predict_cmd(run_dir, backbone, more_queries, support, queries, threshold, reject_by, unknown_label, invert, skip_bad,
                 checkpoint, device, as_json):
     """Classify query images among the classes of a support folder; with --threshold, answer
     'unknown' for images of none of them.
@@ -56,6 +58,7 @@ def predict_cmd(run_dir, more_queries, support, queries, threshold, reject_by, u
       fewshot predict runs/proto --support staff/ --query visitor.png
       fewshot predict runs/proto --support staff/ --query a.png b.png c.png --threshold 2.0 --json
       fewshot predict runs/proto --support staff/ --query a.png --reject-by probability --threshold 0.6
+      fewshot predict --backbone efficientnet_lite0 --support products/ --query new.jpg --threshold 2.0 --json
     """
     import torch
 
@@ -67,21 +70,39 @@ def predict_cmd(run_dir, more_queries, support, queries, threshold, reject_by, u
     queries = list(queries) + list(more_queries)
     if threshold is not None and reject_by == "probability" and threshold > 1:
         raise click.BadParameter(f"{threshold} is not a probability (0..1) for --reject-by probability", param_hint="--threshold")
-    method, info, dev = load_run(run_dir, checkpoint, device)
-    spec = run_image_spec(info, invert=invert)
-    if spec is None:
-        raise click.ClickException(f"{run_dir} was not trained on images; predict needs an image model")
-    try:
-        sup = load_image_folder(support, spec, skip_bad=skip_bad)
-        qx = load_images([Path(q) for q in queries], spec)
-    except (FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
-    report_skipped(sup)
-    check_run_fits(sup, info, invert, f"the support images in {support}")
+    if (run_dir is None) == (backbone is None):
+        raise click.UsageError("give a trained RUN_DIR or --backbone NAME (a pretrained network, no training), not both")
+    if backbone is not None:
+        if skip_bad or invert is not None:
+            raise click.UsageError("--skip-bad and --invert apply to a trained RUN_DIR, not to --backbone")
+        from ..engine.features import embed_folder
+        from ..utils import resolve_device
+        from .pretrained import embedder, feature_method
+
+        emb = embedder(backbone, quiet=as_json)
+        try:
+            sup = embed_folder(emb, support)  # features [N, dim], cached by file content
+            qx = emb.embed_files([Path(q) for q in queries])
+        except (FileNotFoundError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        method, dev = feature_method(None, ()), resolve_device(device)
+        method.to(dev)
+    else:
+        method, info, dev = load_run(run_dir, checkpoint, device)
+        spec = run_image_spec(info, invert=invert)
+        if spec is None:
+            raise click.ClickException(f"{run_dir} was not trained on images; predict needs an image model")
+        try:
+            sup = load_image_folder(support, spec, skip_bad=skip_bad)
+            qx = load_images([Path(q) for q in queries], spec).float().div(255)
+        except (FileNotFoundError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        report_skipped(sup)
+        check_run_fits(sup, info, invert, f"the support images in {support}")
     if unknown_label in sup.class_names:
         raise click.ClickException(f"the class folder {unknown_label!r} in {support} has the name of the rejection label; "
                                    "rename the folder or choose another --unknown-label")
-    qx = qx.float().div(255).to(dev)
+    qx = qx.to(dev)
     sx, sy = sup.items(torch.arange(len(sup))).to(dev), sup.y.to(dev)
     method.eval()
     try:
@@ -100,7 +121,7 @@ def predict_cmd(run_dir, more_queries, support, queries, threshold, reject_by, u
                      "rejected": rejected, "score": score, "probability": float(conf[i]), "distance": float(distance[i]),
                      "probabilities": dict(zip(sup.class_names, proba[i].tolist()))})
     if as_json:
-        echo_json({"run": run_dir, "support": support, "threshold": threshold, "reject_by": reject_by,
+        echo_json({"run": run_dir, "backbone": backbone, "support": support, "threshold": threshold, "reject_by": reject_by,
                    "unknown_label": unknown_label, "predictions": rows})
     else:
         for r in rows:

@@ -8,6 +8,7 @@ import click
 
 from . import main
 from .common import Fraction, PositiveFloat, data_options, device_option, echo_json, load_dataset_arg, parse_params
+from .pretrained import DEFAULT_TRAINABLE_BLOCKS, PRETRAINED_RESOLUTION
 
 
 @main.command("train")
@@ -21,7 +22,8 @@ from .common import Fraction, PositiveFloat, data_options, device_option, echo_j
 @click.option("--rotations/--no-rotations", default=None, help="add 90/180/270-degree rotated classes (default: on for Omniglot)")
 @click.option("--val-fraction", type=Fraction(0, 1), default=0.1, show_default=True, help="fraction of training classes held out for validation, at least 2 classes (0: none)")
 @click.option("--val-split", default=None, help="validate on this Omniglot split/alphabets instead, e.g. 'background:heldout'")
-@click.option("--backbone", default=None, help="conv4 | mlp | identity (default: chosen by the method for the data)")
+@click.option("--backbone", default=None, help="conv4 | mlp | identity | efficientnet_lite0/1/2 (pretrained; default: chosen by the method for the data)")
+@click.option("--trainable-blocks", type=click.IntRange(min=0), default=None, help="pretrained backbones: fine-tune the last N of the 16 blocks and the head (default 4; the rest stay frozen)")
 @click.option("-p", "--param", "params", multiple=True, help="method option KEY=VALUE, repeatable (e.g. -p distance=cosine)")
 @click.option("--lr", type=PositiveFloat(), default=1e-3, show_default=True)
 @click.option("--optimizer", default="adam", show_default=True, type=click.Choice(["adam", "adamw", "sgd", "rmsprop"]))
@@ -42,7 +44,7 @@ from .common import Fraction, PositiveFloat, data_options, device_option, echo_j
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--json", "as_json", is_flag=True, help="print the final record as JSON")
 def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, skip_bad, way, shot, query, episodes,
-              within, rotations, val_fraction, val_split, backbone, params, lr, optimizer, schedule, tasks_per_step,
+              within, rotations, val_fraction, val_split, backbone, trainable_blocks, params, lr, optimizer, schedule, tasks_per_step,
               batch_size, augment, grad_clip, val_every, val_tasks, seed, device, out_dir, resume, override, checkpoint_every, plots, quiet, as_json):
     """Train a method and write checkpoints (safetensors + JSON) and logs to --out.
 
@@ -53,6 +55,8 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
       fewshot train --method protonet --dataset omniglot --split background_small1 --way 20 --shot 1 \\
           --episodes 3000 --out runs/proto-minimal
       fewshot train ... --out runs/proto --resume        # after a crash
+      fewshot train --backbone efficientnet_lite0 --dataset folder:base_classes/ -p distance=cosine \
+          --way 5 --shot 1 --episodes 300 --lr 1e-4 --out runs/lite0-meta   # P>M>F's meta-training
     """
     from ..data import with_rotations
     from ..engine.build import build_run
@@ -64,6 +68,13 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
         method = canonical_name(method)  # earlier names (meta-sgd, baseline++, ...) are aliases
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--method") from exc
+    spec = backbone
+    if backbone in PRETRAINED_RESOLUTION:
+        # decode at the network's resolution (Omniglot: its native 105 px); the last blocks are trained
+        image_size = image_size or (105 if dataset == "omniglot" else PRETRAINED_RESOLUTION[backbone])
+        spec = (backbone, {"trainable_blocks": DEFAULT_TRAINABLE_BLOCKS if trainable_blocks is None else trainable_blocks})
+    elif trainable_blocks is not None:
+        raise click.UsageError("--trainable-blocks applies to the pretrained backbones (efficientnet_lite0/1/2)")
     data = load_dataset_arg(dataset, split, data_dir, image_size, alphabets, exclude_alphabets, skip_bad=skip_bad)
     cfg = TrainConfig(steps=episodes, way=way, shot=shot, query=query, within="group" if within else None,
                       tasks_per_step=tasks_per_step, batch_size=batch_size, augment=augment, optimizer=optimizer,
@@ -81,7 +92,7 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
             rotations = dataset == "omniglot"
         if rotations:
             data = with_rotations(data)
-        trainer = build_run(method, data, cfg, out_dir, params=parse_params(params), backbone=backbone,
+        trainer = build_run(method, data, cfg, out_dir, params=parse_params(params), backbone=spec,
                             val_data=val, data_info=info)
         if override and not resume:
             raise click.UsageError("--override only applies with --resume")

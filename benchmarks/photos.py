@@ -1,0 +1,493 @@
+"""Few-shot on photos with pretrained EfficientNet-Lite: MPEG-7 silhouettes (cross-domain), Omniglot.
+
+    flock /work/bench.lock python benchmarks/photos.py --stage STAGE [--tasks 1000]
+
+Stages (each prints a JSON line and appends it to runs/bench-photos/results.jsonl; the markdown
+table in benchmarks/results/photos.md is written from that file by ``--stage report``):
+
+* ``throughput``: feature extraction images/s at 224 px (decode + preprocess + network, and the
+  network alone), on the current torch thread count.
+* ``preprocess``: frozen centroid accuracy for normalisation (tf / imagenet) x crop (1.0 / 0.875),
+  on the TUNING classes only (MPEG-7 minus ``HELDOUT_MPEG7``): how the defaults were chosen.
+* ``heads``: all 70 classes, fixed tasks, 5w1s and 20w1s: frozen centroid, SimpleShot centring
+  (mean of the classes not in the task), transductive centring, logistic head; CPU s per task.
+* ``openset``: known-vs-unknown AUROC of distance-to-prototype rejection.
+* ``finetune`` / ``metatrain``: adaptation of the network itself (see their docstrings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+
+from fewshot.data import LabeledDataset  # noqa: E402
+from fewshot.data.images import IMAGE_SUFFIXES  # noqa: E402
+from fewshot.engine.features import ImageEmbedder  # noqa: E402
+from fewshot.methods.frozen import centroid_scores, logistic_scores  # noqa: E402
+from fewshot.tasks.episodes import TaskSet  # noqa: E402
+
+DATA = Path(os.environ.get("FEWSHOT_DATA") or HERE.parent.parent / "shared" / "data")
+RUNS = Path("runs/bench-photos")
+#: MPEG-7 classes never used to choose a setting (preprocessing, C, steps...): chosen before any run.
+HELDOUT_MPEG7 = ("apple", "bat", "beetle", "camel", "device0", "fork", "hammer", "octopus", "spoon", "turtle")
+
+
+def cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def folder_files(root: Path, exclude: tuple[str, ...] = ()) -> tuple[list[Path], torch.Tensor, list[str]]:
+    classes = sorted(d for d in root.iterdir() if d.is_dir() and d.name not in exclude)
+    paths, labels = [], []
+    for c, d in enumerate(classes):
+        files = sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        paths += files
+        labels += [c] * len(files)
+    return paths, torch.tensor(labels), [d.name for d in classes]
+
+
+def as_dataset(labels: torch.Tensor, names: list[str], groups: torch.Tensor | None = None) -> LabeledDataset:
+    return LabeledDataset(torch.arange(len(labels))[:, None], labels, names, groups,
+                          None if groups is None else [str(g) for g in range(int(groups.max()) + 1)])
+
+
+def record(row: dict) -> None:
+    row = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": torch.get_num_threads(), **row}
+    print(json.dumps(row), flush=True)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    with open(RUNS / "results.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def evaluate_heads(feats: torch.Tensor, labels: torch.Tensor, names: list[str], heads: dict, way: int, shot: int,
+                   query: int, tasks: int, seed: int = 0, groups: torch.Tensor | None = None,
+                   within: str | None = None) -> dict:
+    """Mean accuracy and 95% CI of each head over fixed tasks; CPU seconds per task."""
+    ds = as_dataset(labels, names, groups)
+    taskset = TaskSet.generate(ds, way, shot, query, tasks, within=within, seed=seed)
+    class_sum = torch.zeros(len(names), feats.shape[1]).index_add_(0, labels, feats)
+    class_n = torch.bincount(labels, minlength=len(names)).float()
+    out = {}
+    for head_name, head in heads.items():
+        accs, c0 = [], cpu()
+        for t in taskset:
+            s_idx = torch.tensor(t.support).reshape(-1)
+            q_idx = torch.tensor(t.query).reshape(-1)
+            s_y = torch.arange(way).repeat_interleave(shot)
+            q_y = torch.arange(way).repeat_interleave(query)
+            classes = torch.tensor(t.classes)
+            # SimpleShot's base statistics: the mean feature of every class NOT in this task.
+            base_mean = (class_sum.sum(0) - class_sum[classes].sum(0)) / (class_n.sum() - class_n[classes].sum())
+            scores = head(feats[s_idx], s_y, feats[q_idx], base_mean)
+            accs.append((scores.argmax(1) == q_y).float().mean().item())
+        a = np.array(accs)
+        out[head_name] = {"acc": float(a.mean()), "ci95": float(1.96 * a.std(ddof=1) / np.sqrt(len(a))),
+                          "cpu_s_per_task": (cpu() - c0) / len(a)}
+    return out
+
+
+HEADS = {
+    "frozen centroid (L2N)": lambda s, sy, q, m: centroid_scores(s, sy, q),
+    "SimpleShot CL2N (base-class mean)": lambda s, sy, q, m: centroid_scores(s, sy, q, mean=m),
+    "transductive CL2N (task mean)": lambda s, sy, q, m: centroid_scores(s, sy, q, mean=torch.cat([s, q]).mean(0)),
+    "logistic head on CL2N": lambda s, sy, q, m: logistic_scores(s, sy, q, mean=m),
+}
+
+
+def stage_throughput(args) -> None:
+    paths, _, _ = folder_files(DATA / "images" / "mpeg7")
+    paths = paths[: args.images]
+    emb = ImageEmbedder("efficientnet_lite0", cache=False, batch_size=32, progress=False)
+    x = torch.randint(0, 256, (64, 3, 224, 224), dtype=torch.uint8)
+    emb.embed_tensor(x[:32])  # warm-up
+    t0, c0 = time.perf_counter(), cpu()
+    emb.embed_tensor(x)
+    net = {"wall_s": time.perf_counter() - t0, "cpu_s": cpu() - c0, "images": 64}
+    t0, c0 = time.perf_counter(), cpu()
+    emb.embed_files(paths)
+    full = {"wall_s": time.perf_counter() - t0, "cpu_s": cpu() - c0, "images": len(paths)}
+    cache_dir = RUNS / "cache-throughput"
+    cached = ImageEmbedder("efficientnet_lite0", cache_dir=cache_dir, progress=False)
+    cached.embed_files(paths)
+    t0 = time.perf_counter()
+    cached.embed_files(paths)
+    second = time.perf_counter() - t0
+    record({"stage": "throughput", "network_img_s": 64 / net["wall_s"], "end_to_end_img_s": len(paths) / full["wall_s"],
+            "second_run_s": second, "net": net, "full": full, "load": os.getloadavg()})
+
+
+def embed_all(norm: str, crop: float, exclude: tuple[str, ...] = (), backbone: str = "efficientnet_lite0"):
+    paths, labels, names = folder_files(DATA / "images" / "mpeg7", exclude)
+    emb = ImageEmbedder(backbone, normalization=norm, crop=crop, cache_dir=RUNS / "cache", progress=False)
+    c0 = cpu()
+    feats = emb.embed_files(paths)
+    return feats, labels, names, cpu() - c0
+
+
+def stage_preprocess(args) -> None:
+    load0 = os.getloadavg()
+    for norm in ("tf", "imagenet"):
+        for crop in (1.0, 0.875):
+            feats, labels, names, secs = embed_all(norm, crop, exclude=HELDOUT_MPEG7)
+            res = {}
+            for way in (5, 20):
+                res[f"{way}w1s"] = evaluate_heads(feats, labels, names, {"centroid": HEADS["frozen centroid (L2N)"]},
+                                                  way, 1, 15, args.tasks)["centroid"]
+            record({"stage": "preprocess", "norm": norm, "crop": crop, "classes": len(names), "embed_cpu_s": secs,
+                    "tasks": args.tasks, **res, "load": [load0, os.getloadavg()]})
+
+
+def stage_heads(args) -> None:
+    load0 = os.getloadavg()
+    feats, labels, names, secs = embed_all(args.norm, args.crop, backbone=args.backbone)
+    for way in (5, 20):
+        res = evaluate_heads(feats, labels, names, HEADS, way, 1, 15, args.tasks)
+        record({"stage": "heads", "backbone": args.backbone, "norm": args.norm, "crop": args.crop, "way": way, "shot": 1,
+                "query": 15, "tasks": args.tasks, "classes": len(names), "embed_cpu_s": secs, "heads": res,
+                "load": [load0, os.getloadavg()]})
+
+
+def stage_omniglot(args) -> None:
+    """The held-out Omniglot alphabets through the pretrained path, on the protocol of
+    protonet_omniglot.md (1000 tasks, 5 queries, seed 0, all held-out alphabets or one alphabet)."""
+    from PIL import Image
+    from safetensors.torch import load_file, save_file
+
+    from fewshot.data import load_omniglot
+
+    load0 = os.getloadavg()
+    ds = load_omniglot("background", data_dir=str(DATA), image_size=105, alphabets=["heldout"], cache=False)
+    path = RUNS / f"omniglot-heldout-{args.norm}-{args.crop}.safetensors"
+    if path.exists():
+        feats, secs = load_file(str(path))["features"], float("nan")
+    else:
+        emb = ImageEmbedder("efficientnet_lite0", normalization=args.norm, crop=args.crop, cache=False, progress=False)
+        c0 = cpu()
+        # Omniglot is stored ink = 255 (inverted); the photo path sees the page as drawn: black on white.
+        feats = torch.cat([emb.embed_images([Image.fromarray(255 - a[0].numpy()) for a in ds.x[i:i + 64]])
+                           for i in range(0, len(ds), 64)])
+        secs = cpu() - c0
+        RUNS.mkdir(parents=True, exist_ok=True)
+        save_file({"features": feats.contiguous()}, str(path))
+    heads = {k: HEADS[k] for k in ("frozen centroid (L2N)", "SimpleShot CL2N (base-class mean)", "transductive CL2N (task mean)")}
+    for within in (None, "alphabet"):
+        for way, shot in ((5, 1), (5, 5), (20, 1), (20, 5)):
+            res = evaluate_heads(feats, ds.y, ds.class_names, heads, way, shot, 5, args.tasks, groups=ds.groups, within=within)
+            record({"stage": "omniglot", "way": way, "shot": shot, "within": within, "tasks": args.tasks, "images": len(ds),
+                    "embed_cpu_s": secs, "heads": res, "load": [load0, os.getloadavg()]})
+
+
+# ---------------------------------------------------------------------------- adaptation of the network
+def pixels_and_trunks(norm: str, crop: float, starts=(12, 15)):
+    """Preprocessed MPEG-7 ``uint8 [N, 3, 224, 224]``, trunk activations at each ``start`` and the
+    frozen features, cached in the run folder (safetensors)."""
+    from safetensors.torch import load_file, save_file
+
+    from fewshot.data.photos import load_photo, to_network_input
+
+    paths, labels, names = folder_files(DATA / "images" / "mpeg7")
+    emb = ImageEmbedder("efficientnet_lite0", normalization=norm, crop=crop, cache=False)
+    pix = torch.stack([to_network_input(load_photo(p), 224, crop) for p in paths])
+    path = RUNS / f"trunks-{norm}-{crop}.safetensors"
+    if path.exists():
+        t = load_file(str(path))
+    else:
+        t, c0 = {}, cpu()
+        m = emb.model
+        with torch.inference_mode():
+            for key in [f"trunk{s}" for s in starts] + ["features"]:
+                t[key] = []
+            for i in range(0, len(pix), 32):
+                x = emb.normalize(pix[i:i + 32])
+                h = m.trunk(x, starts[0])
+                t[f"trunk{starts[0]}"].append(h.contiguous())
+                for a, b in zip(starts, starts[1:]):
+                    for blk in m.blocks[a:b]:
+                        h = blk(h)
+                    t[f"trunk{b}"].append(h.contiguous())
+                t["features"].append(m.tail(h, starts[-1]))
+        t = {k: torch.cat(v).contiguous() for k, v in t.items()}
+        RUNS.mkdir(parents=True, exist_ok=True)
+        save_file(t, str(path))
+        record({"stage": "trunks", "cpu_s": cpu() - c0, "images": len(pix)})
+    return emb, pix, t, labels, names
+
+
+def split_base_novel(names: list[str], seed: int = 0) -> tuple[list[int], list[int]]:
+    """Novel = the held-out classes plus others drawn by ``seed``, half the classes in all (35 of
+    MPEG-7's 70); base = the rest."""
+    held = [i for i, n in enumerate(names) if n in HELDOUT_MPEG7]
+    rest = [i for i in range(len(names)) if i not in held]
+    rng = np.random.default_rng(seed)
+    novel = sorted(held + rng.choice(rest, len(names) // 2 - len(held), replace=False).tolist())
+    return [i for i in range(len(names)) if i not in novel], novel
+
+
+def stage_finetune(args) -> None:
+    """Per-task fine-tuning of the last blocks on the augmented support (P>M>F's "F"), on the first
+    ``--tasks`` of the fixed 5w1s tasks (all 70 classes)."""
+    from fewshot.methods.pmf import finetune_on_support
+
+    load0 = os.getloadavg()
+    emb, pix, t, labels, names = pixels_and_trunks(args.norm, args.crop)
+    start = args.start
+    h_all = t[f"trunk{start}"]
+    ds = as_dataset(labels, names)
+    for way in [int(w) for w in args.ways.split(",")]:
+        taskset = TaskSet.generate(ds, way, 1, 15, args.tasks, seed=0)
+        accs, accs_t, c0 = [], [], cpu()
+        for t_ in taskset:
+            s_idx = torch.tensor(t_.support).reshape(-1)
+            q_idx = torch.tensor(t_.query).reshape(-1)
+            s_y, q_y = torch.arange(way), torch.arange(way).repeat_interleave(15)
+            model = finetune_on_support(emb.model, pix[s_idx], s_y, emb.normalize, start=start, steps=args.steps,
+                                        lr=args.lr, copies=args.copies)
+            with torch.inference_mode():
+                fs = model.tail(h_all[s_idx], start)
+                fq = model.tail(h_all[q_idx], start)
+            accs.append((centroid_scores(fs, s_y, fq).argmax(1) == q_y).float().mean().item())
+            accs_t.append((centroid_scores(fs, s_y, fq, mean=torch.cat([fs, fq]).mean(0)).argmax(1) == q_y).float().mean().item())
+        n = len(accs)
+        res = {name: {"acc": float(np.mean(a)), "ci95": float(1.96 * np.std(a, ddof=1) / np.sqrt(n))}
+               for name, a in (("L2N", accs), ("transductive CL2N", accs_t))}
+        record({"stage": "finetune", "way": way, "shot": 1, "tasks": n, "start": start, "steps": args.steps, "lr": args.lr,
+                "copies": args.copies, "cpu_s_per_task": (cpu() - c0) / n, **res, "load": [load0, os.getloadavg()]})
+
+
+def stage_metatrain(args) -> None:
+    """Episodic ProtoNet training of the last blocks on 35 base classes (P>M>F's "M"); the frozen
+    and meta-trained networks are compared on the same fixed tasks from the 35 novel classes."""
+    from fewshot.methods.pmf import meta_train
+
+    load0 = os.getloadavg()
+    emb, pix, t, labels, names = pixels_and_trunks(args.norm, args.crop)
+    start = args.start
+    base, novel = split_base_novel(names)
+    is_base = torch.isin(labels, torch.tensor(base))
+    base_idx, novel_idx = torch.nonzero(is_base).squeeze(1), torch.nonzero(~is_base).squeeze(1)
+    remap = torch.full((len(names),), -1, dtype=torch.long)
+    remap[torch.tensor(base)] = torch.arange(len(base))
+    c0 = cpu()
+    model = meta_train(emb.model, t[f"trunk{start}"][base_idx], remap[labels[base_idx]], start=start, way=args.train_way,
+                       shot=1, query=args.query, episodes=args.episodes, lr=args.lr)
+    train_cpu = cpu() - c0
+    with torch.inference_mode():
+        meta_feats = torch.cat([model.tail(t[f"trunk{start}"][i:i + 64], start) for i in range(0, len(labels), 64)])
+    frozen = t["features"]
+    nremap = torch.full((len(names),), -1, dtype=torch.long)
+    nremap[torch.tensor(novel)] = torch.arange(len(novel))
+    for way in (5, 20):
+        rows = {}
+        for label, feats in (("frozen", frozen), ("meta-trained", meta_feats)):
+            base_mean = feats[base_idx].mean(0)
+            heads = {f"{label} L2N": lambda s, sy, q, m: centroid_scores(s, sy, q),
+                     f"{label} CL2N (base mean)": lambda s, sy, q, m, bm=base_mean: centroid_scores(s, sy, q, mean=bm)}
+            rows.update(evaluate_heads(feats[novel_idx], nremap[labels[novel_idx]], [names[i] for i in novel], heads,
+                                       way, 1, 15, args.tasks))
+        record({"stage": "metatrain", "way": way, "shot": 1, "tasks": args.tasks, "start": start, "episodes": args.episodes,
+                "train_way": args.train_way, "lr": args.lr, "train_cpu_s": train_cpu, "novel_classes": len(novel),
+                "heads": rows, "load": [load0, os.getloadavg()]})
+    from safetensors.torch import save_file
+
+    save_file({"features": meta_feats.contiguous()}, str(RUNS / f"meta-features-{start}-{args.episodes}.safetensors"))
+
+
+def stage_openset(args) -> None:
+    """Known-vs-unknown by distance to the nearest prototype: threshold calibrated on tasks from
+    the 35 base classes (95% of known queries accepted), applied to tasks from the 35 novel ones."""
+    from fewshot.methods.frozen import auroc, calibrate_threshold, unknown_score
+
+    feats, labels, names, _ = embed_all(args.norm, args.crop)
+    base, novel = split_base_novel(names)
+    out = {}
+    for label, classes in (("calibration (base)", base), ("test (novel)", novel)):
+        sub = torch.isin(labels, torch.tensor(classes))
+        idx = torch.nonzero(sub).squeeze(1)
+        remap = torch.full((len(names),), -1, dtype=torch.long)
+        remap[torch.tensor(classes)] = torch.arange(len(classes))
+        y = remap[labels[idx]]
+        f = feats[idx]
+        ds = as_dataset(y, [names[c] for c in classes])
+        # 5 known classes (1 shot, 15 queries each) + 5 unknown classes (15 queries each, no support)
+        taskset = TaskSet.generate(ds, 10, 1, 15, args.tasks, seed=1)
+        known, unknown, aucs, corrects = [], [], [], []
+        for t in taskset:
+            s_idx = torch.tensor(t.support[:5]).reshape(-1)
+            qk = torch.tensor(t.query[:5]).reshape(-1)
+            qu = torch.tensor(t.query[5:]).reshape(-1)
+            m = f[~torch.isin(y, torch.tensor(t.classes))].mean(0)  # base statistics: no class of the task, known or unknown
+            sk = centroid_scores(f[s_idx], torch.arange(5), f[qk], mean=m)
+            su = centroid_scores(f[s_idx], torch.arange(5), f[qu], mean=m)
+            known.append(unknown_score(sk).numpy())
+            unknown.append(unknown_score(su).numpy())
+            corrects.append((sk.argmax(1) == torch.arange(5).repeat_interleave(15)).numpy())
+            aucs.append(auroc(known[-1], unknown[-1]))
+        k, u = np.concatenate(known), np.concatenate(unknown)
+        out[label] = {"auroc_per_task": float(np.mean(aucs)), "auroc_pooled": auroc(k, u), "known": k, "unknown": u,
+                      "closed_acc": float(np.concatenate(corrects).mean())}
+    thr = calibrate_threshold(out["calibration (base)"]["known"], 0.95)
+    test = out["test (novel)"]
+    record({"stage": "openset", "tasks": args.tasks, "threshold": thr,
+            "calibration_auroc_per_task": out["calibration (base)"]["auroc_per_task"],
+            "test_auroc_per_task": test["auroc_per_task"], "test_auroc_pooled": test["auroc_pooled"],
+            "test_known_accepted": float((test["known"] <= thr).mean()),
+            "test_unknown_rejected": float((test["unknown"] > thr).mean()), "test_closed_acc": test["closed_acc"]})
+
+
+# ---------------------------------------------------------------------------- report
+def pct(r: dict) -> str:
+    return f"{100 * r['acc']:.2f} ± {100 * r['ci95']:.2f}"
+
+
+def stage_report(args) -> None:
+    """benchmarks/results/photos.md from the latest row of each measurement in results.jsonl."""
+    rows = [json.loads(line) for line in open(RUNS / "results.jsonl")]
+
+    def latest(**match):
+        hits = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+        return hits[-1] if hits else None
+
+    out = ["# Few-shot on photos: pretrained EfficientNet-Lite (MPEG-7 silhouettes, Omniglot)", "",
+           "`benchmarks/photos.py` (stages named below; every run under `flock /work/bench.lock`). CPU: the",
+           "shared 2-core machine, torch threads as listed; load averages (1/5/15 min) at start and end of each",
+           "stage are in `runs/bench-photos/results.jsonl`. Accuracy: mean over fixed tasks ± 95% CI, 15",
+           "queries per class (Omniglot: 5, as in protonet_omniglot.md). CPU s per task: process CPU time",
+           "(user + system) of the classification step, features already extracted.", ""]
+    t = latest(stage="throughput")
+    if t:
+        out += ["## Feature extraction (stage `throughput`)", "",
+                f"EfficientNet-Lite0 at 224 px, batch 32, channels-last, inference mode, {t['threads']} threads:",
+                "", "| what | images/s | wall s | CPU s | images | load at end |", "|---|---|---|---|---|---|",
+                f"| network only (uint8 tensors in) | {t['network_img_s']:.1f} | {t['net']['wall_s']:.2f} | {t['net']['cpu_s']:.2f} | {t['net']['images']} | {t['load'][0]:.1f} |",
+                f"| decode + resize + network (MPEG-7 GIFs) | {t['end_to_end_img_s']:.1f} | {t['full']['wall_s']:.2f} | {t['full']['cpu_s']:.2f} | {t['full']['images']} | |",
+                f"| second run over the same files (feature cache) | {t['full']['images'] / t['second_run_s']:.0f} | {t['second_run_s']:.2f} | | {t['full']['images']} | |", ""]
+    pre = [r for r in rows if r.get("stage") == "preprocess"]
+    if pre:
+        out += ["## Preprocessing (stage `preprocess`; tuning classes only)", "",
+                f"Frozen L2-normalised centroid on the {pre[-1]['classes']} MPEG-7 classes outside `HELDOUT_MPEG7`, "
+                f"{pre[-1]['tasks']} tasks each. `tf` = pixels to [-1, 1] (what the weights were trained with), "
+                "`imagenet` = ImageNet mean/std; crop = fraction of the shorter side kept.", "",
+                "| normalisation | crop | 5w1s % | 20w1s % | embedding CPU s |", "|---|---|---|---|---|"]
+        seen = {}
+        for r in pre:
+            seen[(r["norm"], r["crop"])] = r
+        for (n, c), r in seen.items():
+            out.append(f"| {n} | {c} | {pct(r['5w1s'])} | {pct(r['20w1s'])} | {r['embed_cpu_s']:.0f} |")
+        out.append("")
+    h5, h20 = latest(stage="heads", way=5, backbone="efficientnet_lite0"), latest(stage="heads", way=20, backbone="efficientnet_lite0")
+    if h5 and h20:
+        out += ["## MPEG-7, all 70 classes, training-free (stage `heads`)", "",
+                f"EfficientNet-Lite0 features ({h5['norm']}, crop {h5['crop']}), {h5['tasks']} fixed tasks per setting "
+                f"(seed 0); extracting the 1400 images' features cost {h5['embed_cpu_s']:.0f} CPU s once "
+                "(0 on a rerun: cache). SimpleShot's base statistics: the mean feature of all classes not in the task.", "",
+                "| head | 5w1s % | CPU s/task | 20w1s % | CPU s/task |", "|---|---|---|---|---|"]
+        for k in h5["heads"]:
+            a, b = h5["heads"][k], h20["heads"][k]
+            out.append(f"| {k} | {pct(a)} | {a['cpu_s_per_task']:.4f} | {pct(b)} | {b['cpu_s_per_task']:.4f} |")
+        out.append("")
+    bb = [latest(stage="heads", way=w, backbone=b) for b in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2") for w in (5, 20)]
+    if any(bb[2:]):
+        out += ["## Which shipped network (stage `heads --backbone`)", "",
+                "| backbone | tasks | frozen L2N 5w1s % | SimpleShot CL2N 5w1s % | frozen L2N 20w1s % | SimpleShot CL2N 20w1s % | embedding CPU s |",
+                "|---|---|---|---|---|---|---|"]
+        for i in range(0, 6, 2):
+            a, b = bb[i], bb[i + 1]
+            if a and b:
+                out.append(f"| {a['backbone']} | {a['tasks']} | {pct(a['heads']['frozen centroid (L2N)'])} | "
+                           f"{pct(a['heads']['SimpleShot CL2N (base-class mean)'])} | {pct(b['heads']['frozen centroid (L2N)'])} | "
+                           f"{pct(b['heads']['SimpleShot CL2N (base-class mean)'])} | {a['embed_cpu_s']:.0f} |")
+        out.append("")
+    m5, m20 = latest(stage="metatrain", way=5), latest(stage="metatrain", way=20)
+    if m5 and m20:
+        out += ["## What each step buys: frozen -> centred -> meta-trained (stage `metatrain`)", "",
+                f"Base = 35 MPEG-7 classes, novel = the other 35 (the 10 held-out classes among them); tasks from "
+                f"the novel classes only ({m5['tasks']} per setting). Meta-training: episodic ProtoNet (cosine, "
+                f"{m5['train_way']}-way 1-shot) of blocks {m5['start']}-15 + head, {m5['episodes']} episodes, Adam "
+                f"{m5['lr']}, trunk activations cached: {m5['train_cpu_s']:.0f} CPU s.", "",
+                "| step | 5w1s % | 20w1s % |", "|---|---|---|"]
+        for k in m5["heads"]:
+            out.append(f"| {k} | {pct(m5['heads'][k])} | {pct(m20['heads'][k])} |")
+        out.append("")
+    ft = [r for r in rows if r.get("stage") == "finetune"]
+    if ft:
+        out += ["## Fine-tuning the last blocks on each support set (stage `finetune`)", "",
+                "All 70 classes, the first tasks of the same fixed 5w1s task set as above; augmented copies of the "
+                "support (affine, flip, brightness/contrast) as pseudo-queries, cosine ProtoNet loss, Adam.", "",
+                "| blocks tuned | steps | lr | copies | tasks | L2N % | transductive CL2N % | CPU s/task |", "|---|---|---|---|---|---|---|---|"]
+        for r in ft:
+            out.append(f"| {r['start']}-15 + head | {r['steps']} | {r['lr']} | {r['copies']} | {r['tasks']} | {pct(r['L2N'])} | "
+                       f"{pct(r['transductive CL2N'])} | {r['cpu_s_per_task']:.2f} |")
+        out.append("")
+    o = latest(stage="openset")
+    if o:
+        out += ["## Open set: is the query one of the task's classes? (stage `openset`)", "",
+                f"5 known classes (1 shot) and 5 unknown ones per task, 15 queries per class, {o['tasks']} tasks; score = 1 − "
+                "cosine to the nearest SimpleShot prototype. Threshold set on tasks from the 35 base classes to accept "
+                "95% of known queries; measured on tasks from the 35 novel classes.", "",
+                "| AUROC (calibration classes) | AUROC (test classes, per task) | AUROC (test, pooled) | known accepted | unknown rejected | closed-set accuracy |",
+                "|---|---|---|---|---|---|",
+                f"| {o['calibration_auroc_per_task']:.3f} | {o['test_auroc_per_task']:.3f} | {o['test_auroc_pooled']:.3f} | "
+                f"{100 * o['test_known_accepted']:.1f}% | {100 * o['test_unknown_rejected']:.1f}% | {100 * o['test_closed_acc']:.1f}% |", ""]
+    om = [r for r in rows if r.get("stage") == "omniglot"]
+    if om:
+        out += ["## Omniglot held-out alphabets through the pretrained path (stage `omniglot`)", "",
+                "Same protocol as protonet_omniglot.md (1000 tasks, 5 queries, seed 0); images 105 px, black ink on white, "
+                "resized to 224. Conv4 ProtoNet numbers copied from protonet_omniglot.md (trained on Omniglot).", "",
+                "| task | from | frozen L2N % | SimpleShot CL2N % | transductive CL2N % | Conv4 ProtoNet, minimal % | Conv4 ProtoNet, original % |",
+                "|---|---|---|---|---|---|---|"]
+        ref = {}
+        proto = HERE / "results" / "protonet_omniglot.md"
+        if proto.exists():
+            for line in proto.read_text().splitlines():
+                cells = [c.strip() for c in line.strip("|").split("|")]
+                if len(cells) >= 6 and cells[0] in ("minimal", "original"):
+                    ref[(cells[0], cells[2], cells[3])] = cells[4]
+        last = {}
+        for r in om:
+            last[(r["way"], r["shot"], r["within"])] = r
+        for (w, k, within), r in last.items():
+            task, frm = f"{w}-way {k}-shot", "one alphabet" if within else "all held-out alphabets"
+            hs = r["heads"]
+            out.append(f"| {task} | {frm} | {pct(hs['frozen centroid (L2N)'])} | {pct(hs['SimpleShot CL2N (base-class mean)'])} | "
+                       f"{pct(hs['transductive CL2N (task mean)'])} | {ref.get(('minimal', task, frm), '-')} | {ref.get(('original', task, frm), '-')} |")
+        out.append("")
+    (HERE / "results" / "photos.md").write_text("\n".join(out) + "\n")
+    print("\n".join(out))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--stage", required=True)
+    ap.add_argument("--tasks", type=int, default=1000)
+    ap.add_argument("--images", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--norm", default="tf")
+    ap.add_argument("--crop", type=float, default=1.0)
+    ap.add_argument("--backbone", default="efficientnet_lite0")
+    ap.add_argument("--start", type=int, default=15, help="first block adapted (the ones before stay frozen)")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--copies", type=int, default=8)
+    ap.add_argument("--ways", default="5")
+    ap.add_argument("--episodes", type=int, default=300)
+    ap.add_argument("--train-way", type=int, default=5)
+    ap.add_argument("--query", type=int, default=5)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    globals()[f"stage_{args.stage}"](args)
+
+
+if __name__ == "__main__":
+    main()

