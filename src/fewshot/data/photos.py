@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from .images import convert_mode
+
 #: Default pixel limit (width x height) before decoding: 64 megapixels, larger than any phone photo.
 MAX_PIXELS = 64_000_000
-
-_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 
 
 def load_photo(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -26,8 +26,8 @@ def load_photo(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
 
     - EXIF orientation is applied (phone photos are stored sideways with a rotation tag).
     - Every mode becomes RGB: 16/32-bit greyscale is rescaled from its full range (not clipped),
-      1-bit and palette images are expanded, transparency is composited on white, CMYK/YCbCr/LAB
-      are converted; multi-frame files (GIF, TIFF) give their first frame.
+      1-bit and palette images are expanded, transparency is composited on a contrasting background
+      (:func:`fewshot.data.images.convert_mode`), CMYK/YCbCr/LAB are converted; multi-frame files (GIF, TIFF) give their first frame.
     - Raises ``ValueError`` naming the file for anything that is not a complete image: unknown
       formats, corrupt or truncated data, and images over ``max_pixels`` (decompression bombs),
       which are rejected from the header before any pixel is decoded.
@@ -56,29 +56,7 @@ def load_photo(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
 
 def to_rgb(img: Image.Image, where: str = "image") -> Image.Image:
     """Any PIL mode -> RGB (see :func:`load_photo`); ``where`` names the image in errors."""
-    mode = img.mode
-    if mode == "RGB":
-        return img
-    if mode == "P" and "transparency" in img.info:
-        img, mode = img.convert("RGBA"), "RGBA"
-    if mode in _ALPHA_MODES:
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        arr = np.asarray(img).astype(np.float64)
-        if mode == "F":
-            full = 1.0 if arr.size == 0 or arr.max() <= 1.0 else None
-        else:
-            full = 65535.0
-        if full is None or (arr.size and (arr.min() < 0 or arr.max() > full)):
-            raise ValueError(
-                f"{where}: {mode} pixel values span {arr.min():g}..{arr.max():g}, outside the "
-                f"{'0..1' if mode == 'F' else '0..65535'} range this loader rescales; convert it to 8-bit first"
-            )
-        grey = np.round(arr * (255.0 / full)).astype(np.uint8)
-        return Image.fromarray(grey).convert("RGB")
-    return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+    return convert_mode(img, 3, where)
 
 
 def to_network_input(img: Image.Image, resolution: int, crop: float = 1.0) -> torch.Tensor:
