@@ -47,7 +47,7 @@ def test_eval_without_a_run(photos):
 
 def test_eval_usage_errors(photos):
     res = CliRunner().invoke(main, ["eval", "--dataset", f"folder:{photos}"])
-    assert res.exit_code != 0 and "RUN_DIR or --backbone" in res.output
+    assert res.exit_code != 0 and "RUN_DIR, --backbone NAME" in res.output
     res = CliRunner().invoke(main, ["eval", "--backbone", "resnet9000", "--dataset", f"folder:{photos}"])
     assert res.exit_code != 0 and "unknown pretrained backbone" in res.output
     res = CliRunner().invoke(main, ["eval", "--backbone", "efficientnet_lite0", "--dataset", f"folder:{photos / 'nope'}"])

@@ -12,8 +12,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "fewshot"
 #: lower number = lower layer; every sub-package and top-level module must be listed
 LAYERS = {
     "__init__": 0, "__main__": 9, "utils": 0,
-    "data": 1, "tasks": 2, "nn": 3, "methods": 4, "engine": 5,
-    "regression": 6, "text": 6, "playground": 6, "bpl": 6, "serve": 7,
+    "data": 1, "tasks": 2, "nn": 3, "bpl": 3, "methods": 4, "engine": 5,
+    "regression": 6, "text": 6, "playground": 6, "serve": 7,
     "cli": 8,
 }
 

@@ -22,7 +22,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from . import data, demo, evaluate, methods, playground, predict, text, train  # noqa: F401  (each adds its commands to main)
+    from . import bpl, data, demo, evaluate, methods, playground, predict, text, train  # noqa: F401  (each adds its commands to main)
 
 
 _register()

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import main
-from .common import check_run_fits, data_options, device_option, echo_json, load_dataset_arg, run_image_spec
+from .common import check_run_fits, data_options, device_option, echo_json, load_dataset_arg, parse_params, run_image_spec
 from .pretrained import pretrained_option
 
 
@@ -23,11 +23,28 @@ def load_run(run_dir: str, checkpoint: str, device: str):
     return method.to(dev), info, dev
 
 
+def build_untrained(name: str, params: tuple[str, ...], device: str):
+    """A method with nothing to train (no backbone, no parameters), built from its name and ``-p`` options."""
+    from ..methods import build_method
+    from ..utils import resolve_device
+
+    try:
+        method = build_method(name, None, **parse_params(params))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--method/-p") from exc
+    if any(True for _ in method.parameters()):
+        raise click.UsageError(f"{name} has weights to train: run `fewshot train --method {name} ...` and evaluate its run directory")
+    dev = resolve_device(device)
+    return method.to(dev), {"method": method.name, "data": {}}, dev
+
+
 @main.command("eval")
 @click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False))
 @pretrained_option
-@click.option("--method", "method_name", default=None, help="with --backbone: the classifier on its features (default: protonet, cosine)")
-@click.option("-p", "--param", "params", multiple=True, help="with --backbone: method option KEY=VALUE, repeatable")
+@click.option("--method", "method_name", default=None,
+              help="with --backbone: the classifier on its features (default: protonet, cosine); alone: a method "
+                   "with nothing to train (e.g. bpl), evaluated without a run")
+@click.option("-p", "--param", "params", multiple=True, help="with --method: option KEY=VALUE, repeatable")
 @data_options
 @click.option("--way", type=click.IntRange(min=2), default=5, show_default=True)
 @click.option("--shot", type=click.IntRange(min=1), default=1, show_default=True)
@@ -53,18 +70,20 @@ def eval_cmd(run_dir, backbone, method_name, params, dataset, split, data_dir, i
           --way 20 --shot 1 --within alphabet --tasks 1000 --seed 0 --json
       fewshot eval runs/proto --lake-runs all_runs.zip --json
       fewshot eval --backbone efficientnet_lite0 --dataset folder:photos/ --way 5 --shot 1 --json
+      fewshot eval --method bpl --image-size 105 --lake-runs all_runs.zip --json
     """
     from ..data import ImageSpec, load_lake_runs
     from ..engine.evaluate import evaluate
     from ..tasks.episodes import TaskSet, lake_episodes
 
-    if (run_dir is None) == (backbone is None):
-        raise click.UsageError("give a trained RUN_DIR or --backbone NAME (a pretrained network, no training), not both")
-    if backbone is None and (method_name or params):
-        raise click.UsageError("--method and -p apply to --backbone; a run directory records its own method")
-    if backbone is not None:
+    if run_dir is not None:
+        if backbone is not None or method_name or params:
+            raise click.UsageError("a run directory records its own method and backbone: give RUN_DIR alone, "
+                                   "or --backbone / --method instead of a run")
+        method, info, dev = load_run(run_dir, checkpoint, device)
+    elif backbone is not None:
         if lake_runs:
-            raise click.UsageError("--lake-runs needs a trained RUN_DIR")
+            raise click.UsageError("--lake-runs needs a trained RUN_DIR or a --method with nothing to train")
         from ..utils import resolve_device
         from .pretrained import feature_dataset, feature_method
 
@@ -72,17 +91,20 @@ def eval_cmd(run_dir, backbone, method_name, params, dataset, split, data_dir, i
         method, dev = feature_method(method_name, params), resolve_device(device)
         method.to(dev)
         info = {"method": f"{method.name} on {backbone} features"}
+    elif method_name is not None:
+        method, info, dev = build_untrained(method_name, params, device)
     else:
-        method, info, dev = load_run(run_dir, checkpoint, device)
+        raise click.UsageError("give a trained RUN_DIR, --backbone NAME (a pretrained network, no training) or "
+                               "--method NAME (a method with nothing to train, e.g. bpl)")
     image = info.get("data", {}).get("image", {})
     if lake_runs:
-        spec = ImageSpec.from_dict(image) if image else ImageSpec(28, 1, True)
+        spec = ImageSpec.from_dict(image) if image else ImageSpec(image_size or 28, 1, True)
         try:
             runs = load_lake_runs(lake_runs, ImageSpec(spec.size, 1, True))
         except (FileNotFoundError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
         res = evaluate(method, lake_episodes(runs), dev)
-        out = {"run": run_dir, "protocol": "lake-20-runs", **res.to_dict(),
+        out = {"run": run_dir, "method": info["method"], "protocol": "lake-20-runs", **res.to_dict(),
                "per_run": [100.0 * (1.0 - acc) for acc in res.per_task]}  # each run's error %
         if as_json:
             echo_json(out)

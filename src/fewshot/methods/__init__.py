@@ -2,6 +2,7 @@
 
 from .base import FewShotMethod, LossOutput, StepOutput, check_support
 from .bayesian import DiscriminativeKShot
+from .bpl import BPL
 from .metric import MatchingNet, ProtoNet, RelationNet
 from .model_based import MANN, MetaNet, SequenceLSTM
 from .nonparametric import KNN, NearestPrototype, OneNN
@@ -11,7 +12,7 @@ from .registry import ALIASES, METHODS, build_method, canonical_name, method_cla
 from .siamese import SiameseNet
 from .transfer import Baseline, BaselinePlusPlus, FineTune, SimpleShot
 
-__all__ = ["ALIASES", "ANIL", "FOMAML", "LSTMMetaLearner", "MAML", "MANN", "METHODS", "Baseline", "BaselinePlusPlus",
+__all__ = ["ALIASES", "ANIL", "BPL", "FOMAML", "LSTMMetaLearner", "MAML", "MANN", "METHODS", "Baseline", "BaselinePlusPlus",
            "DiscriminativeKShot", "FewShotMethod", "FineTune", "KNN", "LossOutput", "MatchingNet", "MetaNet", "MetaSGD",
            "NearestPrototype", "OneNN", "ProtoNet", "RelationNet", "Reptile", "SequenceLSTM", "SiameseNet",
            "SimpleShot", "StepOutput", "build_method", "canonical_name", "check_support", "coerce_params",

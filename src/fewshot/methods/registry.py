@@ -12,6 +12,7 @@ from torch import nn
 
 from .base import FewShotMethod
 from .bayesian import DiscriminativeKShot
+from .bpl import BPL
 from .metric import MatchingNet, ProtoNet, RelationNet
 from .model_based import MANN, MetaNet, SequenceLSTM
 from .nonparametric import KNN, NearestPrototype, OneNN
@@ -26,6 +27,7 @@ REGISTERED: tuple[type[FewShotMethod], ...] = (
     MAML, FOMAML, ANIL, MetaSGD, Reptile, LSTMMetaLearner,                 # optimization
     MANN, SequenceLSTM, MetaNet,                                           # model-based
     Baseline, BaselinePlusPlus, FineTune, SimpleShot, DiscriminativeKShot,  # transfer, Bayesian
+    BPL,                                                                   # Bayesian Program Learning
 )
 
 #: canonical name -> class
