@@ -190,7 +190,8 @@ class TextClassifier:
     def _self_train(self, x: torch.Tensor, y: torch.Tensor, u: torch.Tensor) -> None:
         """Self-training (pseudo-labelling, Yarowsky 1995; Lee 2013) on unlabelled embeddings ``u [U, D]``:
         each round labels the pool with the current head, keeps each predicted class's
-        ``self_train * U / way`` most confident items, and refits the head on support + those."""
+        ``self_train * U / way`` most confident items, and refits the head on support + those.
+        The class prototypes (similarity rejection) become the means of support + the last round's items."""
         way = len(self.classes_)
         per_class = max(1, int(round(self.self_train * len(u) / way)))
         for _ in range(self.self_train_rounds):
@@ -200,7 +201,9 @@ class TextClassifier:
                 members = torch.nonzero(pseudo == c).flatten()
                 keep.append(members[conf[members].argsort(descending=True)[:per_class]])
             keep = torch.cat(keep)
-            self.head.fit(torch.cat([x, u[keep]]), torch.cat([y, pseudo[keep]]))
+            x_all, y_all = torch.cat([x, u[keep]]), torch.cat([y, pseudo[keep]])
+            self.head.fit(x_all, y_all)
+        self.prototypes_ = F.normalize(class_means(F.normalize(x_all, dim=1), y_all, way), dim=1)
 
     def proba_and_similarity(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Class probabilities ``[Q, way]`` (order of ``classes_``) and each query's highest
