@@ -225,3 +225,13 @@ def test_cli_predict_with_self_training_and_label_names(tmp_path):
     r = CliRunner().invoke(main, ["text", "predict", "--support", str(tmp_path / "s.csv"), "--query", "x",
                                   "--encoder", "hashing", "-p", "self_train=lots"])
     assert r.exit_code != 0 and "self_train" in r.output and "Traceback" not in r.output
+
+
+def test_cli_default_method_self_trains_on_the_rest_of_the_training_file(tmp_path):
+    train, test = make_intents(per_class=8, seed=0), make_intents(per_class=5, seed=1)
+    r = CliRunner().invoke(main, ["text", "eval", "--train", write(tmp_path / "tr.csv", train, "csv"),
+                                  "--test", write(tmp_path / "te.csv", test, "csv"), "--encoder", "hashing",
+                                  "--shot", "1", "--seeds", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["method"] == "self_training" and out["accuracy"] > 0.8

@@ -126,8 +126,20 @@ class SetFitClassifier(TextClassifier):
         return self._fit_head(texts, labels, unlabelled)
 
 
+#: text methods that are a head plus settings: name -> (head, default params); ``-p`` overrides them
+PRESETS = {
+    # the most accurate measured within the CPU budget (benchmarks/results/text.md)
+    "self_training": ("logreg", {"label_names": True, "self_train": 0.75}),
+}
+
+
 def build_text_classifier(encoder, method: str = "prototype", **params) -> TextClassifier:
-    """``setfit`` (params: head, max_pairs, ...) or any head name of :func:`build_head`."""
+    """``setfit`` (params: head, max_pairs, loss, ...), a preset of :data:`PRESETS` (``self_training``:
+    logreg + label names + self-training on the unlabelled texts given to ``fit``), or any head name
+    of :func:`build_head`; ``label_names``, ``augment``, ``self_train`` work with all of them."""
+    if method in PRESETS:
+        method, defaults = PRESETS[method]
+        params = {**defaults, **params}
     if method == "setfit":
         return SetFitClassifier(encoder, **_coerce(SetFitClassifier, params, exclude=("head",)))
     extras = {k: params.pop(k) for k in ("label_names", "augment", "augment_seed", "self_train", "self_train_rounds")
