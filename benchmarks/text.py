@@ -98,7 +98,8 @@ def render(rows: list[dict], meta: dict) -> str:
         "2-core machine shared with other agents' jobs (load average per row below). Uncached encoding ran at "
         f"{meta.get('rate', float('nan')):.0f} sentences/s ({meta.get('rate_load', float('nan')):.1f} load). "
         "Frozen methods read each dataset's embeddings from the cache (encoded once), so their fit CPU time excludes "
-        "encoding the test split; EDA's includes encoding the augmented copies; the adaptive rows' include fine-tuning.",
+        "encoding the test split; EDA's includes encoding the augmented copies; the adaptive rows' include fine-tuning. "
+        "Fit CPU s = process CPU time of one fit (time.process_time), mean over seeds.",
         "",
         "K examples of every intent (77 / 150), whole in-scope test split (3,080 / 4,500), K-shot seeds 0..N-1. "
         "Label names: each class's name ('card_arrival' -> 'card arrival') is one more support example. Self-training: "
