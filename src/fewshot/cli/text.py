@@ -151,7 +151,8 @@ def eval_cmd(dataset, train, test, val, oos_label, data_dir, shot, method, param
     _echo_report(res, per_class)
 
 
-def _read_queries(queries: tuple[str, ...], path: str | None, text_col: str | None) -> list[str]:
+def _read_queries(queries: tuple[str, ...], path: str | None, text_col: str | None,
+                  what: str = "nothing to classify: give --query TEXT (repeatable) or --input FILE") -> list[str]:
     """``--query`` texts, then those of ``--input``: a CSV/JSONL (its text column) or plain text, one a line."""
     out = list(queries)
     if path:
@@ -172,7 +173,7 @@ def _read_queries(queries: tuple[str, ...], path: str | None, text_col: str | No
             with open(path, encoding="utf-8") as f:
                 out += [line.rstrip("\r\n") for line in f if line.strip()]
     if not out:
-        raise click.UsageError("nothing to classify: give --query TEXT (repeatable) or --input FILE")
+        raise click.UsageError(what)
     return out
 
 
@@ -215,7 +216,7 @@ def predict_cmd(support, queries, input_path, unlabelled_path, method, params, t
     queries = _read_queries(queries, input_path, text_col)
     enc = _encoder(model, device, 64)
     clf = _classifier_factory(enc, method, parse_params(params))(seed)
-    unlabelled = _read_queries((), unlabelled_path, text_col) if unlabelled_path else None
+    unlabelled = _read_queries((), unlabelled_path, text_col, f"{unlabelled_path} holds no texts") if unlabelled_path else None
     try:
         clf.fit(texts, labels, unlabelled=unlabelled)
     except ValueError as exc:
