@@ -18,8 +18,7 @@ from torch import nn
 
 from ..nn.backbones import Identity
 from ..nn.distances import class_means, pairwise_logits
-from ..methods.base import inference_context
-from ..methods.base import FewShotMethod, check_support
+from ..methods.base import FewShotMethod, check_support, inference_context
 
 
 class KNNHead(FewShotMethod):
