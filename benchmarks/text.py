@@ -50,6 +50,8 @@ FROZEN = {
 ADAPTIVE = {
     "setfit (256 pairs) + label names": ("setfit", {"max_pairs": 256, "label_names": True}),
     "supcon (40 steps x 32) + label names": ("setfit", {"loss": "supcon", "steps": 40, "batch_size": 32, "label_names": True}),
+    "supcon (40 steps x 32) + label names + self-training": (
+        "setfit", {"loss": "supcon", "steps": 40, "batch_size": 32, "label_names": True, "self_train": 0.75}),
 }
 DEFAULT_FROZEN = [m for m in FROZEN if "EDA" not in m]
 
