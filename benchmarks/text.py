@@ -101,7 +101,9 @@ def render(rows: list[dict], meta: dict) -> str:
         f"{meta.get('rate', float('nan')):.0f} sentences/s ({meta.get('rate_load', float('nan')):.1f} load). "
         "Frozen methods read each dataset's embeddings from the cache (encoded once), so their fit CPU time excludes "
         "encoding the test split; EDA's includes encoding the augmented copies; the adaptive rows' include fine-tuning. "
-        "Fit CPU s = process CPU time of one fit (time.process_time), mean over seeds.",
+        "Fit CPU s = process CPU time of one fit (time.process_time), mean over seeds. On 2 Dec 2026 the frozen rows ran as "
+        "one process per (dataset, shot, method group) of at most ~35 CPU s each, one at a time; the adaptive rows "
+        "(fine-tuning, 1 seed: seed 0, the whole test set) under the benchmark lock.",
         "",
         "K examples of every intent (77 / 150), whole in-scope test split (3,080 / 4,500), K-shot seeds 0..N-1. "
         "Label names: each class's name ('card_arrival' -> 'card arrival') is one more support example. Self-training: "
