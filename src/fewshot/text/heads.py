@@ -18,8 +18,7 @@ from torch import nn
 
 from ..nn.backbones import Identity
 from ..nn.distances import class_means, pairwise_logits
-from ..methods.base import inference_context
-from ..methods.base import FewShotMethod, check_support
+from ..methods.base import FewShotMethod, check_support, inference_context
 
 
 class KNNHead(FewShotMethod):
@@ -121,6 +120,11 @@ def build_head(name: str = "prototype", **params) -> FewShotMethod:
 REJECT_BY = ("probability", "similarity")
 
 
+def label_text(name: str) -> str:
+    """A class name as a sentence for the encoder: ``Card_arrival`` / ``card-arrival`` -> ``card arrival``."""
+    return " ".join(name.replace("_", " ").replace("-", " ").split()).lower()
+
+
 class TextClassifier:
     """Encoder + head over raw texts with string labels.
 
@@ -133,16 +137,44 @@ class TextClassifier:
     >>> clf.predict(["hello"], threshold=0.5)   # a label, or None (unknown) below the threshold
     """
 
-    def __init__(self, encoder, head: FewShotMethod | str = "prototype", **head_params):
+    def __init__(self, encoder, head: FewShotMethod | str = "prototype", label_names: bool = False, augment: int = 0,
+                 augment_seed: int = 0, self_train: float = 0.0, self_train_rounds: int = 2, **head_params):
+        if augment < 0:
+            raise ValueError(f"augment must be >= 0 (augmented copies per support text), got {augment}")
+        if not 0.0 <= self_train <= 1.0 or self_train_rounds < 1:
+            raise ValueError(f"self_train must lie in [0, 1] (share of the unlabelled texts) and self_train_rounds >= 1, "
+                             f"got {self_train}, {self_train_rounds}")
         self.encoder = encoder
         self.head = build_head(head, **head_params) if isinstance(head, str) else head
+        self.label_names, self.augment, self.augment_seed = label_names, augment, augment_seed
+        self.self_train, self.self_train_rounds = self_train, self_train_rounds
         self.classes_: list[str] = []
         self.prototypes_: torch.Tensor | None = None
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         return self.encoder.encode(list(texts))
 
-    def fit(self, texts: Sequence[str], labels: Sequence) -> "TextClassifier":
+    def support_texts(self, texts: Sequence[str], labels: Sequence) -> tuple[list[str], list[str]]:
+        """The texts the head is fitted on: the support set, plus ``augment`` EDA copies of each
+        text (:mod:`fewshot.text.augment`), plus each class's name as one more example when
+        ``label_names`` (``card_arrival`` -> ``card arrival``)."""
+        texts, labels = [str(t) for t in texts], [str(lab) for lab in labels]
+        if self.augment:
+            from .augment import augment_texts
+
+            texts, labels = augment_texts(texts, labels, self.augment, seed=self.augment_seed)
+        if self.label_names:
+            names = sorted(set(labels))
+            texts, labels = texts + [label_text(n) for n in names], labels + names
+        return texts, labels
+
+    def fit(self, texts: Sequence[str], labels: Sequence, unlabelled: Sequence[str] | None = None) -> "TextClassifier":
+        """Fit on labelled ``texts``; with ``self_train`` > 0, also self-train on ``unlabelled`` texts."""
+        return self._fit_head(*self.support_texts(texts, labels), unlabelled)
+
+    def _fit_head(self, texts: list[str], labels: list[str], unlabelled: Sequence[str] | None = None) -> "TextClassifier":
+        """Prototypes and head on the embedded ``texts`` (already expanded by :meth:`support_texts`),
+        then the self-training rounds."""
         self.classes_ = sorted({str(lab) for lab in labels})
         index = {c: i for i, c in enumerate(self.classes_)}
         y = torch.tensor([index[str(lab)] for lab in labels], dtype=torch.long)
@@ -150,7 +182,27 @@ class TextClassifier:
         self.prototypes_ = F.normalize(class_means(F.normalize(x, dim=1), y, len(self.classes_)), dim=1)
         with inference_context(self.head):
             self.head.eval().fit(x, y)
+            if self.self_train > 0 and unlabelled:
+                self._self_train(x, y, self.embed(unlabelled))
         return self
+
+    def _self_train(self, x: torch.Tensor, y: torch.Tensor, u: torch.Tensor) -> None:
+        """Self-training (pseudo-labelling, Yarowsky 1995; Lee 2013) on unlabelled embeddings ``u [U, D]``:
+        each round labels the pool with the current head, keeps each predicted class's
+        ``self_train * U / way`` most confident items, and refits the head on support + those.
+        The class prototypes (similarity rejection) become the means of support + the last round's items."""
+        way = len(self.classes_)
+        per_class = max(1, int(round(self.self_train * len(u) / way)))
+        for _ in range(self.self_train_rounds):
+            conf, pseudo = self.head.predict_proba(u).max(1)
+            keep = []
+            for c in range(way):
+                members = torch.nonzero(pseudo == c).flatten()
+                keep.append(members[conf[members].argsort(descending=True)[:per_class]])
+            keep = torch.cat(keep)
+            x_all, y_all = torch.cat([x, u[keep]]), torch.cat([y, pseudo[keep]])
+            self.head.fit(x_all, y_all)
+        self.prototypes_ = F.normalize(class_means(F.normalize(x_all, dim=1), y_all, way), dim=1)
 
     def proba_and_similarity(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Class probabilities ``[Q, way]`` (order of ``classes_``) and each query's highest

@@ -24,6 +24,7 @@ class OpenSetResult:
     in_scope_accuracy: float
     oos_recall: float
     in_scope_accuracy_no_rejection: float
+    auroc: float = float("nan")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,6 +61,18 @@ def choose_threshold(conf_in: np.ndarray, correct_in: np.ndarray, max_drop: floa
     return float(curve["threshold"][ok].max())
 
 
+def auroc(conf_in: np.ndarray, conf_oos: np.ndarray) -> float:
+    """Area under the ROC curve of telling in-scope (positive) from out-of-scope queries by
+    confidence: the chance a random in-scope query scores above a random OOS one (ties count half)."""
+    conf_in, conf_oos = np.asarray(conf_in, np.float64), np.asarray(conf_oos, np.float64)
+    if not len(conf_in) or not len(conf_oos):
+        return float("nan")
+    from sklearn.metrics import roc_auc_score
+
+    target = np.concatenate([np.ones(len(conf_in)), np.zeros(len(conf_oos))])
+    return float(roc_auc_score(target, np.concatenate([conf_in, conf_oos])))
+
+
 def open_set_metrics(conf_in: np.ndarray, correct_in: np.ndarray, conf_oos: np.ndarray, threshold: float) -> OpenSetResult:
     conf_in, correct_in, conf_oos = np.asarray(conf_in), np.asarray(correct_in, bool), np.asarray(conf_oos)
     return OpenSetResult(
@@ -67,6 +80,7 @@ def open_set_metrics(conf_in: np.ndarray, correct_in: np.ndarray, conf_oos: np.n
         float(np.mean(correct_in & (conf_in >= threshold))),
         float(np.mean(conf_oos < threshold)) if len(conf_oos) else float("nan"),
         float(np.mean(correct_in)),
+        auroc(conf_in, conf_oos),
     )
 
 

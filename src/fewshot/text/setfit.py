@@ -78,6 +78,9 @@ def contrastive_finetune(encoder, texts: Sequence[str], y, max_pairs: int = 1000
     return losses
 
 
+LOSSES = ("pairs", "supcon")
+
+
 class SetFitClassifier(TextClassifier):
     """Contrastive fine-tuning of a copy of ``encoder`` on the support texts, then a head.
 
@@ -85,37 +88,71 @@ class SetFitClassifier(TextClassifier):
         encoder: the base :class:`~fewshot.text.encoder.TextEncoder` (left untouched; each ``fit``
             tunes a fresh copy, whose embeddings bypass the cache).
         head: ``logreg`` (SetFit's default), ``prototype``, ``knn`` or a head instance.
-        max_pairs: the pair budget per ``fit`` (SetFit's ``num_iterations * 2 * N`` grows with N).
-        batch_size, lr, epochs: of the contrastive phase.
-        seed: pair sampling and shuffling.
+        loss: ``pairs`` (SetFit: cosine-similarity loss on ``max_pairs`` sampled pairs) or
+            ``supcon`` (CPFT's supervised stage: ``steps`` batches of ``batch_size`` texts,
+            every same-class pair in a batch a positive; see :mod:`fewshot.text.contrastive`).
+        max_pairs: the pair budget per ``fit`` of ``pairs`` (SetFit's ``num_iterations * 2 * N`` grows with N).
+        steps: batches of ``supcon``.
+        batch_size, lr, epochs: of the contrastive phase (``epochs`` over the pairs).
+        seed: pair / batch sampling and shuffling.
     """
 
-    def __init__(self, encoder, head: FewShotMethod | str = "logreg", max_pairs: int = 1000, batch_size: int = 16,
-                 lr: float = 2e-5, epochs: int = 1, seed: int = 0, **head_params):
-        super().__init__(encoder, head, **head_params)
+    def __init__(self, encoder, head: FewShotMethod | str = "logreg", loss: str = "pairs", max_pairs: int = 1000,
+                 steps: int = 50, batch_size: int = 16, lr: float = 2e-5, epochs: int = 1, seed: int = 0,
+                 label_names: bool = False, augment: int = 0, self_train: float = 0.0, self_train_rounds: int = 2,
+                 **head_params):
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        super().__init__(encoder, head, label_names, augment, seed, self_train, self_train_rounds, **head_params)
         self.base_encoder = encoder
-        self.max_pairs, self.batch_size, self.lr, self.epochs, self.seed = max_pairs, batch_size, lr, epochs, seed
+        self.loss, self.max_pairs, self.steps = loss, max_pairs, steps
+        self.batch_size, self.lr, self.epochs, self.seed = batch_size, lr, epochs, seed
         self.losses: list[float] = []
 
-    def fit(self, texts: Sequence[str], labels: Sequence) -> "SetFitClassifier":
+    def fit(self, texts: Sequence[str], labels: Sequence, unlabelled: Sequence[str] | None = None) -> "SetFitClassifier":
+        texts, labels = self.support_texts(texts, labels)
         classes = sorted({str(lab) for lab in labels})
         index = {c: i for i, c in enumerate(classes)}
         y = np.array([index[str(lab)] for lab in labels])
         self.encoder = self.base_encoder.tuned_copy()
-        self.losses = contrastive_finetune(self.encoder, list(texts), y, self.max_pairs, self.batch_size,
-                                           self.lr, self.epochs, self.seed)
-        return super().fit(texts, labels)
+        if self.loss == "pairs":
+            self.losses = contrastive_finetune(self.encoder, list(texts), y, self.max_pairs, self.batch_size,
+                                               self.lr, self.epochs, self.seed)
+        else:
+            from .contrastive import finetune_supcon
+
+            self.losses = finetune_supcon(self.encoder, list(texts), y, self.steps, self.batch_size, lr=self.lr,
+                                          seed=self.seed)
+        return self._fit_head(texts, labels, unlabelled)
+
+
+#: text methods that are a head plus settings: name -> (head, default params); ``-p`` overrides them
+PRESETS = {
+    # the most accurate measured within the CPU budget (benchmarks/results/text.md)
+    "self_training": ("logreg", {"label_names": True, "self_train": 0.75}),
+}
 
 
 def build_text_classifier(encoder, method: str = "prototype", **params) -> TextClassifier:
-    """``setfit`` (params: head, max_pairs, ...) or any head name of :func:`build_head`."""
+    """``setfit`` (params: head, max_pairs, loss, ...), a preset of :data:`PRESETS` (``self_training``:
+    logreg + label names + self-training on the unlabelled texts given to ``fit``), or any head name
+    of :func:`build_head`; ``label_names``, ``augment``, ``self_train`` work with all of them."""
+    if method in PRESETS:
+        method, defaults = PRESETS[method]
+        params = {**defaults, **params}
     if method == "setfit":
-        import typing
+        return SetFitClassifier(encoder, **_coerce(SetFitClassifier, params, exclude=("head",)))
+    extras = {k: params.pop(k) for k in ("label_names", "augment", "augment_seed", "self_train", "self_train_rounds")
+              if k in params}
+    return TextClassifier(encoder, build_head(method, **params), **_coerce(TextClassifier, extras, exclude=("head",)))
 
-        from ..methods.params import coerce_value
 
-        own = typing.get_type_hints(SetFitClassifier.__init__)
-        own = {k: v for k, v in own.items() if k not in ("head", "return")}
-        options = {k: coerce_value(k, own[k], v) if k in own else v for k, v in params.items()}
-        return SetFitClassifier(encoder, **options)
-    return TextClassifier(encoder, build_head(method, **params))
+def _coerce(cls, params: dict, exclude: tuple[str, ...] = ()) -> dict:
+    """``params`` (maybe strings from ``-p KEY=VALUE``) as the types of ``cls.__init__``'s annotations;
+    keys it does not annotate pass through (head options)."""
+    import typing
+
+    from ..methods.params import coerce_value
+
+    own = {k: v for k, v in typing.get_type_hints(cls.__init__).items() if k not in (*exclude, "return")}
+    return {k: coerce_value(k, own[k], v) if k in own else v for k, v in params.items()}
