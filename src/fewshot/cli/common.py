@@ -156,6 +156,19 @@ def device_option(f):
                         help="auto | cpu | cuda[:N] | mps (auto picks a GPU if present)")(f)
 
 
+def threads_option(f):
+    """--threads N: torch's intra-op threads (default: this process's share of the CPUs)."""
+    return click.option("--threads", type=click.IntRange(min=1), default=None,
+                        help="CPU threads for torch (default: the CPUs available / processes per node under torchrun; "
+                             "with several jobs on one machine give each 1)")(f)
+
+
+def apply_threads(threads: int | None) -> None:
+    from ..utils import set_threads
+
+    set_threads(threads)
+
+
 def data_options(f):
     """--dataset/--split/--data-dir/--image-size/--alphabets/--exclude-alphabets/--skip-bad."""
     f = click.option("--skip-bad", is_flag=True, help="folder datasets: skip images that cannot be decoded (they are listed) instead of stopping")(f)

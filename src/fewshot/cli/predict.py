@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from . import main
-from .common import check_run_fits, device_option, echo_json, report_skipped, run_image_spec
+from .common import apply_threads, threads_option, check_run_fits, device_option, echo_json, report_skipped, run_image_spec
 from .evaluate import load_run
 
 
@@ -45,9 +45,10 @@ class Threshold(click.ParamType):
 @click.option("--skip-bad", is_flag=True, help="skip support images that cannot be decoded (they are listed) instead of stopping")
 @click.option("--checkpoint", default="best", show_default=True)
 @device_option
+@threads_option
 @click.option("--json", "as_json", is_flag=True)
 def predict_cmd(run_dir, more_queries, support, queries, threshold, reject_by, unknown_label, invert, skip_bad,
-                checkpoint, device, as_json):
+                checkpoint, device, threads, as_json):
     """Classify query images among the classes of a support folder; with --threshold, answer
     'unknown' for images of none of them.
 
@@ -57,6 +58,7 @@ def predict_cmd(run_dir, more_queries, support, queries, threshold, reject_by, u
       fewshot predict runs/proto --support staff/ --query a.png b.png c.png --threshold 2.0 --json
       fewshot predict runs/proto --support staff/ --query a.png --reject-by probability --threshold 0.6
     """
+    apply_threads(threads)
     import torch
 
     from ..data import load_image_folder
