@@ -53,3 +53,25 @@ def test_threads(monkeypatch):
             set_threads(0)
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name", ["maml", "fomaml", "anil", "meta_sgd"])
+def test_vectorised_meta_batch_gives_the_per_task_meta_gradient(name):
+    from fewshot.tasks.episodes import EpisodeSampler
+
+    data = make_blobs_dataset(num_classes=10, per_class=8, size=16, noise=0.4, seed=2)
+    torch.manual_seed(0)
+    method = build_method(name, build_backbone("conv4", in_channels=1, hidden=8), way=3, inner_steps=2)
+    method.setup(data)
+    sampler = EpisodeSampler(data, 3, 2, 3, seed=0)
+    batch = [sampler.episode(i) for i in range(4)]
+    grads, outs = [], []
+    for vectorize in (False, True):
+        method.vectorize_tasks = vectorize
+        method.zero_grad(set_to_none=True)
+        outs.append(method.training_step(batch))
+        grads.append({n: p.grad.clone() for n, p in method.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 2
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-4, atol=1e-5, msg=n)
+    assert outs[0].loss == pytest.approx(outs[1].loss, rel=1e-5) and outs[0].accuracy == outs[1].accuracy
