@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -35,6 +34,12 @@ def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose adam, adamw, sgd or rmsprop")
+
+
+def _window_means(window: list[tuple[float | torch.Tensor, float | torch.Tensor]]) -> tuple[float, float]:
+    """Mean loss and accuracy of the steps since the last log (floats or 0-dim tensors)."""
+    values = torch.tensor([[float(v) for v in w] for w in window], dtype=torch.float64)
+    return float(values[:, 0].mean()), float(values[:, 1].mean())
 
 
 class Trainer:
@@ -67,6 +72,8 @@ class Trainer:
         method.to(self.device)
         if cfg.channels_last:
             method.to(memory_format=torch.channels_last)
+        if cfg.compile and method.backbone is not None:
+            method.backbone.compile()  # in place: parameter names (and checkpoints) unchanged
         trainable = [p for p in method.parameters() if p.requires_grad]
         steps = cfg.steps if trainable else 0
         optimizer = build_optimizer(trainable, cfg) if trainable else None
@@ -91,8 +98,8 @@ class Trainer:
             done = step + 1
             record = None
             if done % cfg.log_every == 0 or done == steps:
-                record = {"step": done, "loss": float(np.mean([w[0] for w in window])),
-                          "accuracy": float(np.mean([w[1] for w in window])), "lr": cfg.lr * factor,
+                loss, acc = _window_means(window)  # the only host synchronisation of the logging
+                record = {"step": done, "loss": loss, "accuracy": acc, "lr": cfg.lr * factor,
                           "items_per_s": n_items / max(time.perf_counter() - t0, 1e-9)}
                 window = []
                 bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}", refresh=False)
@@ -124,6 +131,7 @@ class Trainer:
         if record is not None:
             self.run.append_log(record)
         if due:
-            self.run.save("last", self.method, cfg, done, self.best, optimizer, window)
+            self.run.save("last", self.method, cfg, done, self.best, optimizer,
+                          None if window is None else [(float(l), float(a)) for l, a in window])
             self._saved_at = time.monotonic()
         return [record] if record is not None else []

@@ -42,10 +42,11 @@ class LossOutput:
 
 @dataclass
 class StepOutput:
-    """What one training step reports: mean loss and query accuracy (plain floats)."""
+    """What one training step reports: mean loss and query accuracy, as floats or 0-dim tensors
+    (tensors spare a host synchronisation per step; the trainer reads them when it logs)."""
 
-    loss: float
-    accuracy: float
+    loss: float | torch.Tensor
+    accuracy: float | torch.Tensor
 
 
 def check_support(support_x: torch.Tensor, support_y: torch.Tensor) -> int:

@@ -11,7 +11,8 @@ from torch import nn
 from ..nn.backbones import RelationEncoder
 from ..nn.distances import DISTANCES, class_means, pairwise_logits
 from ..tasks.episodes import Episode
-from .base import FewShotMethod, LossOutput, check_support
+from ..utils import check_finite
+from .base import FewShotMethod, LossOutput, StepOutput, check_support
 
 
 class ProtoNet(FewShotMethod):
@@ -62,6 +63,22 @@ class ProtoNet(FewShotMethod):
         protos = class_means(z[:n_s], episode.support_y, episode.way)
         scores = self._logits(z[n_s:], protos)
         return LossOutput(F.cross_entropy(scores, episode.query_y), scores)
+
+    def training_step(self, batch: list[Episode]) -> StepOutput:
+        """One backbone pass over every item of the meta-batch (BatchNorm sees all its episodes), then
+        each episode's prototypes and query loss; no host synchronisation but the finiteness check."""
+        z = self.embed(torch.cat([x for ep in batch for x in (ep.support_x, ep.query_x)]))
+        losses, correct, total, start = [], [], 0, 0
+        for ep in batch:
+            n_s, n_q = ep.support_x.shape[0], ep.query_x.shape[0]
+            scores = self._logits(z[start + n_s:start + n_s + n_q], class_means(z[start:start + n_s], ep.support_y, ep.way))
+            losses.append(F.cross_entropy(scores, ep.query_y))
+            correct.append((scores.detach().argmax(-1) == ep.query_y).sum())
+            total, start = total + n_q, start + n_s + n_q
+        loss = torch.stack(losses).mean()
+        check_finite(loss, f"{self.name} training step")
+        loss.backward()
+        return StepOutput(loss.detach(), torch.stack(correct).sum() / max(total, 1))
 
 
 def feature_dim_for(backbone: nn.Module | None, item_shape: tuple[int, ...]) -> int:
