@@ -74,4 +74,5 @@ def test_vectorised_meta_batch_gives_the_per_task_meta_gradient(name):
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 2
     for n in grads[0]:
         torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-4, atol=1e-5, msg=n)
-    assert outs[0].loss == pytest.approx(outs[1].loss, rel=1e-5) and outs[0].accuracy == outs[1].accuracy
+    assert float(outs[0].loss) == pytest.approx(float(outs[1].loss), rel=1e-5)
+    assert float(outs[0].accuracy) == pytest.approx(float(outs[1].accuracy))

@@ -220,7 +220,7 @@ class GradientMetaLearner(FewShotMethod):
         check_finite(loss, f"{self.name} training step")
         loss.backward()
         correct = (scores.detach().argmax(-1) == qy).sum()
-        return StepOutput(float(loss.detach()), int(correct) / qy.numel())
+        return StepOutput(loss.detach(), correct / qy.numel())  # tensors: no host synchronisation here
 
 
 def _same_shapes(batch: list[Episode]) -> bool:
