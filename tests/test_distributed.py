@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+
+from fewshot.engine.checkpoint import checkpoint_weights
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -46,12 +47,12 @@ def _train(out: Path, args: list[str], world: int) -> None:
 def test_two_processes_match_one(tmp_path, method):
     extra = ["--method", method, "--backbone", "mlp"] + (["-p", "way=3", "-p", "inner_steps=2"] if method == "maml" else [])
     _train(tmp_path / "one", extra + ["--episodes", "4"], world=1)
-    if method == "protonet":  # stopped after 2 steps, resumed to 4: continues the same run
+    if method == "protonet":  # stopped after 2 steps, resumed to 4 (--override: steps changed): the same run
         _train(tmp_path / "two", extra + ["--episodes", "2"], world=2)
-        _train(tmp_path / "two", extra + ["--episodes", "4", "--resume"], world=2)
+        _train(tmp_path / "two", extra + ["--episodes", "4", "--resume", "--override"], world=2)
     else:  # second-order meta-gradients all-reduced
         _train(tmp_path / "two", extra + ["--episodes", "4"], world=2)
-    one, two = load_file(str(tmp_path / "one" / "last.safetensors")), load_file(str(tmp_path / "two" / "last.safetensors"))
+    one, two = checkpoint_weights(tmp_path / "one"), checkpoint_weights(tmp_path / "two")
     assert one.keys() == two.keys()
     for k in one:
         torch.testing.assert_close(two[k], one[k], rtol=1e-5, atol=1e-6, msg=k)
