@@ -225,11 +225,13 @@ class FewShotMethod(nn.Module):
             return x.flatten(1)
         return self.backbone(x)
 
+    @_checked_fit  # the subclasses' own fit/scores are wrapped by __init_subclass__
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "FewShotMethod":
         if self.embedding_only:
             return self.fit_embeddings(self.embed(support_x), support_y)
         raise NotImplementedError
 
+    @_checked_scores
     def scores(self, query_x: torch.Tensor) -> torch.Tensor:
         if self.embedding_only:
             return self.scores_embeddings(self.embed(query_x))
