@@ -67,7 +67,7 @@ def test_vectorised_meta_batch_gives_the_per_task_meta_gradient(name):
     batch = [sampler.episode(i) for i in range(4)]
     grads, outs = [], []
     for vectorize in (False, True):
-        method.vectorize_tasks = vectorize
+        method.vectorize_tasks = vectorize  # (off by default)
         method.zero_grad(set_to_none=True)
         outs.append(method.training_step(batch))
         grads.append({n: p.grad.clone() for n, p in method.named_parameters() if p.grad is not None})

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ..nn.norm import BatchStatNorm
+from ..nn.norm import BatchStatNorm, plain_batch_norm
 from ..nn.inner_loop import LR, Params, inner_loop, preprocess_gradient
 from ..tasks.episodes import Episode
 from ..utils import check_finite
@@ -60,8 +60,9 @@ class GradientMetaLearner(FewShotMethod):
     #: False for ANIL: only the head is adapted and the backbone features are computed once
     adapt_backbone = True
     #: meta-train a meta-batch of same-shaped tasks in one :func:`torch.func.vmap` of the inner loop
-    #: (same meta-gradient; faster, but all tasks' graphs are alive at once); False: task by task
-    vectorize_tasks = True
+    #: (the same meta-gradient, all tasks' graphs alive at once). Off: on CPU it measured 2-3x slower
+    #: than task by task for second-order Conv4 MAML (benchmarks/results/throughput.md); untried on GPUs
+    vectorize_tasks = False
 
     def __init__(self, backbone: nn.Module | None = None, way: int = 5, inner_steps: int = 1, inner_lr: float = 0.4,
                  test_inner_steps: int | None = None, first_order: bool = False, feature_dim: int | None = None):
@@ -215,7 +216,8 @@ class GradientMetaLearner(FewShotMethod):
             scores = self._forward(fast, self._inputs(qx))[:, :way]
             return F.cross_entropy(scores, qy), scores
 
-        losses, scores = torch.func.vmap(task_loss)(sx, sy, qx, qy)
+        with plain_batch_norm():
+            losses, scores = torch.func.vmap(task_loss)(sx, sy, qx, qy)
         loss = losses.mean()
         check_finite(loss, f"{self.name} training step")
         loss.backward()
@@ -350,7 +352,7 @@ class LSTMMetaLearner(GradientMetaLearner):
 
     name = "lstm_meta"
     aliases = ('lstm-meta',)
-    vectorize_tasks = False  # its own inner loop (an LSTM over autograd gradients) is not vmapped
+    vectorize_tasks = False  # never: its own inner loop (an LSTM over autograd gradients) is not vmapped
 
     def __init__(self, backbone: nn.Module | None = None, way: int = 5, inner_steps: int = 8,
                  test_inner_steps: int | None = None, hidden: int = 20, feature_dim: int | None = None):
