@@ -104,7 +104,7 @@ def trainer_loop(data, steps: int, seed: int, tasks_per_step: int, compile: bool
     return records[-1]["items_per_s"], wall
 
 
-def training(data, steps: int, rounds: int, compile_steps: int) -> list[str]:
+def training(data, steps: int, rounds: int) -> list[str]:
     lines = ["## Training: Conv4 ProtoNet, 20-way 1-shot 5-query Omniglot 28×28, channels_last", "",
              f"{rounds} interleaved rounds × {steps} optimiser steps per loop and thread count; median images/s "
              "(support + query images through forward + backward + Adam). `tasks_per_step=4`: four episodes per "
@@ -123,16 +123,19 @@ def training(data, steps: int, rounds: int, compile_steps: int) -> list[str]:
         for name, v in res.items():
             lines.append(f"| {threads} | {name} | {statistics.median(v):.0f} | {min(v):.0f} | {max(v):.0f} | "
                          f"{statistics.median(v) / ref:.2f}× |")
-    if compile_steps:
-        torch.set_num_threads(1)
-        lines += ["", f"### torch.compile (inductor, CPU, 1 thread), Trainer 4 tasks/step, {compile_steps} steps", ""]
-        try:
-            eager, eager_wall = trainer_loop(data, compile_steps, 0, 4)
-            comp, comp_wall = trainer_loop(data, compile_steps, 0, 4, compile=True)
-            lines += ["| run | images/s over the run (compile included) | wall s |", "|---|---|---|",
-                      f"| eager | {eager:.0f} | {eager_wall:.1f} |", f"| compiled | {comp:.0f} | {comp_wall:.1f} |"]
-        except Exception as exc:  # report, do not hide: inductor needs a working C++ toolchain
-            lines.append(f"torch.compile failed here: {type(exc).__name__}: {str(exc)[:300]}")
+    return lines
+
+
+def compiled(data, compile_steps: int) -> list[str]:
+    torch.set_num_threads(1)
+    lines = [f"### torch.compile (inductor, CPU, 1 thread), Trainer 4 tasks/step, {compile_steps} steps", ""]
+    try:
+        eager, eager_wall = trainer_loop(data, compile_steps, 0, 4)
+        comp, comp_wall = trainer_loop(data, compile_steps, 0, 4, compile=True)
+        lines += ["| run | images/s over the run (compile included) | wall s |", "|---|---|---|",
+                  f"| eager | {eager:.0f} | {eager_wall:.1f} |", f"| compiled | {comp:.0f} | {comp_wall:.1f} |"]
+    except Exception as exc:  # report, do not hide: inductor needs a working C++ toolchain
+        lines.append(f"torch.compile failed here: {type(exc).__name__}: {str(exc)[:300]}")
     return lines
 
 
@@ -265,28 +268,39 @@ def main() -> None:
 
     start_load, t0, c0 = load(), time.perf_counter(), cpu_seconds()
     lines: list[str] = []
+
+    def write(done: bool) -> None:  # after every section: a run cut short keeps what it measured
+        head = ["# Throughput: start-up, training, evaluation, MAML meta-batches, distributed", "",
+                f"One run of `python benchmarks/throughput.py {' '.join(sys.argv[1:])}` on CPU ({os.cpu_count()} cores, "
+                f"shared with other jobs). Load average (1/5/15 min) at start {start_load}, "
+                f"{'at end' if done else 'when last written (run unfinished)'} {load()}; "
+                f"{time.perf_counter() - t0:.0f} s wall, {cpu_seconds() - c0:.0f} s CPU (this process and its children). "
+                "Torch threads per table. No GPU was available: the GPU column could not be measured.", ""]
+        Path(args.out).parent.mkdir(exist_ok=True)
+        Path(args.out).write_text("\n".join(head + lines) + "\n")
+
     if "startup" in sections:
         lines += startup(args.rounds) + [""]
+        write(False)
     if "train" in sections or "eval" in sections:
         data = load_omniglot("background", exclude_alphabets=["heldout"], rotations=True)
         test = load_omniglot("background", alphabets=["heldout"])
-    if "train" in sections:
-        lines += training(data, args.steps, args.rounds, args.compile_steps) + [""]
     if "eval" in sections:
         lines += evaluation(test, args.eval_tasks, args.eval_tasks_large) + [""]
+        write(False)
     if "maml" in sections:
         lines += maml(args.maml_steps) + [""]
+        write(False)
     if "dist" in sections:
         lines += distributed(args.dist_steps) + [""]
-    head = ["# Throughput: start-up, training, evaluation, MAML meta-batches, distributed", "",
-            f"One run of `python benchmarks/throughput.py {' '.join(sys.argv[1:])}` on CPU ({os.cpu_count()} cores, "
-            f"shared with other jobs). Load average (1/5/15 min) at start {start_load}, at end {load()}; "
-            f"{time.perf_counter() - t0:.0f} s wall, {cpu_seconds() - c0:.0f} s CPU (this process and its children). "
-            "Torch threads per table. No GPU was available: the GPU column could not be measured.", ""]
-    text = "\n".join(head + lines) + "\n"
-    print(text)
-    Path(args.out).parent.mkdir(exist_ok=True)
-    Path(args.out).write_text(text)
+        write(False)
+    if "train" in sections:
+        lines += training(data, args.steps, args.rounds) + [""]
+        write(False)
+        if args.compile_steps:
+            lines += compiled(data, args.compile_steps) + [""]
+    write(True)
+    print(Path(args.out).read_text())
 
 
 if __name__ == "__main__":
