@@ -108,7 +108,7 @@ def training(data, steps: int, rounds: int) -> list[str]:
     lines = ["## Training: Conv4 ProtoNet, 20-way 1-shot 5-query Omniglot 28×28, channels_last", "",
              f"{rounds} interleaved rounds × {steps} optimiser steps per loop and thread count; median images/s "
              "(support + query images through forward + backward + Adam). `tasks_per_step=4`: four episodes per "
-             "step in one backbone pass (the work per image is the same; BatchNorm sees the four episodes).", "",
+             "optimiser step (one optimiser step and log per four episodes).", "",
              "| threads | loop | median images/s | min | max | vs plain loop |", "|---|---|---|---|---|---|"]
     for threads in (1, 2):
         torch.set_num_threads(threads)
