@@ -31,8 +31,13 @@ def _train(out: Path, args: list[str], world: int) -> None:
            "--quiet", "--no-plots", "--out", str(out), *args]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")}
     env.update(PYTHONPATH=SRC, OMP_NUM_THREADS="1")
-    if world == 1:
-        subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=120)
+    if world == 1:  # the reference, in this process
+        from click.testing import CliRunner
+
+        from fewshot.cli import main
+
+        res = CliRunner().invoke(main, cmd[3:], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
         return
     port = str(_free_port())
     procs = [subprocess.Popen(cmd, env={**env, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": str(world),
