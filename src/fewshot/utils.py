@@ -37,6 +37,24 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def default_threads() -> int:
+    """Intra-op threads per process that do not oversubscribe the machine: the CPUs this process may
+    run on, shared among the processes of a ``torchrun`` launch on this node (``LOCAL_WORLD_SIZE``)."""
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads (None: :func:`default_threads`); returns the number set."""
+    n = default_threads() if threads is None else threads
+    if n < 1:
+        raise ValueError(f"threads must be at least 1, got {n}")
+    torch.set_num_threads(n)
+    return n
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
     random.seed(seed)

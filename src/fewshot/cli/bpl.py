@@ -4,9 +4,12 @@ strokes, sample new characters and new exemplars of a character, plot stroke dat
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import numpy as np
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from . import main
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import click
 
-from ..data import ImageSpec, LabeledDataset, load_digits_images, load_image_folder, load_mnist, load_omniglot
+if TYPE_CHECKING:  # the CLI imports torch (through data/) only inside the commands that need it: quick --help
+    from ..data import ImageSpec, LabeledDataset
 
 #: the smallest side a conv4 backbone (four 2x poolings) can take
 MIN_IMAGE_SIZE = 16
@@ -40,6 +42,8 @@ def split_names(value: str | None) -> list[str] | None:
 def run_image_spec(info: dict, image_size: int | None = None, invert: bool | None = None) -> ImageSpec | None:
     """How new images are decoded for a trained run: exactly as its training data (``info["data"]
     ["image"]``), with ``--image-size`` / ``--invert`` overriding when given. None: not an image run."""
+    from ..data import ImageSpec
+
     image = (info.get("data") or {}).get("image")
     if not image:
         return None
@@ -77,6 +81,8 @@ def load_dataset_arg(dataset: str, split: str, data_dir: str | None, image_size:
                      skip_bad: bool = False) -> LabeledDataset:
     """Load the data named on the command line (without augmentation); a folder dataset is decoded
     with ``spec`` (a trained run's, see :func:`run_image_spec`) when given."""
+    from ..data import ImageSpec, load_digits_images, load_image_folder, load_mnist, load_omniglot
+
     try:
         if dataset == "omniglot":
             return load_omniglot(split, data_dir=data_dir, image_size=image_size or 28,
@@ -148,6 +154,19 @@ def check_device(ctx, param, value):
 def device_option(f):
     return click.option("--device", default="auto", show_default=True, callback=check_device,
                         help="auto | cpu | cuda[:N] | mps (auto picks a GPU if present)")(f)
+
+
+def threads_option(f):
+    """--threads N: torch's intra-op threads (default: this process's share of the CPUs)."""
+    return click.option("--threads", type=click.IntRange(min=1), default=None,
+                        help="CPU threads for torch (default: the CPUs available / processes per node under torchrun; "
+                             "with several jobs on one machine give each 1)")(f)
+
+
+def apply_threads(threads: int | None) -> None:
+    from ..utils import set_threads
+
+    set_threads(threads)
 
 
 def data_options(f):

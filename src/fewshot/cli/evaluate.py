@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import main
-from .common import check_run_fits, data_options, device_option, echo_json, load_dataset_arg, parse_params, run_image_spec
+from .common import apply_threads, check_run_fits, data_options, device_option, echo_json, load_dataset_arg, parse_params, run_image_spec, threads_option
 from .pretrained import pretrained_option
 
 
@@ -59,9 +59,11 @@ def build_untrained(name: str, params: tuple[str, ...], device: str):
 @click.option("--plot-episode", type=click.Path(dir_okay=False), default=None, help="save the first task as an episode grid PNG")
 @click.option("--invert/--no-invert", default=None, help="folder datasets: invert the images (default: as the run's training data)")
 @device_option
+@threads_option
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def eval_cmd(run_dir, backbone, method_name, params, dataset, split, data_dir, image_size, alphabets, exclude_alphabets,
-             skip_bad, way, shot, query, within, tasks, seed, task_file, lake_runs, checkpoint, confusion, plot_episode, invert, device, as_json):
+             skip_bad, way, shot, query, within, tasks, seed, task_file, lake_runs, checkpoint, confusion, plot_episode, invert, device,
+             threads, as_json):
     """Evaluate a trained run: accuracy ± 95% CI over a fixed task set, or Lake's protocol.
 
     \b
@@ -72,6 +74,7 @@ def eval_cmd(run_dir, backbone, method_name, params, dataset, split, data_dir, i
       fewshot eval --backbone efficientnet_lite0 --dataset folder:photos/ --way 5 --shot 1 --json
       fewshot eval --method bpl --image-size 105 --lake-runs all_runs.zip --json
     """
+    apply_threads(threads)
     from ..data import ImageSpec, load_lake_runs
     from ..engine.evaluate import evaluate
     from ..tasks.episodes import TaskSet, lake_episodes

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from . import main
-from .common import check_run_fits, device_option, echo_json, report_skipped, run_image_spec
+from .common import apply_threads, check_run_fits, device_option, echo_json, report_skipped, run_image_spec, threads_option
 from .evaluate import load_run
 from .pretrained import pretrained_option
 
@@ -47,9 +47,10 @@ class Threshold(click.ParamType):
 @click.option("--skip-bad", is_flag=True, help="skip support images that cannot be decoded (they are listed) instead of stopping")
 @click.option("--checkpoint", default="best", show_default=True)
 @device_option
+@threads_option
 @click.option("--json", "as_json", is_flag=True)
 def predict_cmd(run_dir, backbone, more_queries, support, queries, threshold, reject_by, unknown_label, invert, skip_bad,
-                checkpoint, device, as_json):
+                checkpoint, device, threads, as_json):
     """Classify query images among the classes of a support folder; with --threshold, answer
     'unknown' for images of none of them.
 
@@ -60,6 +61,7 @@ def predict_cmd(run_dir, backbone, more_queries, support, queries, threshold, re
       fewshot predict runs/proto --support staff/ --query a.png --reject-by probability --threshold 0.6
       fewshot predict --backbone efficientnet_lite0 --support products/ --query new.jpg --threshold 2.0 --json
     """
+    apply_threads(threads)
     import torch
 
     from ..data import load_image_folder

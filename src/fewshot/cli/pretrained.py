@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import click
 
-from ..nn.efficientnet import CONFIGS as LITE_CONFIGS
 from .common import load_dataset_arg, parse_params
 
 #: the classifier on frozen features when none is named: ProtoNet's, cosine to the class prototype (what
@@ -15,7 +14,8 @@ DEFAULT_PARAMS = {"distance": "cosine"}
 #: ``fewshot train --backbone efficientnet_lite*``: blocks 12-15 + head (what photos.md meta-trained)
 DEFAULT_TRAINABLE_BLOCKS = 4
 #: input resolution of each pretrained backbone (``fewshot train`` decodes images at it)
-PRETRAINED_RESOLUTION = {name: cfg.resolution for name, cfg in LITE_CONFIGS.items()}
+# Static so that `fewshot --help` imports no torch; tests/test_startup.py checks it against nn.efficientnet.
+PRETRAINED_RESOLUTION = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
 
 
 def pretrained_option(f):

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import main
-from .common import Fraction, PositiveFloat, data_options, device_option, echo_json, load_dataset_arg, parse_params
+from .common import Fraction, PositiveFloat, apply_threads, data_options, device_option, echo_json, load_dataset_arg, parse_params, threads_option
 from .pretrained import DEFAULT_TRAINABLE_BLOCKS, PRETRAINED_RESOLUTION
 
 
@@ -36,6 +36,7 @@ from .pretrained import DEFAULT_TRAINABLE_BLOCKS, PRETRAINED_RESOLUTION
 @click.option("--val-tasks", type=click.IntRange(min=0), default=200, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option
+@threads_option
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="run directory (checkpoints, logs, plots)")
 @click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint (an error if there is none)")
 @click.option("--override", is_flag=True, help="with --resume: accept settings that differ from the run's, recording the change in its checkpoints")
@@ -45,7 +46,7 @@ from .pretrained import DEFAULT_TRAINABLE_BLOCKS, PRETRAINED_RESOLUTION
 @click.option("--json", "as_json", is_flag=True, help="print the final record as JSON")
 def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, skip_bad, way, shot, query, episodes,
               within, rotations, val_fraction, val_split, backbone, trainable_blocks, params, lr, optimizer, schedule, tasks_per_step,
-              batch_size, augment, grad_clip, val_every, val_tasks, seed, device, out_dir, resume, override, checkpoint_every, plots, quiet, as_json):
+              batch_size, augment, grad_clip, val_every, val_tasks, seed, device, threads, out_dir, resume, override, checkpoint_every, plots, quiet, as_json):
     """Train a method and write checkpoints (safetensors + JSON) and logs to --out.
 
     \b
@@ -58,6 +59,7 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
       fewshot train --backbone efficientnet_lite0 --dataset folder:base_classes/ -p distance=cosine \
           --way 5 --shot 1 --episodes 300 --lr 1e-4 --out runs/lite0-meta   # P>M>F's meta-training
     """
+    apply_threads(threads)
     from ..data import with_rotations
     from ..engine.build import build_run
     from ..engine.config import TrainConfig

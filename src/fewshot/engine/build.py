@@ -13,6 +13,7 @@ from ..nn.backbones import backbone_spec_for, build_backbone
 from ..utils import resolve_device, seed_everything
 from .batches import batch_source
 from .config import TrainConfig
+from .distributed import from_env
 from .rundir import RunDir
 from .trainer import Trainer
 from .validation import validation_tasks
@@ -50,6 +51,7 @@ def build_run(
         model, spec = method, _spec(backbone, data)
     else:
         model, spec = _build_method(method, data, cfg, params or {}, backbone)
+    dist = from_env(cfg.device)  # under torchrun: join the process group (and pick this process's GPU)
     device = resolve_device(cfg.device)
     val_tasks = validation_tasks(val_data, cfg) if val_data is not None and cfg.val_tasks > 0 else None
     info = dict(data_info if data_info is not None else data.info)
@@ -57,8 +59,8 @@ def build_run(
         info["pixel_mean"] = round(pixel_mean(data.x), 4)
     run = RunDir(out_dir, spec, info,
                  None if val_tasks is None else {**val_tasks.meta, "tasks": len(val_tasks)})
-    return Trainer(model, batch_source(model, data, cfg, device), cfg, run,
-                   val_data if val_tasks is not None else None, val_tasks)
+    return Trainer(model, batch_source(model, data, cfg, device, dist), cfg, run,
+                   val_data if val_tasks is not None else None, val_tasks, dist)
 
 
 def _spec(backbone: str | tuple[str, dict] | None, data: LabeledDataset) -> tuple[str, dict] | None:

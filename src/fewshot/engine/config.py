@@ -44,6 +44,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     channels_last: bool = True  # NHWC convolutions: ~1.7x faster for Conv4 on CPU here
+    compile: bool = False  # torch.compile the backbone (see benchmarks/results/throughput.md for when it pays)
     progress: bool = True
 
 

@@ -4,10 +4,10 @@ task set with :func:`.evaluate.evaluate`. Assemble all of it with :func:`.build.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -16,8 +16,9 @@ from ..methods.base import FewShotMethod
 from ..tasks.episodes import TaskSet
 from ..utils import seed_everything
 from .batches import BatchSource
-from .checkpoint import check_finite_state
+from .checkpoint import check_finite_state, restore_training
 from .config import TrainConfig, lr_factor
+from .distributed import Distributed
 from .evaluate import evaluate
 from .rundir import RunDir
 
@@ -37,6 +38,12 @@ def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose adam, adamw, sgd or rmsprop")
 
 
+def _window_means(window: list[tuple[float | torch.Tensor, float | torch.Tensor]]) -> tuple[float, float]:
+    """Mean loss and accuracy of the steps since the last log (floats or 0-dim tensors)."""
+    values = torch.tensor([[float(v) for v in w] for w in window], dtype=torch.float64)
+    return float(values[:, 0].mean()), float(values[:, 1].mean())
+
+
 class Trainer:
     """Train ``method`` on the batches of ``batches`` for ``cfg.steps`` steps, validate on the fixed
     ``val_tasks`` of ``val_data`` every ``cfg.val_every`` steps, keep ``best``/``last`` in ``run``.
@@ -46,18 +53,20 @@ class Trainer:
     """
 
     def __init__(self, method: FewShotMethod, batches: BatchSource, cfg: TrainConfig, run: RunDir,
-                 val_data: LabeledDataset | None = None, val_tasks: TaskSet | None = None):
+                 val_data: LabeledDataset | None = None, val_tasks: TaskSet | None = None,
+                 dist: Distributed = Distributed()):
         if (val_data is None) != (val_tasks is None):
             raise ValueError("pass both val_data and val_tasks (or neither)")
         self.method, self.batches, self.cfg, self.run = method, batches, cfg, run
         self.val_data, self.val_tasks = val_data, val_tasks
         self.device = batches.device
+        self.dist = dist  # several processes: each steps its share, process 0 validates, logs, checkpoints
 
     def fit(self, resume: bool = False, override: bool = False) -> list[dict]:
         """Run (or, with ``resume``, continue) training; returns the log records. The run directory
         is locked meanwhile: a second writer gets a ``FileExistsError``. ``override``: resume with
         changed settings, recording the change (see :meth:`RunDir.start`)."""
-        with self.run.lock():
+        with self.run.lock() if self.dist.is_main else contextlib.nullcontext():
             return self._fit(resume, override)
 
     def _fit(self, resume: bool, override: bool) -> list[dict]:
@@ -67,12 +76,15 @@ class Trainer:
         method.to(self.device)
         if cfg.channels_last:
             method.to(memory_format=torch.channels_last)
+        if cfg.compile and method.backbone is not None:
+            method.backbone.compile()  # in place: parameter names (and checkpoints) unchanged
         trainable = [p for p in method.parameters() if p.requires_grad]
         steps = cfg.steps if trainable else 0
         optimizer = build_optimizer(trainable, cfg) if trainable else None
-        start, self.best, records, window = self.run.start(resume, method, cfg, optimizer, override)
+        start, self.best, records, window = self._start(resume, optimizer, override)
         method.train()
-        bar = tqdm(range(start, steps), initial=start, total=steps, disable=not cfg.progress or steps == 0,
+        main = self.dist.is_main
+        bar = tqdm(range(start, steps), initial=start, total=steps, disable=not cfg.progress or steps == 0 or not main,
                    desc=f"train {method.name}", dynamic_ncols=True)
         self._saved_at = time.monotonic()
         t0, n_items = time.perf_counter(), 0
@@ -81,9 +93,9 @@ class Trainer:
             for g in optimizer.param_groups:
                 g["lr"] = cfg.lr * factor
             batch = self.batches(step)
-            n_items += self.batches.items(batch)
+            n_items += self.batches.items(batch) * self.dist.world_size
             optimizer.zero_grad(set_to_none=True)
-            out = method.training_step(batch)
+            out = self.dist.average(trainable, method.training_step(batch))
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -91,18 +103,38 @@ class Trainer:
             done = step + 1
             record = None
             if done % cfg.log_every == 0 or done == steps:
-                record = {"step": done, "loss": float(np.mean([w[0] for w in window])),
-                          "accuracy": float(np.mean([w[1] for w in window])), "lr": cfg.lr * factor,
+                loss, acc = _window_means(window)  # the only host synchronisation of the logging
+                record = {"step": done, "loss": loss, "accuracy": acc, "lr": cfg.lr * factor,
                           "items_per_s": n_items / max(time.perf_counter() - t0, 1e-9)}
                 window = []
                 bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}", refresh=False)
-            records += self._end_of_step(done, steps, record, optimizer, window)
+            if main:
+                records += self._end_of_step(done, steps, record, optimizer, window)
         bar.close()
-        if steps == 0 and not records:  # nothing to train, fresh run: validate and save the method once
+        if main and steps == 0 and not records:  # nothing to train, fresh run: validate and save the method once
             records += self._end_of_step(0, 0, {"step": 0}, None)
-        if self.val_tasks is None:
+        if main and self.val_tasks is None:
             self.run.save("best", method, cfg, steps, self.best)  # no validation: best is last
+        self.dist.barrier()  # the last checkpoint is complete when any process returns
         return records
+
+    def _start(self, resume: bool, optimizer: torch.optim.Optimizer | None,
+               override: bool) -> tuple[int, float, list[dict], list]:
+        """``run.start`` in process 0; the other processes restore the same checkpoint (or start fresh)
+        and then take process 0's weights."""
+        if not self.dist.active:
+            return self.run.start(resume, self.method, self.cfg, optimizer, override)
+        had_run = self.run.has_run()
+        self.dist.barrier()
+        if self.dist.is_main:
+            state = self.run.start(resume, self.method, self.cfg, optimizer, override)
+        elif resume and had_run:
+            state = (restore_training(self.run.path, "last", self.method, optimizer)["step"], -1.0, [], [])
+        else:
+            state = (0, -1.0, [], [])
+        self.dist.barrier()
+        self.dist.broadcast(self.method)
+        return state
 
     def _end_of_step(self, done: int, steps: int, record: dict[str, Any] | None,
                      optimizer: torch.optim.Optimizer | None, window: list | None = None) -> list[dict]:
@@ -124,6 +156,7 @@ class Trainer:
         if record is not None:
             self.run.append_log(record)
         if due:
-            self.run.save("last", self.method, cfg, done, self.best, optimizer, window)
+            self.run.save("last", self.method, cfg, done, self.best, optimizer,
+                          None if window is None else [(float(l), float(a)) for l, a in window])
             self._saved_at = time.monotonic()
         return [record] if record is not None else []

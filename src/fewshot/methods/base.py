@@ -42,10 +42,11 @@ class LossOutput:
 
 @dataclass
 class StepOutput:
-    """What one training step reports: mean loss and query accuracy (plain floats)."""
+    """What one training step reports: mean loss and query accuracy, as floats or 0-dim tensors
+    (tensors spare a host synchronisation per step; the trainer reads them when it logs)."""
 
-    loss: float
-    accuracy: float
+    loss: float | torch.Tensor
+    accuracy: float | torch.Tensor
 
 
 def check_support(support_x: torch.Tensor, support_y: torch.Tensor) -> int:
@@ -182,6 +183,12 @@ class FewShotMethod(nn.Module):
     training_regime: ClassVar[str] = "episodic"
     #: True when ``fit`` needs autograd (MAML, fine-tuning): evaluation then keeps autograd available
     fit_needs_grad: ClassVar[bool] = False
+    #: True when ``fit`` and ``scores`` see the items only through :meth:`embed`, one item at a time
+    #: (they are ``fit_embeddings(embed(support_x), ...)`` and ``scores_embeddings(embed(query_x))``):
+    #: evaluation over a task set then embeds each distinct item once and scores every task from
+    #: those embeddings. Methods that adapt per task (fine-tuning, MAML) or normalise with batch
+    #: statistics keep False.
+    embedding_only: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Every fit/scores takes the same inputs: check and convert them in one place (see as_items, as_labels).
@@ -218,11 +225,25 @@ class FewShotMethod(nn.Module):
             return x.flatten(1)
         return self.backbone(x)
 
+    @_checked_fit  # the subclasses' own fit/scores are wrapped by __init_subclass__
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "FewShotMethod":
+        if self.embedding_only:
+            return self.fit_embeddings(self.embed(support_x), support_y)
         raise NotImplementedError
 
+    @_checked_scores
     def scores(self, query_x: torch.Tensor) -> torch.Tensor:
+        if self.embedding_only:
+            return self.scores_embeddings(self.embed(query_x))
         raise NotImplementedError
+
+    def fit_embeddings(self, support_emb: torch.Tensor, support_y: torch.Tensor) -> "FewShotMethod":
+        """``fit`` from the support embeddings ``[N, D]`` (methods with ``embedding_only``)."""
+        raise NotImplementedError(f"{self.name} does not fit from embeddings (embedding_only is False)")
+
+    def scores_embeddings(self, query_emb: torch.Tensor) -> torch.Tensor:
+        """``scores`` ``[Q, way]`` from the query embeddings ``[Q, D]`` (methods with ``embedding_only``)."""
+        raise NotImplementedError(f"{self.name} does not score embeddings (embedding_only is False)")
 
     def predict_proba(self, query_x: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``[Q, way]``."""
@@ -230,7 +251,11 @@ class FewShotMethod(nn.Module):
 
     def predict(self, query_x: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
         """Predicted class ``[Q]``; with ``threshold``, ``-1`` ("unknown") where the top probability is below it."""
-        proba = self.predict_proba(query_x)
+        return self.decide(self.scores(query_x), threshold)
+
+    def decide(self, scores: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+        """:meth:`predict` from the scores ``[Q, way]``."""
+        proba = scores.softmax(-1)
         conf, pred = proba.max(-1)
         if threshold is not None:
             pred = torch.where(conf >= threshold, pred, torch.full_like(pred, -1))

@@ -11,7 +11,8 @@ from torch import nn
 from ..nn.backbones import RelationEncoder
 from ..nn.distances import DISTANCES, class_means, pairwise_logits
 from ..tasks.episodes import Episode
-from .base import FewShotMethod, LossOutput, check_support
+from ..utils import check_finite
+from .base import FewShotMethod, LossOutput, StepOutput, check_support
 
 
 class ProtoNet(FewShotMethod):
@@ -26,6 +27,7 @@ class ProtoNet(FewShotMethod):
     """
 
     name = "protonet"
+    embedding_only = True
 
     def __init__(self, backbone: nn.Module | None = None, distance: Literal["euclidean", "cosine", "dot"] = "euclidean",
                  scale: float | None = None, learn_scale: bool | None = None):
@@ -41,18 +43,18 @@ class ProtoNet(FewShotMethod):
         self.scale = nn.Parameter(torch.tensor(float(scale)), requires_grad=learn_scale)
         self.prototypes: torch.Tensor | None = None
 
-    def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "ProtoNet":
-        self.task_way = check_support(support_x, support_y)
-        self.prototypes = class_means(self.embed(support_x), support_y, self.task_way)
+    def fit_embeddings(self, support_emb: torch.Tensor, support_y: torch.Tensor) -> "ProtoNet":
+        self.task_way = check_support(support_emb, support_y)
+        self.prototypes = class_means(support_emb, support_y, self.task_way)
         return self
 
     def _logits(self, query_emb: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
         return self.scale * pairwise_logits(query_emb, prototypes, self.distance)
 
-    def scores(self, query_x: torch.Tensor) -> torch.Tensor:
+    def scores_embeddings(self, query_emb: torch.Tensor) -> torch.Tensor:
         if self.prototypes is None:
             raise RuntimeError("call fit(support_x, support_y) before scoring queries")
-        return self._logits(self.embed(query_x), self.prototypes)
+        return self._logits(query_emb, self.prototypes)
 
     def loss(self, episode: Episode) -> LossOutput:
         # One backbone pass over support and query together (BatchNorm sees the whole episode).
@@ -61,6 +63,21 @@ class ProtoNet(FewShotMethod):
         protos = class_means(z[:n_s], episode.support_y, episode.way)
         scores = self._logits(z[n_s:], protos)
         return LossOutput(F.cross_entropy(scores, episode.query_y), scores)
+
+    def training_step(self, batch: list[Episode]) -> StepOutput:
+        """The mean episode loss, one backbone pass per episode (one pass over a whole meta-batch
+        measured no faster per image on CPU, and would mix the episodes' BatchNorm statistics);
+        no host synchronisation but the finiteness check."""
+        losses, correct, total = [], [], 0
+        for ep in batch:
+            out = self.loss(ep)
+            losses.append(out.loss)
+            correct.append((out.scores.detach().argmax(-1) == ep.query_y).sum())
+            total += ep.query_y.numel()
+        loss = torch.stack(losses).mean()
+        check_finite(loss, f"{self.name} training step")
+        loss.backward()
+        return StepOutput(loss.detach(), torch.stack(correct).sum() / max(total, 1))
 
 
 def feature_dim_for(backbone: nn.Module | None, item_shape: tuple[int, ...]) -> int:
@@ -130,6 +147,7 @@ class MatchingNet(FewShotMethod):
     """
 
     name = "matching"
+    embedding_only = True  # FCE too: its context embedding reads the support set's embeddings only
 
     renamed_params = {"embedding_dim": "feature_dim"}
 
@@ -156,9 +174,9 @@ class MatchingNet(FewShotMethod):
             raise RuntimeError("FCE needs the embedding size: pass feature_dim=D or call setup(dataset) first")
         return self.context
 
-    def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "MatchingNet":
-        self.task_way = check_support(support_x, support_y)
-        g = self.embed(support_x)
+    def fit_embeddings(self, support_emb: torch.Tensor, support_y: torch.Tensor) -> "MatchingNet":
+        self.task_way = check_support(support_emb, support_y)
+        g = support_emb
         ctx = self._context()
         self.support_emb = ctx.support(g) if ctx is not None else g
         self.support_y = support_y.long()
@@ -172,10 +190,10 @@ class MatchingNet(FewShotMethod):
         proba = attention @ F.one_hot(support_y, way).to(attention.dtype)  # [Q, way], rows sum to 1
         return proba.clamp_min(1e-12).log()
 
-    def scores(self, query_x: torch.Tensor) -> torch.Tensor:
+    def scores_embeddings(self, query_emb: torch.Tensor) -> torch.Tensor:
         if self.support_emb is None or self.task_way is None:
             raise RuntimeError("call fit(support_x, support_y) before scoring queries")
-        return self.log_proba(self.embed(query_x), self.support_emb, self.support_y, self.task_way)
+        return self.log_proba(query_emb, self.support_emb, self.support_y, self.task_way)
 
     def loss(self, episode: Episode) -> LossOutput:
         n_s = episode.support_x.shape[0]

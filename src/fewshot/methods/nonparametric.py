@@ -46,6 +46,7 @@ class KNN(FewShotMethod):
     """
 
     name = "knn"
+    embedding_only = True
 
     def __init__(self, backbone: nn.Module | None = None, k: int = 1, distance: Literal["euclidean", "cosine"] = "euclidean",
                  weights: Literal["uniform", "distance"] = "uniform", temperature: float = 1.0):
@@ -64,9 +65,9 @@ class KNN(FewShotMethod):
     def default_backbone(cls, item_shape: tuple[int, ...]) -> tuple[str, dict] | None:
         return None  # raw inputs; pass --backbone to compare embeddings
 
-    def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "KNN":
-        self.task_way = check_support(support_x, support_y)
-        self.support_emb = self.embed(support_x)
+    def fit_embeddings(self, support_emb: torch.Tensor, support_y: torch.Tensor) -> "KNN":
+        self.task_way = check_support(support_emb, support_y)
+        self.support_emb = support_emb
         self.support_y = support_y.long()
         return self
 
@@ -87,13 +88,13 @@ class KNN(FewShotMethod):
         v = (w.unsqueeze(-1) * one_hot).sum(1)
         return v / v.sum(1, keepdim=True)
 
-    def scores(self, query_x: torch.Tensor) -> torch.Tensor:
+    def scores_embeddings(self, query_emb: torch.Tensor) -> torch.Tensor:
         if self.support_emb is None:
             raise RuntimeError("call fit(support_x, support_y) before scoring queries")
-        return self.votes(self.embed(query_x)).clamp_min(_EPS).log()
+        return self.votes(query_emb).clamp_min(_EPS).log()
 
-    def predict(self, query_x: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
-        proba = self.predict_proba(query_x)
+    def decide(self, scores: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+        proba = scores.softmax(-1)
         pred = proba.argmax(-1)  # first maximum: ties go to the lower class index
         if threshold is not None:
             pred = torch.where(proba.max(-1).values >= threshold, pred, torch.full_like(pred, -1))

@@ -335,6 +335,7 @@ class SimpleShot(TransferMethod):
     """
 
     name = "simpleshot"
+    embedding_only = True
 
     def __init__(self, backbone: nn.Module | None = None, way: int | None = None, feature_dim: int | None = None,
                  head_type: Literal["linear", "cosine"] | None = None, scale: float = 10.0,
@@ -350,9 +351,9 @@ class SimpleShot(TransferMethod):
     def _transform(self, z: torch.Tensor) -> torch.Tensor:
         return F.normalize(z - self._center, dim=1) if self._center is not None else F.normalize(z, dim=1)
 
-    def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "SimpleShot":
-        self.task_way = check_support(support_x, support_y)
-        z = self.embed(support_x)
+    def fit_embeddings(self, support_emb: torch.Tensor, support_y: torch.Tensor) -> "SimpleShot":
+        self.task_way = check_support(support_emb, support_y)
+        z = support_emb
         if self.centering == "base":
             if self.head is None:
                 raise RuntimeError("centering='base' needs the pre-trained feature mean; pre-train the method or "
@@ -365,7 +366,7 @@ class SimpleShot(TransferMethod):
         self.prototypes = class_means(self._transform(z), support_y.long(), self.task_way)
         return self
 
-    def scores(self, query_x: torch.Tensor) -> torch.Tensor:
+    def scores_embeddings(self, query_emb: torch.Tensor) -> torch.Tensor:
         if self.prototypes is None:
             raise RuntimeError("call fit(support_x, support_y) before scoring queries")
-        return pairwise_logits(self._transform(self.embed(query_x)), self.prototypes, "euclidean") / self.temperature
+        return pairwise_logits(self._transform(query_emb), self.prototypes, "euclidean") / self.temperature

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,12 +57,14 @@ class TaskSpec:
     query: tuple[tuple[int, ...], ...]
 
 
-def assemble(dataset: LabeledDataset, task: TaskSpec) -> Episode:
-    """Gather a task's items from the in-memory dataset by tensor indexing."""
+def assemble(dataset: LabeledDataset, task: TaskSpec,
+             gather: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Episode:
+    """Gather a task's items from the in-memory dataset by tensor indexing (``gather``: another
+    map from dataset indices ``[n]`` to items ``[n, ...]``, e.g. to precomputed embeddings)."""
     s_idx = torch.tensor(task.support, dtype=torch.long)  # [way, shot]
     q_idx = torch.tensor(task.query, dtype=torch.long)  # [way, query]
     way, shot, query = s_idx.shape[0], s_idx.shape[1], q_idx.shape[1]
-    both = dataset.items(torch.cat([s_idx.reshape(-1), q_idx.reshape(-1)]))
+    both = (gather or dataset.items)(torch.cat([s_idx.reshape(-1), q_idx.reshape(-1)]))
     labels = torch.arange(way)
     return Episode(
         both[: way * shot],
@@ -165,10 +167,10 @@ class TaskSet:
     def __iter__(self) -> Iterator[TaskSpec]:
         return iter(self.tasks)
 
-    def episodes(self, dataset: LabeledDataset) -> Iterator[Episode]:
+    def episodes(self, dataset: LabeledDataset) -> "TaskEpisodes":
+        """The tasks' episodes, assembled from ``dataset`` as they are iterated."""
         self.check(dataset)
-        for t in self.tasks:
-            yield assemble(dataset, t)
+        return TaskEpisodes(self, dataset)
 
     def check(self, dataset: LabeledDataset) -> None:
         n = self.meta.get("num_items")
@@ -188,6 +190,25 @@ class TaskSet:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path} is not a fewshot task set (JSON with 'meta' and 'tasks'): {exc}") from exc
         return cls(tasks, data.get("meta"))
+
+
+class TaskEpisodes:
+    """The episodes of a task set over a dataset (iterate for :class:`Episode` s). Evaluation reads
+    ``tasks`` and ``dataset`` to embed each distinct item once for methods that allow it."""
+
+    def __init__(self, tasks: TaskSet, dataset: LabeledDataset):
+        self.tasks, self.dataset = tasks, dataset
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __iter__(self) -> Iterator[Episode]:
+        return (assemble(self.dataset, t) for t in self.tasks)
+
+    def item_indices(self) -> torch.Tensor:
+        """The distinct dataset indices of all tasks' items, sorted ``[n]``."""
+        return torch.unique(torch.tensor([i for t in self.tasks.tasks for row in (*t.support, *t.query) for i in row],
+                                         dtype=torch.long))
 
 
 def augment_episode(episode: Episode, augmenter: "Augmenter", generator: torch.Generator,
