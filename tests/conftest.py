@@ -25,6 +25,13 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture
+def isolated_data_sources(monkeypatch, tmp_path):
+    """Only the folder a test passes is searched: no $FEWSHOT_DATA (the Makefile and CI set it), an empty cache."""
+    monkeypatch.delenv("FEWSHOT_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
 def make_blobs_dataset(num_classes: int = 12, per_class: int = 10, size: int = 8, groups: int = 3,
                        seed: int = 0, noise: float = 0.15) -> LabeledDataset:
     """Images ``uint8 [N, 1, size, size]`` whose class is a random template plus noise: learnable

@@ -28,7 +28,7 @@ def test_sample_types_and_tokens(tmp_path):
     assert r.exit_code != 0 and "no ink" in r.output and "Traceback" not in r.output
 
 
-def test_fit_and_plot_strokes_from_archives(tmp_path):
+def test_fit_and_plot_strokes_from_archives(tmp_path, isolated_data_sources):
     _archives(tmp_path, extracted=False)
     r = CliRunner().invoke(bpl, ["fit", "--data-dir", str(tmp_path), "--primitives", "2", "--no-ink", "--out", str(tmp_path / "m.json")])
     assert r.exit_code == 0, r.output

@@ -81,7 +81,7 @@ def test_pairing_names_the_missing_images(tmp_path):
         pair_images(ds, tmp_path / "images_background_small1")
 
 
-def test_missing_archive_and_unknown_split(tmp_path):
+def test_missing_archive_and_unknown_split(tmp_path, isolated_data_sources):
     with pytest.raises(FileNotFoundError, match="strokes_background_small2.zip"):
         load_strokes("background_small2", tmp_path)
     with pytest.raises(ValueError, match="unknown stroke split"):
