@@ -138,3 +138,20 @@ def test_matching_and_relation_learn_on_blobs(make):
         opt.step()
         accs.append((out.scores.argmax(-1) == ep.query_y).float().mean().item())
     assert sum(accs[-8:]) / 8 > 0.5  # chance 0.25
+
+
+def test_matching_default_attention_can_become_confident():
+    """A fixed scale of 1 caps p(y|x, S) at e / (e + (way-1)/e) (0.65 at 5-way) however good the
+    embedding; the default learns the scale, so perfectly separated classes reach p > 0.9."""
+    g = torch.Generator().manual_seed(0)
+    centres = torch.eye(5, 8)
+    sx, sy = centres, torch.arange(5)
+    qx, qy = centres + 0.01 * torch.randn(5, 8, generator=g), torch.arange(5)
+    m = MatchingNet(None)
+    opt = torch.optim.Adam(m.parameters(), 0.1)
+    for _ in range(100):
+        loss = m.loss(_episode(sx, sy, qx, qy)).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert m.fit(sx, sy).scores(qx).exp().max(-1).values.min() > 0.9
