@@ -20,12 +20,12 @@ def _episode(sx, sy, qx, qy) -> Episode:
 
 def test_matching_loss_is_nll_of_attention_probabilities_not_a_second_softmax():
     ep = _episode(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1]), torch.tensor([[1.0, 0.0]]), torch.tensor([0]))
-    out = MatchingNet(Identity()).loss(ep)
+    out = MatchingNet(Identity(), scale=1.0).loss(ep)
     p0 = math.e / (math.e + 1)  # softmax over cosines (1, 0)
     assert out.loss.item() == pytest.approx(-math.log(p0), rel=1e-5)
     double_softmax = math.log(1 + math.exp(-(2 * p0 - 1)))
     assert abs(out.loss.item() - double_softmax) > 0.1
-    m = MatchingNet(Identity()).fit(ep.support_x, ep.support_y)
+    m = MatchingNet(Identity(), scale=1.0).fit(ep.support_x, ep.support_y)
     torch.testing.assert_close(m.predict_proba(ep.query_x), torch.tensor([[p0, 1 - p0]]))
 
 
