@@ -68,11 +68,11 @@ def _data(data_dir: str | None):
     return train, test
 
 
-def _config(steps: int, val_every: int, seed: int):
+def _config(steps: int, val_every: int, seed: int, val_tasks: int = 100):
     from fewshot.engine.config import TrainConfig
 
     # TrainConfig's defaults are fewshot train's; only the length and the logging change here.
-    return TrainConfig(steps=steps, val_every=val_every, val_tasks=100, val_way=5, val_shot=1, seed=seed,
+    return TrainConfig(steps=steps, val_every=val_every, val_tasks=val_tasks, val_way=5, val_shot=1, seed=seed,
                        device="cpu", progress=False, log_every=max(1, min(50, steps)),
                        checkpoint_every=max(1, steps))
 
@@ -94,7 +94,8 @@ def _step_cost(name: str, train, out: Path, seed: int) -> float:
     return max((times[1] - times[0]) / 10, 1e-4)
 
 
-def train_one(name: str, train, test, out: Path, budget_s: float, seed: int) -> dict:
+def train_one(name: str, train, test, out: Path, budget_s: float, seed: int, curve_points: int = 8,
+              val_tasks: int = 100) -> dict:
     from fewshot.engine.build import build_run
 
     info_path = out / "train.json"
@@ -105,8 +106,8 @@ def train_one(name: str, train, test, out: Path, budget_s: float, seed: int) -> 
     steps = max(1, int(budget_s / cost))
     load0 = os.getloadavg()
     shutil.rmtree(out / "run", ignore_errors=True)
-    trainer = build_run(method, train, _config(steps, max(1, steps // 8), seed), out / "run", params=options,
-                        val_data=test)
+    trainer = build_run(method, train, _config(steps, max(1, steps // curve_points), seed, val_tasks), out / "run",
+                        params=options, val_data=test)
     trained = any(p.requires_grad for p in trainer.method.parameters())
     import fewshot.engine.trainer as engine_trainer
 
@@ -130,7 +131,7 @@ def train_one(name: str, train, test, out: Path, budget_s: float, seed: int) -> 
     curve = [(r["step"], m, r["val_accuracy"]) for r, m in zip(vals, marks)]  # step, training CPU s, accuracy
     info = {"method": method, "options": options, "steps": steps if trained else 0, "probe_s_per_step": cost,
             "cpu_s": cpu, "validation_cpu_s": val_cpu[0], "wall_s": wall, "load_start": load0, "load_end": os.getloadavg(), "curve": curve,
-            "threads": torch.get_num_threads(), "trained": trained}
+            "threads": torch.get_num_threads(), "trained": trained, "val_tasks": val_tasks}
     info_path.write_text(json.dumps(info, indent=1))
     return info
 
@@ -183,7 +184,7 @@ def report(args, rows: list[tuple[str, dict, dict]]) -> str:
         lines += ["", "Not run at this budget (no cached result): " + ", ".join(missing) + "."]
     lines += ["", "MANN (5-way sequences, accuracy by instance) is measured by `benchmarks/model_based.py mann`: "
               "see `model_based_mann_5way.md`.", "",
-              "Plot: `reproduce_5w1s_vs_cpu.png` (held-out 5-way 1-shot accuracy on 100 tasks during training against "
+              f"Plot: `reproduce_5w1s_vs_cpu.png` (held-out 5-way 1-shot accuracy on {args.val_tasks} tasks during training against "
               "training CPU time).", ""]
     fig, ax = subplots(figsize=(6.5, 4.2))
     for name, tr, _ in rows:
@@ -205,6 +206,8 @@ def main() -> None:
     ap.add_argument("--budget-cpu-min", type=float, default=30.0, help="training CPU minutes per method")
     ap.add_argument("--tasks", type=int, default=1000, help="evaluation tasks per setting")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
+    ap.add_argument("--curve-points", type=int, default=8, help="held-out 5w1s evaluations during training")
+    ap.add_argument("--val-tasks", type=int, default=100, help="tasks per evaluation during training")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/reproduce", help="cache of finished runs (one folder per method and budget)")
     ap.add_argument("--report-only", action="store_true", help="rebuild the table and plot from the cache")
@@ -229,7 +232,7 @@ def main() -> None:
         if args.report_only and not (out / "eval.json").exists():
             continue
         out.mkdir(parents=True, exist_ok=True)
-        tr = train_one(name, train, test, out, 60 * args.budget_cpu_min, args.seed)
+        tr = train_one(name, train, test, out, 60 * args.budget_cpu_min, args.seed, args.curve_points, args.val_tasks)
         ev = evaluate_one(out, test, args.tasks, tasksets)
         rows.append((name, tr, ev))
         print(name, json.dumps({k: v for k, v in ev.items()}), f"train {tr['cpu_s']:.0f} CPU s", flush=True)
