@@ -13,7 +13,9 @@ During training the held-out 5w1s accuracy is logged on 100 other tasks, which g
 accuracy-vs-CPU-time plot (training CPU time, validation excluded).
 
 The budget is process CPU time (``time.process_time``: all threads) with ``torch.set_num_threads``
-(default 2, as the issue asks). Each finished run is cached in ``--out/<method>/`` (its checkpoint,
+(default 2, as the issue asks; on an oversubscribed machine use ``--threads 1``: at load 6-8 on 2
+cores, ProtoNet 20w1s cost 0.64 CPU s and 1.5 s wall per step with 2 threads against 0.18 CPU s and
+0.37 s wall with 1, the second thread spinning instead of working). Each finished run is cached in ``--out/<method>/`` (its checkpoint,
 ``train.json`` and ``eval.json``); rerunning skips what is done, so the protocol can be run in
 turns. Results: ``benchmarks/results/reproduce.md`` and ``reproduce_5w1s_vs_cpu.png``.
 Published numbers are on the Vinyals split (the 20 evaluation alphabets), a different and larger
