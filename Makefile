@@ -1,5 +1,6 @@
 # Two entry points for a fresh machine: `make demo` (the main job) and `make test` (the suite).
-# Benchmarks are run one script at a time (`python benchmarks/NAME.py --help`; see benchmarks/results/).
+# `make bench` runs the Omniglot reproduction (benchmarks/reproduce.py: every image method, 30 CPU-minutes each,
+# BUDGET=... to change); the other benchmarks run one script at a time (`python benchmarks/NAME.py --help`).
 # Both create/refresh the virtualenv first. torch is pinned through constraints.txt so that
 # set-up on a CPU-only machine never pulls a CUDA build.
 PY ?= python3
@@ -10,7 +11,8 @@ STAMP := $(VENV)/.installed
 FEWSHOT_DATA ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export FEWSHOT_DATA
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv bench clean
+BUDGET ?= 30
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,6 +27,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/reproduce.py --budget-cpu-min $(BUDGET)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

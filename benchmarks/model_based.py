@@ -180,17 +180,21 @@ def run_mann_model(args, name: str) -> dict:
     from fewshot.utils import seed_everything
 
     seed_everything(args.seed)
+    load0 = os.getloadavg()
     train = _omniglot(args.image_size, heldout=False, rotations=True)
     test = _omniglot(args.image_size, heldout=True, rotations=False)
     per_class = args.instances
     tr_sampler = EpisodeSampler(train, args.way, per_class, 0, seed=args.seed)
     te_sampler = EpisodeSampler(test, args.way, per_class, 0, seed=999)
-    kw = {"labels": args.way, "hidden": args.hidden}
+    kw = {"way": args.way, "hidden": args.hidden}
     if name == "mann":
         kw.update(slots=args.slots, width=args.width, heads=args.heads)
     method = build_method(name, **kw)
     method.setup(train)
-    opt = torch.optim.Adam(method.parameters(), lr=args.lr)
+    if args.optimizer == "rmsprop":  # Santoro et al.
+        opt = torch.optim.RMSprop(method.parameters(), lr=args.lr, alpha=0.95, momentum=0.9)
+    else:
+        opt = torch.optim.Adam(method.parameters(), lr=args.lr)
     log, t0, w0, it = [], time.process_time(), time.perf_counter(), 0
     losses, accs = [], []
     while time.process_time() - t0 < args.cpu_seconds and time.perf_counter() - w0 < args.wall_seconds:
@@ -213,7 +217,8 @@ def run_mann_model(args, name: str) -> dict:
     final = _instance_eval(method, te_sampler, args.test_episodes, args.batch, 2)
     res = {"model": name, "config": method.config(), "iterations": it, "episodes": it * args.batch, "cpu_s": cpu,
            "wall_s": wall, "log": log, "final_by_instance": final, "test_episodes": args.test_episodes,
-           "params": sum(p.numel() for p in method.parameters())}
+           "params": sum(p.numel() for p in method.parameters()), "optimizer": args.optimizer, "lr": args.lr,
+           "batch": args.batch, "load_start": load0, "load_end": os.getloadavg()}
     (RESULTS / f"mann_{name}_{args.way}way{args.suffix}.json").write_text(json.dumps(res, indent=1))
     return res
 
@@ -230,8 +235,8 @@ def mann_report(args) -> None:
              f"{args.way}-way episodes of {args.instances} instances per class ({args.way * args.instances} steps), labels shuffled per "
              f"episode and shown one step late; {args.image_size}x{args.image_size} raw pixels; trained on the background set "
              "without the 6 held-out alphabets (x4 rotations), tested on the held-out alphabets (Armenian, Bengali, Cyrillic, "
-             "Futurama, Hebrew, Tifinagh). Adam, gradient norm clipped at 10, batch of "
-             f"{args.batch} episodes; loss = cross-entropy over every step.", "",
+             "Futurama, Hebrew, Tifinagh). Gradient norm clipped at 10; loss = cross-entropy over every step. "
+             "Optimiser, batch and load average (1/5/15 min, start -> end) per run below.", "",
              "## Accuracy (%) by instance on held-out alphabets", "",
              "| model | CPU budget (1 thread) | training episodes | " + " | ".join(f"{k}{'st' if k == 1 else 'nd' if k == 2 else 'rd' if k == 3 else 'th'}" for k in INSTANCES) + " |",
              "|---|---|---:|" + "---:|" * len(INSTANCES)]
@@ -239,6 +244,10 @@ def mann_report(args) -> None:
         acc = r["final_by_instance"]
         lines.append(f"| {label[name]} (here) | {r['cpu_s']:.0f} CPU s ({r['wall_s']:.0f} s wall) | {r['episodes']} | "
                      + " | ".join(f"{100 * acc[k - 1]:.1f}" for k in INSTANCES) + " |")
+    for name, r in runs.items():
+        lines.append(f"| {label[name]} (here): {r.get('optimizer', 'adam')} lr {r.get('lr', '?')}, batch {r.get('batch', '?')}, "
+                     f"load {'/'.join(f'{v:.1f}' for v in r.get('load_start', []))} -> "
+                     f"{'/'.join(f'{v:.1f}' for v in r.get('load_end', []))} | | | | | | | | |")
     for name, acc in PAPER_MANN_5WAY.items():
         lines.append(f"| {name} (Santoro et al. 2016, Table 1, 5-way) | GPU, 100k episodes | 100000 | " + " | ".join(f"{a:.1f}" for a in acc) + " |")
     lines += ["", f"Chance is {100 / args.way:.0f}%. Held-out: {next(iter(runs.values()))['test_episodes'] if runs else 0} episodes "
@@ -362,6 +371,8 @@ def main() -> None:
     p.add_argument("--width", type=int, default=40)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--optimizer", choices=["rmsprop", "adam"], default="rmsprop",
+                   help="rmsprop (decay 0.95, momentum 0.9) as Santoro et al.")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--val-episodes", type=int, default=64)
     p.add_argument("--test-episodes", type=int, default=320)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from fewshot.data.copy_task import bits_wrong, copy_batch
 from fewshot.nn.memory import (
+    LRUA,
     NTM,
     circular_shift,
     content_addressing,
@@ -156,17 +157,17 @@ def test_least_used_picks_smallest_usage():
     assert torch.equal(lu.sum(-1), torch.ones(2, 2))
 
 
-def test_lrua_writes_to_the_least_used_slot_when_the_gate_is_closed():
+def test_lrua_writes_the_add_vector_to_the_least_used_slot_when_the_gate_is_closed():
     state = lrua_initial_state(1, 4, 3, heads=1)
     state.usage = torch.tensor([[0.9, 0.8, 0.05, 0.7]])
     state.w_lu = least_used(state.usage, 1)
     state.memory = torch.ones(1, 4, 3)
     key = torch.tensor([[[0.3, -0.2, 0.5]]])
-    new = lrua_step(state, key, alpha=torch.tensor([[-50.0]]), gamma=0.95)
-    # slot 2 (least used) was zeroed then written with the key; the others are unchanged
-    assert torch.allclose(new.memory[0, 2], key[0, 0], atol=1e-6)
+    add = torch.tensor([[[-0.7, 0.1, 0.4]]])
+    new = lrua_step(state, key, add, alpha=torch.tensor([[-50.0]]), gamma=0.95)
+    # slot 2 (least used) was zeroed then written with the add vector (not the key); the others are unchanged
+    assert torch.allclose(new.memory[0, 2], add[0, 0], atol=1e-6)
     assert torch.equal(new.memory[0, [0, 1, 3]], torch.ones(3, 3))
-    # usage: decayed + read + write weights; the slot just written is now the most used of the empty ones
     assert torch.allclose(new.usage, 0.95 * state.usage + new.w_read.sum(1) + least_used(state.usage, 1).sum(1), atol=1e-6)
 
 
@@ -175,21 +176,66 @@ def test_lrua_open_gate_writes_to_the_previous_read_location():
     state.memory = torch.zeros(1, 4, 2)
     state.w_read = torch.tensor([[[0.0, 1.0, 0.0, 0.0]]])
     state.w_lu = torch.tensor([[[0.0, 0.0, 0.0, 1.0]]])
-    key = torch.tensor([[[1.0, 2.0]]])
-    new = lrua_step(state, key, alpha=torch.tensor([[50.0]]), gamma=0.9)
-    assert torch.allclose(new.memory[0, 1], key[0, 0])
+    add = torch.tensor([[[1.0, 2.0]]])
+    new = lrua_step(state, torch.ones(1, 1, 2), add, alpha=torch.tensor([[50.0]]), gamma=0.9)
+    assert torch.allclose(new.memory[0, 1], add[0, 0])
     assert torch.allclose(new.memory[0, [0, 2, 3]], torch.zeros(3, 2))
+
+
+def test_lrua_reads_the_previous_memory_not_the_item_it_writes():
+    """The defect of the first implementation: writing the key and then reading with it found the
+    item itself (cosine 1) instead of the earlier item stored in memory."""
+    state = lrua_initial_state(1, 4, 3, heads=1)
+    stored = torch.tensor([1.0, 0.0, 0.0])
+    state.memory[0, 0] = stored  # an earlier item; slots 1-3 are empty
+    state.usage = torch.tensor([[5.0, 0.0, 1.0, 2.0]])
+    state.w_lu = least_used(state.usage, 1)  # slot 1 is written this step
+    key = torch.tensor([[[0.0, 1.0, 0.0]]])  # unlike the stored item...
+    new = lrua_step(state, key, key.clone(), alpha=torch.tensor([[-50.0]]), gamma=0.95, beta=50.0)
+    assert torch.allclose(new.memory[0, 1], key[0, 0])  # ...and written this step
+    # the read did not find the item just written: the slot looks like the other empty ones
+    assert torch.allclose(new.w_read[0, 0, 1], new.w_read[0, 0, 2]) and new.w_read[0, 0, 1] < 0.5
+    # a key like the stored item reads it back
+    new = lrua_step(state, stored.view(1, 1, 3), key.clone(), alpha=torch.tensor([[-50.0]]), gamma=0.95, beta=50.0)
+    assert new.w_read[0, 0, 0] > 0.99
+    assert torch.allclose(new.read[0, 0], stored, atol=1e-2)
+
+
+def test_lrua_zeroes_one_slot_per_step_whatever_the_number_of_heads():
+    state = lrua_initial_state(2, 8, 3, heads=4)
+    state.memory = torch.ones(2, 8, 3)
+    state.usage = torch.arange(8.0).flip(0).expand(2, 8).clone()  # slot 7 least used, then 6, 5, 4
+    state.w_lu = least_used(state.usage, 4)
+    zeros = torch.zeros(2, 4, 3)
+    new = lrua_step(state, torch.randn(2, 4, 3), zeros, alpha=torch.full((2, 4), -50.0), gamma=0.95)
+    erased = (new.memory.abs().sum(-1) == 0)
+    assert erased.sum(-1).tolist() == [1, 1] and erased[:, 7].all()
+
+
+def test_lrua_rejects_mismatched_add_vectors():
+    state = lrua_initial_state(1, 4, 3, heads=2)
+    with pytest.raises(ValueError, match="add vectors"):
+        lrua_step(state, torch.zeros(1, 2, 3), torch.zeros(1, 2), torch.zeros(1, 2), 0.95)
 
 
 def test_lrua_weights_are_normalised_and_least_used_tracks_usage():
     g = torch.Generator().manual_seed(1)
     state = lrua_initial_state(2, 8, 5, heads=3)
     for _ in range(6):
-        state = lrua_step(state, torch.randn(2, 3, 5, generator=g), torch.randn(2, 3, generator=g), 0.95,
-                          beta=torch.rand(2, 3, generator=g) * 5)
+        state = lrua_step(state, torch.randn(2, 3, 5, generator=g), torch.randn(2, 3, 5, generator=g),
+                          torch.randn(2, 3, generator=g), 0.95, beta=torch.rand(2, 3, generator=g) * 5)
         assert torch.allclose(state.w_read.sum(-1), torch.ones(2, 3), atol=1e-5)
         smallest = torch.argsort(state.usage, dim=-1, stable=True)[:, :3]
         assert torch.equal(state.w_lu.argmax(-1), smallest)
+
+
+def test_lrua_module_runs_batched_and_expands():
+    mem = LRUA(hidden=6, slots=5, width=3, heads=2)
+    state = mem.initial_state(1)
+    state = mem(torch.randn(1, 6), state)
+    big = state.expand(4)
+    assert big.memory.shape == (4, 5, 3) and big.w_lu.shape == (4, 2, 5)
+    assert mem(torch.randn(4, 6), big).read.shape == (4, 2, 3)
 
 
 def test_ntm_runs_batched_and_its_weights_are_distributions():

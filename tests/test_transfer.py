@@ -184,3 +184,25 @@ def test_resume_with_augmentation_repeats_the_uninterrupted_run(tmp_path):
     resumed = run(tmp_path / "b", resume=True)
     for k, v in full.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k], v, msg=k)
+
+
+def test_transductive_finetune_does_not_collapse_on_positive_features():
+    """ReLU-like features (all in the positive orthant, every cosine high): the query-entropy term
+    used to send every query to one class (chance, 5%, against 34% for the prototypes)."""
+    from fewshot.methods import build_method
+
+    g = torch.Generator().manual_seed(0)
+    tasks = []
+    for _ in range(8):
+        mu = 0.5 * torch.randn(20, 64, generator=g)
+        sx = (mu + torch.randn(20, 64, generator=g) + 1).relu()
+        qx = (mu.repeat_interleave(5, 0) + torch.randn(100, 64, generator=g) + 1).relu()
+        tasks.append((sx, torch.arange(20), qx, torch.arange(20).repeat_interleave(5)))
+
+    def accuracy(**options) -> float:
+        m = build_method("finetune", None, **options)
+        return sum(float((m.fit(sx, sy).scores(qx).argmax(-1) == qy).float().mean()) for sx, sy, qx, qy in tasks) / len(tasks)
+
+    prototypes = accuracy(adapt_steps=0)
+    assert prototypes > 0.25
+    assert accuracy() >= prototypes - 0.02

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..tasks.episodes import Episode
 from ..nn.inner_loop import preprocess_gradient
-from ..nn.memory import LRUAState, lrua_initial_state, lrua_step
+from ..nn.memory import LRUA
 from ..utils import check_finite
 from .base import FewShotMethod, LossOutput, StepOutput, check_support
 
@@ -176,8 +176,9 @@ class MANN(SequenceClassifier):
     """Memory-augmented neural network with LRUA memory (Santoro et al. 2016).
 
     The LSTM controller sees ``[x_t, y_{t-1}, r_{t-1}]`` (``r``: the read vectors of all heads);
-    each head emits a key ``k`` (tanh), a write gate ``α`` and a key strength ``β``; the memory is
-    written with the key by LRUA and read by content; the output is ``W [h_t, r_t]``.
+    each head emits a key ``k`` and an add vector ``a`` (tanh), a write gate ``α`` and a key strength
+    ``β`` (:class:`~fewshot.nn.memory.LRUA`): the head reads the previous memory by content with
+    ``k``, then writes ``a`` to its last-read or least-used slot; the output is ``W [h_t, r_t]``.
 
     Args:
         slots, width: memory ``N × M`` (paper: 128 × 40).
@@ -196,27 +197,24 @@ class MANN(SequenceClassifier):
 
     def _build(self, feature_dim: int) -> None:
         self.controller = nn.LSTMCell(feature_dim + self.way + self.heads * self.width, self.hidden)
-        self.head_params = nn.Linear(self.hidden, self.heads * (self.width + 2))
+        self.memory = LRUA(self.hidden, self.slots, self.width, self.heads, self.gamma)
         self.out = nn.Linear(self.hidden + self.heads * self.width, self.way)
 
     def initial_state(self, batch: int, device: torch.device):
         h = torch.zeros(batch, self.hidden, device=device)
-        return h, h.clone(), lrua_initial_state(batch, self.slots, self.width, self.heads, device=device)
+        return h, h.clone(), self.memory.initial_state(batch, device)
 
     def step(self, x, prev_label, state):
         h, c, mem = state
         b = x.shape[0]
         h, c = self.controller(torch.cat([x, prev_label, mem.read.reshape(b, -1)], -1), (h, c))
-        p = self.head_params(h).reshape(b, self.heads, self.width + 2)
-        key, alpha, beta = torch.tanh(p[..., : self.width]), p[..., self.width], 1 + F.softplus(p[..., self.width + 1])
-        mem = lrua_step(mem, key, alpha, self.gamma, beta)
+        mem = self.memory(h, mem)
         return self.out(torch.cat([h, mem.read.reshape(b, -1)], -1)), (h, c, mem)
 
     @staticmethod
     def expand_state(state, n):
         h, c, m = state
-        ex = lambda t: t.expand(n, *t.shape[1:])  # noqa: E731
-        return ex(h), ex(c), LRUAState(ex(m.memory), ex(m.usage), ex(m.w_read), ex(m.w_lu), ex(m.read))
+        return h.expand(n, -1), c.expand(n, -1), m.expand(n)
 
 
 class SequenceLSTM(SequenceClassifier):

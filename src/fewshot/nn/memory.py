@@ -209,6 +209,11 @@ class LRUAState:
     w_lu: torch.Tensor
     read: torch.Tensor
 
+    def expand(self, n: int) -> "LRUAState":
+        """Repeat a batch-1 state ``n`` times."""
+        return LRUAState(*(t.expand(n, *t.shape[1:]) for t in
+                           (self.memory, self.usage, self.w_read, self.w_lu, self.read)))
+
 
 def lrua_initial_state(batch: int, slots: int, width: int, heads: int, device=None, dtype=torch.float32) -> LRUAState:
     """Empty memory (a tiny constant so cosines are defined), zero usage; the least-used weights
@@ -219,28 +224,62 @@ def lrua_initial_state(batch: int, slots: int, width: int, heads: int, device=No
     return LRUAState(mem, usage, w, least_used(usage, heads), torch.zeros(batch, heads, width, device=device, dtype=dtype))
 
 
-def lrua_step(state: LRUAState, keys: torch.Tensor, alpha: torch.Tensor, gamma: float,
+def lrua_step(state: LRUAState, keys: torch.Tensor, adds: torch.Tensor, alpha: torch.Tensor, gamma: float,
               beta: torch.Tensor | float = 1.0) -> LRUAState:
-    """One LRUA write-then-read (Santoro et al. 2016, eqs. 5-8) with ``H`` heads.
+    """One LRUA read-then-write (Santoro et al. 2016, eqs. 2-8) with ``H`` heads.
 
-    ``keys [B, H, M]`` (written and used for reading), ``alpha [B, H]`` (the write gate logit),
-    ``beta`` ``[B, H]`` or a float: key strength multiplying the cosine before the softmax (the
-    paper has none, i.e. ``β = 1``; over 128 slots that leaves every read nearly uniform).
+    ``keys [B, H, M]`` address the read; ``adds [B, H, M]`` are written; ``alpha [B, H]`` is the
+    write gate logit; ``beta`` ``[B, H]`` or a float is a key strength multiplying the cosine before
+    the softmax (the paper has none, i.e. ``β = 1``; over 128 slots that leaves every read nearly
+    uniform).
 
-    1. ``w^w_t = σ(α) w^r_{t-1} + (1 - σ(α)) w^lu_{t-1}``
-    2. the least-used slots (from ``w^lu_{t-1}``) are zeroed, then ``M_t = M_{t-1} + Σ_h w^w_{t,h} k_hᵀ``
-    3. ``w^r_t = softmax(β cos(k_t, M_t))``; ``r_t = w^r_t M_t``
+    1. read from the previous memory: ``w^r_t = softmax(β cos(k_t, M_{t-1}))``; ``r_t = w^r_t M_{t-1}``
+    2. ``w^w_t = σ(α) w^r_{t-1} + (1 - σ(α)) w^lu_{t-1}``
+    3. the one least-used slot (row 0 of ``w^lu_{t-1}``) is zeroed, then ``M_t = M + Σ_h w^w_{t,h} a_hᵀ``
     4. ``w^u_t = γ w^u_{t-1} + Σ_h (w^r_{t,h} + w^w_{t,h})``; ``w^lu_t`` from the ``H`` smallest usages.
+
+    The paper leaves the order of read and write open. Reading after writing the current key makes
+    the read find the item itself (cosine 1 with the slot just written), so nothing is retrieved
+    about earlier items; the common reimplementations read the previous memory, write a separate
+    add vector and zero one slot per step, as here.
     """
     b, h, m = keys.shape
+    if adds.shape != keys.shape:
+        raise ValueError(f"keys and add vectors must have the same shape [B, H, M]; got {tuple(keys.shape)} "
+                         f"and {tuple(adds.shape)}")
+    prev = state.memory
+    sim = torch.einsum("bnm,bhm->bhn", prev, keys) / (
+        prev.norm(dim=-1).unsqueeze(1) * keys.norm(dim=-1, keepdim=True)).clamp_min(_EPS)
+    beta = torch.as_tensor(beta, dtype=sim.dtype, device=sim.device)
+    w_read = torch.softmax((beta.unsqueeze(-1) if beta.ndim else beta) * sim, -1)  # [B, H, N]
+    read = torch.einsum("bhn,bnm->bhm", w_read, prev)
     sig = torch.sigmoid(alpha).unsqueeze(-1)  # [B, H, 1]
     w_write = sig * state.w_read + (1 - sig) * state.w_lu  # [B, H, N]
-    clear = 1 - state.w_lu.sum(1).clamp(max=1)  # [B, N]: 0 at the slots about to be overwritten
-    memory = state.memory * clear.unsqueeze(-1) + torch.einsum("bhn,bhm->bnm", w_write, keys)
-    sim = torch.einsum("bnm,bhm->bhn", memory, keys) / (
-        memory.norm(dim=-1).unsqueeze(1) * keys.norm(dim=-1, keepdim=True)).clamp_min(_EPS)
-    beta = torch.as_tensor(beta, dtype=sim.dtype, device=sim.device)
-    w_read = torch.softmax((beta.unsqueeze(-1) if beta.ndim else beta) * sim, -1)
-    read = torch.einsum("bhn,bnm->bhm", w_read, memory)
+    clear = 1 - state.w_lu[:, 0]  # [B, N]: 0 at the least-used slot
+    memory = prev * clear.unsqueeze(-1) + torch.einsum("bhn,bhm->bnm", w_write, adds)
     usage = gamma * state.usage + w_read.sum(1) + w_write.sum(1)
     return LRUAState(memory, usage, w_read, least_used(usage, h), read)
+
+
+class LRUA(nn.Module):
+    """Least-recently-used-access memory with ``heads`` read/write heads driven by a controller.
+
+    Maps the controller output ``h [B, hidden]`` to each head's key and add vector (tanh), write
+    gate ``α`` and key strength ``β = 1 + softplus(·)``, then runs :func:`lrua_step`.
+    """
+
+    def __init__(self, hidden: int, slots: int = 128, width: int = 40, heads: int = 4, gamma: float = 0.95):
+        super().__init__()
+        self.slots, self.width, self.heads, self.gamma = slots, width, heads, gamma
+        self.proj = nn.Linear(hidden, heads * (2 * width + 2))
+
+    def initial_state(self, batch: int, device=None) -> LRUAState:
+        return lrua_initial_state(batch, self.slots, self.width, self.heads, device=device,
+                                  dtype=self.proj.weight.dtype)
+
+    def forward(self, h: torch.Tensor, state: LRUAState) -> LRUAState:
+        p = self.proj(h).reshape(h.shape[0], self.heads, 2 * self.width + 2)
+        w = self.width
+        key, add = torch.tanh(p[..., :w]), torch.tanh(p[..., w: 2 * w])
+        alpha, beta = p[..., 2 * w], 1 + F.softplus(p[..., 2 * w + 1])
+        return lrua_step(state, key, add, alpha, self.gamma, beta)
