@@ -10,11 +10,13 @@ from __future__ import annotations
 import io
 import warnings
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+
+from ..data.photos import load_photo
 
 IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
-MAX_PIXELS = 40_000_000  # 40 megapixels: larger is refused before decoding (decompression bombs)
+MAX_PIXELS = 40_000_000  # 40 megapixels: larger is refused from the header, before decoding (decompression bombs)
 MAX_TEXT_CHARS = 10_000
 
 
@@ -30,31 +32,27 @@ def check_size(data: bytes, name: str, max_bytes: int = MAX_UPLOAD_BYTES) -> Non
 
 
 def decode_image(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """The RGB image in ``data`` (EXIF orientation applied), or an :class:`UploadError`."""
+    """The upright RGB image in ``data`` (:func:`fewshot.data.photos.load_photo`), or an :class:`UploadError`.
+
+    The format is sniffed from the bytes first, so that "not an image" (415) is told apart from a
+    damaged or oversized one (400).
+    """
     if not data:
         raise UploadError(f"{name}: the file is empty", 400)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+            Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)  # reads the header only
     except UnidentifiedImageError:
         raise UploadError(f"{name}: not an image in a supported format ({', '.join(IMAGE_FORMATS)})", 415) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UploadError(f"{name}: too many pixels (a decompression bomb?); the limit is {max_pixels:,}", 400) from None
     except Exception as exc:  # a header PIL recognised but could not parse
         raise UploadError(f"{name}: corrupt image ({exc})", 400) from None
-    w, h = im.size
-    if w * h > max_pixels:
-        raise UploadError(f"{name}: {w}x{h} is {w * h:,} pixels, over the limit of {max_pixels:,} (a decompression bomb?); "
-                          "send a smaller image", 400)
-    if w == 0 or h == 0:
-        raise UploadError(f"{name}: the image is empty ({w}x{h})", 400)
     try:
-        im.load()
-        im = ImageOps.exif_transpose(im)
-        return im.convert("RGB")
-    except Exception as exc:  # truncated data, bad checksums, broken streams
-        raise UploadError(f"{name}: truncated or corrupt image ({exc}); send the whole file", 400) from None
+        return load_photo(data, max_pixels=max_pixels)
+    except ValueError as exc:  # over the pixel limit, truncated or corrupt
+        raise UploadError(f"{name}: {str(exc).replace('image bytes: ', '')}", 400) from None
 
 
 def check_text(text: object, max_chars: int = MAX_TEXT_CHARS) -> str:
