@@ -57,11 +57,15 @@ def calibrate(emb: np.ndarray, labels: np.ndarray, seed: int = 0) -> Calibration
     if n > CALIBRATION_SAMPLE:
         idx = np.sort(np.random.default_rng(seed).choice(n, CALIBRATION_SAMPLE, replace=False))
     e, lab = torch.from_numpy(emb), torch.from_numpy(labels)
-    sims = e[idx] @ e.T  # [n', N]
-    sims[torch.arange(len(idx)), torch.from_numpy(idx)] = float("-inf")  # leave each one out
-    same = lab[idx][:, None] == lab[None, :]
-    genuine = sims.masked_fill(~same, float("-inf")).amax(1)
-    impostor = sims.masked_fill(same, float("-inf")).amax(1)
+    genuine, impostor = torch.empty(len(idx)), torch.empty(len(idx))
+    step = max(1, 2**22 // n)  # rows per chunk: the similarity block stays near 16 MB
+    for s in range(0, len(idx), step):
+        rows = torch.from_numpy(idx[s:s + step])
+        sims = e[rows] @ e.T  # [r, N]
+        sims[torch.arange(len(rows)), rows] = float("-inf")  # leave each one out
+        same = lab[rows][:, None] == lab[None, :]
+        genuine[s:s + step] = sims.masked_fill(~same, float("-inf")).amax(1)
+        impostor[s:s + step] = sims.masked_fill(same, float("-inf")).amax(1)
     g = genuine[torch.isfinite(genuine)].double().numpy()
     u = impostor[torch.isfinite(impostor)].double().numpy()
     if len(g) == 0 or len(u) == 0:
