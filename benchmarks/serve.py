@@ -262,6 +262,7 @@ def main() -> None:
     ap.add_argument("--scale-queries", type=int, default=100)
     ap.add_argument("--max-seconds", type=float, default=900, help="stop the load loop after this long")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--micro-batch", default="32,0", help="server --micro-batch values to run the load with (comma list)")
     ap.add_argument("--skip-load", action="store_true")
     ap.add_argument("--out", default=str(RESULTS / "serve.md"))
     args = ap.parse_args()
@@ -270,17 +271,17 @@ def main() -> None:
         sys.exit(f"MPEG-7 shapes not found under {DATA} (set FEWSHOT_DATA)")
     load_start = os.getloadavg()
     cpu0 = time.process_time()
-    rng = random.Random(args.seed)
     tmp = Path(tempfile.mkdtemp(prefix="fewshot-serve-bench-"))
-    load = None
-    if not args.skip_load:
-        server = Server(tmp / "load.sqlite", args.threads)
-        print(f"server up in {server.start_s:.1f} s", flush=True)
+    loads = {}
+    for mb in ([] if args.skip_load else [int(x) for x in args.micro_batch.split(",")]):
+        server = Server(tmp / f"load{mb}.sqlite", args.threads, ["--micro-batch", str(mb)])
+        print(f"server (micro-batch {mb}) up in {server.start_s:.1f} s", flush=True)
         try:
-            load = run_load(server, args, rng)
+            load = run_load(server, args, random.Random(args.seed))
             load["start_s"] = server.start_s
         finally:
             server.stop()
+        loads[mb] = load
         print(f"load: {load['done']} requests in {load['wall']:.1f} s, {len(load['errors'])} errors", flush=True)
     scale = scale_latency(args, tmp)
     load_end = os.getloadavg()
@@ -295,9 +296,10 @@ def main() -> None:
              f"{'/'.join(f'{x:.1f}' for x in load_start)}, at end {'/'.join(f'{x:.1f}' for x in load_end)}. "
              f"Benchmark client process CPU {client_cpu:.0f} s "
              f"(rusage children {resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime:.0f} s: the servers).", ""]
-    if load:
+    for mb, load in loads.items():
         r = load["results"]
-        lines += ["## Mixed load: 8 clients, 50 classes x 2 photos and 50 intents x 2 sentences", "",
+        lines += [f"## Mixed load, micro-batch {mb}{' (off: each request runs the model alone)' if mb == 0 else ''}: "
+                  f"{args.clients} clients, 50 classes x 2 photos and 50 intents x 2 sentences", "",
                   f"{load['done']} recognise requests (+ {len(r['enrol'])} photo enrolments mixed in) in {load['wall']:.1f} s: "
                   f"**{load['done'] / load['wall']:.1f} requests/s**; errors: **{len(load['errors'])}**. "
                   f"Server start {load['start_s']:.1f} s (models loaded); enrolling the 50x2 photos took {load['enrol_images_s']:.1f} s, "

@@ -244,3 +244,33 @@ def test_pixel_embedder_is_deterministic_and_unit_norm():
     im = Image.open(io.BytesIO(image_bytes(1)))
     a, b = e.embed([im]), e.embed([im.copy()])
     assert torch.equal(a, b) and a.shape == (1, 1024) and torch.allclose(a.norm(dim=1), torch.ones(1))
+
+
+def test_micro_batcher_merges_concurrent_requests_and_keeps_order():
+    import threading
+
+    from fewshot.serve.embedders import MicroBatcher
+
+    calls = []
+
+    class Slow:
+        name, kind, dim = "text:fake", "text", 1
+
+        def embed(self, items):
+            calls.append(len(items))
+            threading.Event().wait(0.05)
+            return torch.tensor([[float(x)] for x in items])
+
+    mb = MicroBatcher(Slow(), max_batch=64)
+    out = {}
+
+    def ask(i):
+        out[i] = mb.embed([i, i + 100])
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(out[i].flatten().tolist() == [i, i + 100] for i in range(8))
+    assert sum(calls) == 16 and len(calls) < 8  # some requests shared a pass

@@ -12,16 +12,17 @@ ALWAYS_ENABLED = ("image:pixels", "text:hashing")
 
 
 def build_app(db: str | Path, data_dir: str | Path | None = None, backbone: str = DEFAULT_BACKBONE,
-              encoder: str = DEFAULT_ENCODER, preload: bool = False, **settings):
+              encoder: str = DEFAULT_ENCODER, preload: bool = False, micro_batch: int = 32, **settings):
     """The app for database ``db`` (SQLite path or ``postgresql://`` URL); ``settings`` go to
     :class:`~fewshot.serve.app.ServeSettings`. New image collections use ``backbone``, new text
-    collections ``encoder``; collections already in the database keep the embedder they were made with."""
+    collections ``encoder``; collections already in the database keep the embedder they were made with.
+    ``micro_batch``: concurrent requests share one forward pass of up to this many items (0: off)."""
     from .app import ServeSettings, create_app
 
     storage: SQLStorage = open_storage(db, data_dir)
     defaults = {"image": f"image:{backbone}", "text": f"text:{encoder}"}
     existing = {c.embedder for c in storage.list_collections()}
-    pool = EmbedderPool(defaults, allowed=[*ALWAYS_ENABLED, *existing])
+    pool = EmbedderPool(defaults, allowed=[*ALWAYS_ENABLED, *existing], micro_batch=micro_batch)
     if preload:
         for name in defaults.values():
             pool.get(name)
