@@ -1,4 +1,5 @@
-"""The page of ``fewshot serve`` in a real browser: Debian's headless Chromium driven by Playwright."""
+"""``fewshot serve`` live: its page in a real browser (Debian's headless Chromium driven by
+Playwright, never a downloaded browser) and ``fewshot client`` against it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import shutil
 import pytest
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'fewshot[serve]'")
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install 'fewshot[test]'")
 
 from serve_support import ServerProcess, image_bytes  # noqa: E402
 
@@ -15,18 +15,23 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def server_and_browser(tmp_path_factory):
-    if CHROMIUM is None:
-        pytest.skip("no chromium on PATH (apt-get install chromium); the test never downloads a browser")
+def live_server(tmp_path_factory):
     server = ServerProcess(tmp_path_factory.mktemp("serve") / "db.sqlite")
     try:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-            server.wait_ready()
-            yield server, browser
-            browser.close()
+        yield server.wait_ready()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def server_and_browser(live_server):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install 'fewshot[test]'")
+    if CHROMIUM is None:
+        pytest.skip("no chromium on PATH (apt-get install chromium); the test never downloads a browser")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        yield live_server, browser
+        browser.close()
 
 
 @pytest.fixture
@@ -43,7 +48,7 @@ def browser_page(server_and_browser, tmp_path):
 
 
 def write_photos(folder, names_bases):
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, (seed, base) in names_bases.items():
         path = folder / name
@@ -100,3 +105,23 @@ def test_sentences_enrol_and_recognise(browser_page):
     page.fill("#enroll-texts", "x")
     page.click("#enroll-btn")
     assert "class name" in page.inner_text("#status")
+
+
+def test_client_enrolls_a_folder_and_recognises(live_server, tmp_path):
+    from click.testing import CliRunner
+
+    from fewshot.cli.client import client
+
+    for cls, base in (("circle", 1), ("square", 2)):
+        write_photos(tmp_path / "faces" / cls, {f"{cls}{i}.png": (10 * base + i, base) for i in range(2)})
+    query = write_photos(tmp_path / "q", {"query.png": (31, 1)})[0]
+    common = ["--url", live_server.url, "-c", "cli-shapes"]
+    r = CliRunner().invoke(client, ["enroll", *common, str(tmp_path / "faces")])
+    assert r.exit_code == 0, r.output
+    assert "enrolled 4 example(s)" in r.output and "2 classes" in r.output
+    r = CliRunner().invoke(client, ["recognize", *common, query])
+    assert r.exit_code == 0 and r.output.split("\t")[1] == "circle", r.output
+    r = CliRunner().invoke(client, ["recognize", *common, "--text", "hello"])
+    assert r.exit_code == 1 and "image collection" in r.output  # a clear error, no traceback
+    r = CliRunner().invoke(client, ["recognize", "--url", "http://127.0.0.1:9", "-c", "x", query])
+    assert r.exit_code == 1 and "cannot reach" in r.output

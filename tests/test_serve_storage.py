@@ -229,3 +229,24 @@ def test_two_service_processes_share_one_sqlite_file(tmp_path):
     finally:
         a.stop(), b.stop()
     assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_two_service_instances_on_one_postgres_database(postgres, tmp_path):
+    pytest.importorskip("psycopg", reason="psycopg is not installed: pip install 'fewshot[serve]'")
+    from fastapi.testclient import TestClient
+
+    from fewshot.serve.server import build_app
+
+    url = postgres.create_database("service")
+    a = TestClient(build_app(url, tmp_path / "shared-data", backbone="pixels", encoder="hashing"))
+    b = TestClient(build_app(url, tmp_path / "shared-data", backbone="pixels", encoder="hashing"))
+    assert a.post("/api/collections", json={"name": "staff", "kind": "image"}).status_code == 201
+    for i, client in enumerate((a, b, a, b)):
+        r = client.post("/api/collections/staff/examples/upload", data={"class": f"p{i % 2}"},
+                        files=[("files", (f"{i}.png", image_bytes(i, base=i % 2, noise=0.05), "image/png"))])
+        assert r.status_code == 201
+    for client in (a, b):  # each instance sees every enrolment, whichever instance took it
+        r = client.post("/api/collections/staff/recognize/upload", files=[("files", ("q.png", image_bytes(9, base=1, noise=0.05), "image/png"))])
+        assert r.json()["results"][0]["class"] == "p1"
+        assert client.get("/api/collections/staff").json()["examples"] == 4
+        assert "PostgresStorage" in client.get("/api/health").json()["storage"]
