@@ -90,6 +90,8 @@ def test_collections_classes_examples_round_trip(storage):
     assert renamed.threshold == 0.7 and storage.update_collection("team", clear_threshold=True).threshold is None
     storage.delete_collection("team")
     assert storage.list_collections() == [] and storage.count_examples(col.id) == 0
+    assert storage.collect_garbage(min_age_s=3600) == 0  # too young: may belong to an enrolment in flight
+    assert storage.collect_garbage(min_age_s=-1) == 2 and not any(storage.blobs.root.glob("*/*"))
     with pytest.raises(NotFound):
         storage.get_collection("team")
 
@@ -195,6 +197,15 @@ def test_kill_9_during_enrolment_burst_keeps_every_acknowledged_enrolment(tmp_pa
     for e in stored.values():  # nothing half-written: no row without its original
         assert hashlib.sha256(store.blobs.get(e.blob)).hexdigest() == e.blob
     store.close()
+    restarted = ServerProcess(db).wait_ready()  # migrates, collects garbage, serves the same data
+    try:
+        import httpx
+
+        assert httpx.get(restarted.url + "/api/collections/burst").json()["examples"] == len(stored)
+        r = httpx.post(restarted.url + "/api/collections/burst/recognize/upload", files=[("files", ("q.png", image_bytes(acked[0][0])))])
+        assert r.status_code == 200 and r.json()["results"][0]["score"] > 0.999
+    finally:
+        restarted.stop()
 
 
 def test_two_service_processes_share_one_sqlite_file(tmp_path):

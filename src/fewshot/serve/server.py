@@ -20,6 +20,7 @@ def build_app(db: str | Path, data_dir: str | Path | None = None, backbone: str 
     from .app import ServeSettings, create_app
 
     storage: SQLStorage = open_storage(db, data_dir)
+    storage.collect_garbage()
     defaults = {"image": f"image:{backbone}", "text": f"text:{encoder}"}
     existing = {c.embedder for c in storage.list_collections()}
     pool = EmbedderPool(defaults, allowed=[*ALWAYS_ENABLED, *existing], micro_batch=micro_batch)

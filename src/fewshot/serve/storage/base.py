@@ -135,6 +135,21 @@ class BlobStore:
             os.replace(tmp, path)
         return digest
 
+    def collect_garbage(self, referenced: set[str], min_age_s: float) -> int:
+        """Delete originals no example references and temp files of killed writers, if older than
+        ``min_age_s`` (younger ones may belong to an enrolment still in flight). Returns the count."""
+        removed, now = 0, time.time()
+        for path in self.root.glob("*/*"):
+            if path.name in referenced or not path.is_file():
+                continue
+            try:
+                if now - path.stat().st_mtime > min_age_s:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
+
     def get(self, digest: str) -> bytes:
         path = self.path(digest)
         if not path.is_file():
@@ -260,6 +275,11 @@ class SQLStorage:
             else:
                 w.run("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
         return found
+
+    def collect_garbage(self, min_age_s: float = 3600.0) -> int:
+        """Remove originals of deleted examples and leftovers of interrupted enrolments (see :class:`BlobStore`)."""
+        referenced = {r[0] for r in self._read("SELECT DISTINCT blob FROM examples WHERE blob IS NOT NULL")}
+        return self.blobs.collect_garbage(referenced, min_age_s)
 
     def schema_version(self) -> int:
         return self._read("SELECT version FROM schema_version")[0][0]
