@@ -150,6 +150,14 @@ def test_uploads_over_the_size_limit_are_413(tmp_path):
     assert r.status_code == 413 and "limit" in r.json()["detail"]
     r = client.post("/api/collections/c/examples/upload", data={"class": "a"}, files=files(("huge.bin", bytes(600_000), "image/png")))
     assert r.status_code == 413  # the whole request body, before any parsing
+
+    def streamed():  # no Content-Length: counted as it arrives
+        yield b'--abc\r\nContent-Disposition: form-data; name="files"; filename="x.png"\r\nContent-Type: image/png\r\n\r\n'
+        for _ in range(10):
+            yield bytes(100_000)
+
+    r = client.post("/api/collections/c/recognize/upload", content=streamed(), headers={"content-type": "multipart/form-data; boundary=abc"})
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
     assert stored_nothing(client, "c")
 
 

@@ -133,12 +133,12 @@ class TextQuery(BaseModel):
     threshold: float | None = None
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimit:
-    """ASGI middleware: 413 for request bodies over ``limit`` bytes (declared or streamed)."""
+    """ASGI middleware: 413 for request bodies over ``limit`` bytes, declared or streamed (chunked).
+
+    A streamed body that crosses the limit is answered 413 at once; the application then sees the
+    client disconnect and whatever it tries to send is dropped.
+    """
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
@@ -150,31 +150,37 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await self._reject(send, int(declared))
         seen = 0
-        started = False
+        state = {"started": False, "rejected": False}
 
         async def counted():
             nonlocal seen
+            if state["rejected"]:
+                return {"type": "http.disconnect"}
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
-                if seen > self.limit:
-                    raise _BodyTooLarge
+                if seen > self.limit and not state["started"]:
+                    state["rejected"] = True
+                    await self._reject(send, seen)
+                    return {"type": "http.disconnect"}
             return msg
 
-        async def tracked(msg):
-            nonlocal started
-            started = started or msg["type"] == "http.response.start"
+        async def guarded(msg):
+            if state["rejected"]:
+                return
+            state["started"] = state["started"] or msg["type"] == "http.response.start"
             await send(msg)
 
         try:
-            await self.app(scope, counted, tracked)
-        except _BodyTooLarge:
-            if not started:
-                await self._reject(send, seen)
+            await self.app(scope, counted, guarded)
+        except Exception:
+            if not state["rejected"]:
+                raise
 
     async def _reject(self, send, size: int):
         body = json.dumps({"detail": f"request body of {size:,}+ bytes is over the limit of {self.limit:,} bytes"}).encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"),
+                                                                              (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
 
 
