@@ -34,7 +34,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-SERVE_COMMAND = [sys.executable, "-c", "from fewshot.cli.serve import serve; serve()"]
+SERVE_COMMAND = [sys.executable, "-m", "fewshot", "serve"]
 DATA = Path(os.environ.get("FEWSHOT_DATA") or ROOT.parent / "shared" / "data")
 
 
@@ -145,7 +145,7 @@ def run_load(server: Server, args, rng: random.Random) -> dict:
     enrol_plan = [(rng.choice(known), rng.choice(files[rng.choice(known)][2:])) for _ in range(args.requests // 20)]
     results: dict[str, list] = {"image": [], "text": [], "enrol": []}
     errors: list[str] = []
-    correct = {"image": [0, 0], "text": [0, 0]}  # known: right class / total
+    correct = {"image": [0, 0, 0], "text": [0, 0, 0]}  # known: right class and accepted / total / right top class
     rejected = {"image": [0, 0], "text": [0, 0]}  # unknown: said unknown / total
     lock = threading.Lock()
     cursor = iter(range(len(plan)))
@@ -196,6 +196,7 @@ def run_load(server: Server, args, rng: random.Random) -> dict:
                     else:
                         correct[kind][1] += 1
                         correct[kind][0] += res["decision"] == "class" and res["class"] == truth
+                        correct[kind][2] += res["top"][0]["class"] == truth
 
     before = proc_stats(server.proc.pid)
     t0 = time.perf_counter()

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-SERVE_COMMAND = [sys.executable, "-c", "from fewshot.cli.serve import serve; serve()"]
+SERVE_COMMAND = [sys.executable, "-m", "fewshot", "serve"]
 
 
 def image_bytes(seed: int, size: int = 48, fmt: str = "PNG", noise: float = 0.0, base: int | None = None) -> bytes:

@@ -215,10 +215,17 @@ def test_cors_is_off_by_default_and_openapi_is_served(client):
     assert "<title>fewshot serve</title>" in client.get("/").text
 
 
-def test_default_bind_is_loopback():
+def test_serve_command_defaults_to_loopback_and_explains_bad_options(tmp_path):
+    from click.testing import CliRunner
+
+    from fewshot.cli import main
     from fewshot.cli.serve import serve
 
     assert {p.name: p.default for p in serve.params}["host"] == "127.0.0.1"
+    r = CliRunner().invoke(main, ["serve", "--db", "postgresql://nobody@127.0.0.1:9/x"])
+    assert r.exit_code == 1 and "--data-dir" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["serve", "--db", str(tmp_path / "db.sqlite"), "--backbone", "resnet9000"])
+    assert r.exit_code == 1 and "resnet9000" in r.output and "Traceback" not in r.output
 
 
 def test_class_scores_take_the_nearest_example_of_each_class():

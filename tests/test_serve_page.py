@@ -110,18 +110,18 @@ def test_sentences_enrol_and_recognise(browser_page):
 def test_client_enrolls_a_folder_and_recognises(live_server, tmp_path):
     from click.testing import CliRunner
 
-    from fewshot.cli.client import client
+    from fewshot.cli import main
 
     for cls, base in (("circle", 1), ("square", 2)):
         write_photos(tmp_path / "faces" / cls, {f"{cls}{i}.png": (10 * base + i, base) for i in range(2)})
     query = write_photos(tmp_path / "q", {"query.png": (31, 1)})[0]
     common = ["--url", live_server.url, "-c", "cli-shapes"]
-    r = CliRunner().invoke(client, ["enroll", *common, str(tmp_path / "faces")])
+    r = CliRunner().invoke(main, ["client", "enroll", *common, str(tmp_path / "faces")])
     assert r.exit_code == 0, r.output
     assert "enrolled 4 example(s)" in r.output and "2 classes" in r.output
-    r = CliRunner().invoke(client, ["recognize", *common, query])
+    r = CliRunner().invoke(main, ["client", "recognize", *common, query])
     assert r.exit_code == 0 and r.output.split("\t")[1] == "circle", r.output
-    r = CliRunner().invoke(client, ["recognize", *common, "--text", "hello"])
+    r = CliRunner().invoke(main, ["client", "recognize", *common, "--text", "hello"])
     assert r.exit_code == 1 and "image collection" in r.output  # a clear error, no traceback
-    r = CliRunner().invoke(client, ["recognize", "--url", "http://127.0.0.1:9", "-c", "x", query])
+    r = CliRunner().invoke(main, ["client", "recognize", "--url", "http://127.0.0.1:9", "-c", "x", query])
     assert r.exit_code == 1 and "cannot reach" in r.output
