@@ -318,8 +318,10 @@ def main() -> None:
         cr, rj = load["correct"], load["rejected"]
         lines += ["Side result (decisions at the leave-one-out threshold, not a target): "
                   f"photos threshold {cal['shapes']['threshold']:.3f}: enrolled classes recognised correctly "
-                  f"{cr['image'][0]}/{cr['image'][1]}, photos of 20 unenrolled classes answered unknown {rj['image'][0]}/{rj['image'][1]}; "
-                  f"sentences threshold {cal['intents']['threshold']:.3f}: {cr['text'][0]}/{cr['text'][1]} and {rj['text'][0]}/{rj['text'][1]}.", ""]
+                  f"{cr['image'][0]}/{cr['image'][1]} (top class right, ignoring the threshold: {cr['image'][2]}), "
+                  f"photos of 20 unenrolled classes answered unknown {rj['image'][0]}/{rj['image'][1]}; "
+                  f"sentences threshold {cal['intents']['threshold']:.3f}: {cr['text'][0]}/{cr['text'][1]} (top class {cr['text'][2]}) "
+                  f"and {rj['text'][0]}/{rj['text'][1]}.", ""]
         if load["errors"]:
             lines += ["Errors (first 5):", ""] + [f"- `{e}`" for e in load["errors"][:5]] + [""]
     lines += ["## Recognise latency vs enrolled embeddings (brute force, one client)", "",
