@@ -327,7 +327,7 @@ def main() -> None:
     lines += ["## Recognise latency vs enrolled embeddings (brute force, one client)", "",
               "Random 384-d unit vectors in 1,000 classes (written straight into SQLite), queried with one sentence "
               "(all-MiniLM-L6-v2 encoding included). 'first' is the first request: loading the matrix and the "
-              "leave-one-out calibration (on a 2,000-example sample).", "",
+              "leave-one-out calibration (on a seeded sample of at most 2,000 examples; 500 at 100k).", "",
               "| enrolled | queries | first request s | p50 ms | p95 ms | server RSS MiB |", "|---|---|---|---|---|---|"]
     for s in scale:
         lines.append(f"| {s['n']:,} | {s['queries']} | {s['first']:.2f} | {s['p50'] * 1e3:.1f} | {s['p95'] * 1e3:.1f} | {s['rss']:.0f} |")

@@ -21,8 +21,10 @@ import torch
 
 #: Used until a collection has the examples to calibrate from (two classes, one with 2 examples).
 DEFAULT_THRESHOLD = 0.5
-#: Leave-one-out uses at most this many examples (a fixed, seeded sample) to stay fast on big collections.
+#: Leave-one-out scores at most this many examples (a fixed, seeded sample) against the whole collection,
+#: and at most CALIBRATION_BUDGET similarities in all: 2,000 up to 25k examples, 500 at 100k.
 CALIBRATION_SAMPLE = 2000
+CALIBRATION_BUDGET = 50_000_000
 
 
 @dataclass
@@ -54,8 +56,9 @@ def calibrate(emb: np.ndarray, labels: np.ndarray, seed: int = 0) -> Calibration
     if n < 2:
         return Calibration(DEFAULT_THRESHOLD, "default", 0, 0, 0, 0)
     idx = np.arange(n)
-    if n > CALIBRATION_SAMPLE:
-        idx = np.sort(np.random.default_rng(seed).choice(n, CALIBRATION_SAMPLE, replace=False))
+    sample = min(CALIBRATION_SAMPLE, max(256, CALIBRATION_BUDGET // n))
+    if n > sample:
+        idx = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
     e, lab = torch.from_numpy(emb), torch.from_numpy(labels)
     genuine, impostor = torch.empty(len(idx)), torch.empty(len(idx))
     step = max(1, 2**22 // n)  # rows per chunk: the similarity block stays near 16 MB
