@@ -22,6 +22,7 @@ import io
 import os
 import random
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -64,13 +65,15 @@ class Server:
         if threads:
             cmd += ["--threads", str(threads)]
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.log = db.with_name(db.stem + "-server.log")  # a file, not a pipe: a full pipe would block the server
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
         import httpx
 
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < 300:
             if self.proc.poll() is not None:
-                raise RuntimeError(self.proc.stderr.read().decode()[-3000:])
+                raise RuntimeError(self.log.read_text()[-3000:])
             try:
                 if httpx.get(self.url + "/api/health", timeout=2).status_code == 200:
                     break
@@ -285,6 +288,7 @@ def main() -> None:
         loads[mb] = load
         print(f"load: {load['done']} requests in {load['wall']:.1f} s, {len(load['errors'])} errors", flush=True)
     scale = scale_latency(args, tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
     load_end = os.getloadavg()
     client_cpu = time.process_time() - cpu0
     import torch

@@ -56,7 +56,9 @@ class ServerProcess:
         env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
         cmd = [*SERVE_COMMAND, "--db", str(db), "--port", str(self.port),
                "--backbone", "pixels", "--encoder", "hashing", "--threads", "1", "--log-level", "warning", *args]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.log = Path(db).with_name(f"server-{self.port}.log")  # a file, not a pipe: a full pipe would block the server
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
 
     def wait_ready(self, timeout: float = 60) -> "ServerProcess":
         import httpx
@@ -64,7 +66,7 @@ class ServerProcess:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}: {self.proc.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(f"server exited {self.proc.returncode}: {self.log.read_text()[-2000:]}")
             try:
                 if httpx.get(self.url + "/api/health", timeout=1).status_code == 200:
                     return self
