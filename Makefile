@@ -17,7 +17,7 @@ BUDGET ?= 30
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,text,vision,serve]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,text,vision,serve,multilingual]'
 	touch $(STAMP)
 
 venv: $(STAMP)
