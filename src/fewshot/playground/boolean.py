@@ -121,6 +121,51 @@ def learnability(config: NetConfig, tables: torch.Tensor | None = None, lr: floa
                               {"config": config, "lr": lr, "threshold": threshold, "seed": seed, "mode": mode, "base": base})
 
 
+def learnability_restarts(config: NetConfig, tables: torch.Tensor | None = None, lr: float = 2.0, levels: int = 8,
+                          base: int = 5000, threshold: float = 0.25, seed: int = 0, slow_factor: float = 1.0,
+                          device: str | torch.device = "cpu") -> LearnabilityResult:
+    """The notebook's protocol: for ``k = 0, 1, ...`` every function not yet learnt gets a
+    *fresh* network trained full-batch for ``base * 2^k`` iterations and counts as learnt at
+    level ``k`` when its final SSE ≤ ``threshold`` (the notebook: ``setup_net(); train(5000 * 2**k);
+    errsum <= 0.25``). Unlike :func:`learnability`, a level is a new initialisation, not more
+    iterations of the same run. ``iterations`` holds the budget of the level that succeeded.
+    """
+    n_inputs = config.sizes[0]
+    if config.sizes[-1] != 1:
+        raise ValueError(f"boolean functions have one output; got sizes {config.sizes}")
+    x = truth_table_inputs(n_inputs).to(device)
+    tables = (all_boolean_functions(n_inputs) if tables is None else tables).to(device)
+    n_fun = tables.shape[0]
+    lrs = layer_lrs(lr, config.num_layers, slow_factor)
+    level = torch.full((n_fun,), -1, dtype=torch.long)
+    iters = torch.full((n_fun,), -1, dtype=torch.long)
+    final = torch.full((n_fun,), float("nan"))
+    budgets = [base * 2**k for k in range(levels)]
+    active = torch.arange(n_fun)
+    target = config.encode(tables.unsqueeze(-1))
+    curve_iters, curves = [], []
+    t0 = time.perf_counter()
+    for k, budget in enumerate(budgets):
+        if not len(active):
+            break
+        net = BatchedMLP.create(config, len(active), seed=seed + 1000 * k, device=device)
+        net.train_steps(config.encode(x), target[active.to(device)], budget, lrs, mode="batch")
+        sse = point_errors(net, x, tables[active.to(device)].unsqueeze(-1)).sum(1).cpu()
+        final[active] = sse
+        row = torch.full((n_fun,), float("nan"))
+        row[active] = sse
+        curve_iters.append(budget)
+        curves.append(row)
+        hit = sse <= threshold
+        level[active[hit]] = k
+        iters[active[hit]] = budget
+        active = active[~hit]
+    return LearnabilityResult(tables.cpu(), level, iters, final, budgets, curve_iters, torch.stack(curves, 1),
+                              time.perf_counter() - t0,
+                              {"config": config, "lr": lr, "threshold": threshold, "seed": seed, "protocol": "restart",
+                               "base": base})
+
+
 # ---------------------------------------------------------------------- experiment 2
 @dataclass
 class FewShotResult:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 
 ACTIVATIONS = ("sigmoid", "tanh")
+LOSSES = ("sse", "half_mean")
+CLIP_MODES = ("weights", "update")
 
 
 @dataclass
@@ -27,7 +29,16 @@ class NetConfig:
         bias: whether the units have biases.
         init_scale: amplitude ``a`` of the uniform ``[-a, a]`` initialisation, one per layer
             (a single number applies to all). A larger first layer is one of the notebook's settings.
-        clip_weight / clip_bias: after each update, clamp weights / biases to ``[-c, c]``.
+            (The notebook's ``init_rand_ampl * (rand - 0.5)`` with ``init_rand_ampl = 0.1`` is ``a = 0.05``.)
+        clip_weight / clip_bias: clip bound ``c``, one number for every layer or one per layer
+            (``None`` = that layer unclipped).
+        clip_mode: what is clipped to ``[-c, c]``: ``weights`` = the weights (biases) after each
+            update (the notebook's ``np.clip`` after ``weights += ...``), ``update`` = each update
+            step ``lr * grad`` (the weights themselves stay unbounded).
+        gain / shift: the units compute ``act(gain * (z - shift))``. The notebook's sigmoid is
+            ``gain=3, shift=1``: a fixed negative offset that a network "without bias" still has.
+        loss: ``sse`` = ``sum (a - t)^2`` (gradient ``2 (a - t)``); ``half_mean`` = the notebook's
+            ``1/2 sum (a - t)^2`` divided by the number of points in the update.
     """
 
     sizes: tuple[int, ...] = (3, 8, 1)
@@ -35,8 +46,12 @@ class NetConfig:
     signed: bool = False
     bias: bool = True
     init_scale: float | tuple[float, ...] = 1.0
-    clip_weight: float | None = None
-    clip_bias: float | None = None
+    clip_weight: float | tuple[float | None, ...] | None = None
+    clip_bias: float | tuple[float | None, ...] | None = None
+    clip_mode: str = "weights"
+    gain: float = 1.0
+    shift: float = 0.0
+    loss: str = "sse"
 
     def __post_init__(self) -> None:
         self.sizes = tuple(int(s) for s in self.sizes)
@@ -50,6 +65,22 @@ class NetConfig:
         if len(scales) != len(self.sizes) - 1:
             raise ValueError(f"init_scale needs one amplitude per layer ({len(self.sizes) - 1}); got {len(scales)}")
         self.init_scale = tuple(float(s) for s in scales)
+        if self.clip_mode not in CLIP_MODES:
+            raise ValueError(f"unknown clip_mode {self.clip_mode!r}; choose from {', '.join(CLIP_MODES)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose from {', '.join(LOSSES)}")
+        if self.gain <= 0:
+            raise ValueError(f"gain must be > 0; got {self.gain}")
+
+    def clip_bounds(self, which: str) -> tuple[float | None, ...]:
+        """Per-layer clip bound for ``weight`` or ``bias`` (``None`` = unclipped)."""
+        c = self.clip_weight if which == "weight" else self.clip_bias
+        bounds = (c,) * self.num_layers if c is None or isinstance(c, (int, float)) else tuple(c)
+        if len(bounds) != self.num_layers:
+            raise ValueError(f"clip_{which} needs one bound per layer ({self.num_layers}); got {len(bounds)}")
+        if any(b is not None and b <= 0 for b in bounds):
+            raise ValueError(f"clip_{which} bounds must be > 0; got {bounds}")
+        return tuple(None if b is None else float(b) for b in bounds)
 
     @property
     def num_layers(self) -> int:
@@ -142,11 +173,16 @@ class BatchedMLP:
 
     # ------------------------------------------------------------------ maths
     def _act(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(z) if self.config.activation == "sigmoid" else torch.tanh(z)
+        cfg = self.config
+        if cfg.gain != 1.0 or cfg.shift != 0.0:
+            z = cfg.gain * (z - cfg.shift)
+        return torch.sigmoid(z) if cfg.activation == "sigmoid" else torch.tanh(z)
 
     def _act_backward(self, grad: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """``grad * act'(z)`` written with the activation's output ``a`` (``a(1-a)`` or ``1-a^2``),
         as one fused kernel: these tiny networks are bound by the number of tensor ops."""
+        if self.config.gain != 1.0:
+            grad = grad * self.config.gain
         if self.config.activation == "sigmoid":
             return torch.ops.aten.sigmoid_backward(grad, a)
         return torch.ops.aten.tanh_backward(grad, a)
@@ -180,7 +216,8 @@ class BatchedMLP:
         return ((self(x) - target) ** 2).sum((1, 2))
 
     def backward(self, acts: list[torch.Tensor], target: torch.Tensor, point_weight: torch.Tensor | None = None) -> Grads:
-        """Gradients of ``E = sum w (a_L - t)^2`` by the chain rule, layer by layer.
+        """Gradients of ``E = sum w (a_L - t)^2`` by the chain rule, layer by layer (with
+        ``loss="half_mean"``: of ``E / (2 N)``, N the points in ``acts``; ``Grads.loss`` stays the SSE).
 
         ``point_weight [B, N]`` (or ``[N]``) weights each point, e.g. 0 to leave it out.
         """
@@ -194,6 +231,8 @@ class BatchedMLP:
         else:
             loss = (diff * diff).sum((1, 2))
             d_out = 2.0 * diff
+        if self.config.loss == "half_mean":
+            d_out = d_out / (2.0 * out.shape[1])
         delta = self._act_backward(d_out, out)  # dE/dz of the output layer
         gw: list[torch.Tensor] = [None] * len(self.weights)  # type: ignore[list-item]
         gb: list[torch.Tensor | None] = [None] * len(self.weights)
@@ -209,27 +248,35 @@ class BatchedMLP:
         """Gradient-descent update with per-layer learning rates; ``mask [B]`` (bool/float)
         freezes the networks where it is 0. Clipping follows the update."""
         m = None if mask is None else mask.to(self.weights[0]).view(-1, 1)
+        by_update = self.config.clip_mode == "update"
+        c_w, c_b = self.config.clip_bounds("weight"), self.config.clip_bounds("bias")
         for layer, lr in enumerate(lrs):
             if lr == 0:
                 continue
             gw = grads.weights[layer]
             if m is not None:
                 gw = gw * m.unsqueeze(-1)
-            self.weights[layer].sub_(gw, alpha=lr)
+            if by_update and c_w[layer] is not None:
+                self.weights[layer].sub_((gw * lr).clamp_(-c_w[layer], c_w[layer]))
+            else:
+                self.weights[layer].sub_(gw, alpha=lr)
             gb = grads.biases[layer]
             if gb is not None:
-                self.biases[layer].sub_(gb if m is None else gb * m, alpha=lr)
+                gb = gb if m is None else gb * m
+                if by_update and c_b[layer] is not None:
+                    self.biases[layer].sub_((gb * lr).clamp_(-c_b[layer], c_b[layer]))
+                else:
+                    self.biases[layer].sub_(gb, alpha=lr)
         self.clip_()
 
     def clip_(self) -> None:
-        c_w, c_b = self.config.clip_weight, self.config.clip_bias
-        if c_w is not None:
-            for w in self.weights:
-                w.clamp_(-c_w, c_w)
-        if c_b is not None:
-            for b in self.biases:
-                if b is not None:
-                    b.clamp_(-c_b, c_b)
+        """Clamp weights and biases to their bounds (``clip_mode="weights"`` only)."""
+        if self.config.clip_mode != "weights":
+            return
+        for params, bounds in ((self.weights, self.config.clip_bounds("weight")), (self.biases, self.config.clip_bounds("bias"))):
+            for p, c in zip(params, bounds):
+                if p is not None and c is not None:
+                    p.clamp_(-c, c)
 
     # ------------------------------------------------------------------ training
     def train_steps(self, x: torch.Tensor, target: torch.Tensor, steps: int, lrs: Sequence[float],
