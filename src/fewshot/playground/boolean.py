@@ -20,6 +20,16 @@ def truth_table_inputs(n_inputs: int = 3) -> torch.Tensor:
     return torch.stack([(j >> (n_inputs - 1 - i)) & 1 for i in range(n_inputs)], 1).float()
 
 
+def random_inputs(bits: int, points: int = 8, seed: int = 0) -> torch.Tensor:
+    """``points`` distinct random binary vectors ``[points, bits]`` (0/1): the notebook's
+    ``test_from_random_input``, which replaces the truth table's inputs by random ``i_bits``-bit ones."""
+    if points > 2**bits:
+        raise ValueError(f"cannot draw {points} distinct inputs of {bits} bits (only {2 ** bits} exist)")
+    g = torch.Generator().manual_seed(seed)
+    codes = torch.randperm(2**bits, generator=g)[:points]
+    return torch.stack([(codes >> (bits - 1 - i)) & 1 for i in range(bits)], 1).float()
+
+
 def all_boolean_functions(n_inputs: int = 3) -> torch.Tensor:
     """Every boolean function of ``n_inputs`` inputs as its truth table ``[2^(2^n), 2^n]`` (0/1):
     function ``f`` outputs bit ``j`` of ``f`` on input row ``j`` of :func:`truth_table_inputs`."""
@@ -123,18 +133,23 @@ def learnability(config: NetConfig, tables: torch.Tensor | None = None, lr: floa
 
 def learnability_restarts(config: NetConfig, tables: torch.Tensor | None = None, lr: float = 2.0, levels: int = 8,
                           base: int = 5000, threshold: float = 0.25, seed: int = 0, slow_factor: float = 1.0,
-                          device: str | torch.device = "cpu") -> LearnabilityResult:
+                          inputs: torch.Tensor | None = None, device: str | torch.device = "cpu") -> LearnabilityResult:
     """The notebook's protocol: for ``k = 0, 1, ...`` every function not yet learnt gets a
     *fresh* network trained full-batch for ``base * 2^k`` iterations and counts as learnt at
     level ``k`` when its final SSE ≤ ``threshold`` (the notebook: ``setup_net(); train(5000 * 2**k);
     errsum <= 0.25``). Unlike :func:`learnability`, a level is a new initialisation, not more
     iterations of the same run. ``iterations`` holds the budget of the level that succeeded.
+    ``inputs [P, d]``: other input points than the truth table (``tables`` then label those P points).
     """
     n_inputs = config.sizes[0]
     if config.sizes[-1] != 1:
         raise ValueError(f"boolean functions have one output; got sizes {config.sizes}")
-    x = truth_table_inputs(n_inputs).to(device)
+    x = (truth_table_inputs(n_inputs) if inputs is None else inputs).to(device)
+    if x.shape[1] != n_inputs:
+        raise ValueError(f"inputs have {x.shape[1]} bits but the network has {n_inputs} inputs")
     tables = (all_boolean_functions(n_inputs) if tables is None else tables).to(device)
+    if tables.shape[1] != x.shape[0]:
+        raise ValueError(f"tables give {tables.shape[1]} outputs for {x.shape[0]} input points")
     n_fun = tables.shape[0]
     lrs = layer_lrs(lr, config.num_layers, slow_factor)
     level = torch.full((n_fun,), -1, dtype=torch.long)
@@ -180,7 +195,7 @@ class FewShotResult:
 
 
 def threshold_fewshot(net: BatchedMLP, x: torch.Tensor, targets: torch.Tensor, lrs: Sequence[float],
-                      threshold: float = 0.1, max_steps: int = 200, max_presentations: int = 50,
+                      threshold: float = 0.3, max_steps: int = 200, max_presentations: int = 50,
                       order: torch.Tensor | None = None, seed: int = 0) -> FewShotResult:
     """Teach each network its own function one data point at a time.
 
@@ -257,9 +272,9 @@ class FewShotFunctionResult:
     pretrain_seconds: float = 0.0
 
 
-def fewshot_function_experiment(config: NetConfig, repetitions: int = 1000, lr: float = 0.5, new_lr: float = 3.0,
+def fewshot_function_experiment(config: NetConfig, repetitions: int = 1000, lr: float = 0.5, new_lr: float = 0.5,
                                 slow_factors: Sequence[float] = (1.0, 0.1, 0.0), pretrain_steps: int = 20000,
-                                threshold: float = 0.1, max_steps: int = 200, max_presentations: int = 50,
+                                threshold: float = 0.3, max_steps: int = 200, max_presentations: int = 50,
                                 seed: int = 0, device: str | torch.device = "cpu") -> list[FewShotFunctionResult]:
     """Experiment 2: pre-train ``repetitions`` networks, each on its own random function (full
     batch, SSE ≤ 0.25), re-initialise the last layer, then teach a different random function with

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .boolean import (all_boolean_functions, fewshot_function_experiment, function_name, learnability, point_errors,
-                      truth_table_inputs, zero_at_origin)
+from .boolean import (all_boolean_functions, fewshot_function_experiment, function_name, learnability,
+                      learnability_restarts, point_errors, random_inputs, truth_table_inputs, zero_at_origin)
 from .network import BatchedMLP, NetConfig, layer_lrs
 
 Log = Callable[[str], None]
@@ -115,10 +115,74 @@ def run_boolean(out: str | Path, settings: Sequence[str] = tuple(BOOLEAN_SETTING
     return _write(out, text)
 
 
+# ---------------------------------------------------------------------- the notebook's table
+#: The notebook's learnability cell: 3-8-8-1, no bias, its unit σ(3(z - 1)), ½-mean squared error,
+#: lr 2 with the first layer ×0.1, init ``0.1 * (rand - 0.5)`` (= ±0.05), weights and biases clipped
+#: to ±1 after every update, the 128 functions with f(000) = 0, fresh networks for 5000·2^k iterations.
+NOTEBOOK = {"config": NetConfig((3, 8, 8, 1), "sigmoid", bias=False, init_scale=0.05, clip_weight=1.0, clip_bias=1.0,
+                                gain=3.0, shift=1.0, loss="half_mean"),
+            "lr": 2.0, "slow_factor": 0.1}
+#: The notebook's own result: every one of the 128 learnt; functions per level k.
+NOTEBOOK_LEVELS = {0: 106, 1: 12, 2: 6, 3: 3, 4: 1, 5: 0, 6: 0, 7: 0}
+
+
+def run_learnability(out: str | Path, config: NetConfig = NOTEBOOK["config"], lr: float = NOTEBOOK["lr"],
+                     slow_factor: float = NOTEBOOK["slow_factor"], levels: int = 8, base: int = 5000,
+                     threshold: float = 0.25, functions: str = "zero-at-origin", protocol: str = "restart",
+                     random_bits: int | None = None, seed: int = 0, log: Log = print) -> str:
+    """Learnability of boolean functions in any configuration (default: the notebook's), with the
+    per-level counts of the notebook's table. ``protocol``: ``restart`` (a fresh network per
+    budget, the notebook's) or ``continuous`` (one run checked every 500 iterations)."""
+    out = Path(out)
+    x = truth_table_inputs(config.sizes[0]) if random_bits is None else random_inputs(random_bits, 8, seed)
+    tables = all_boolean_functions(3)
+    if functions == "zero-at-origin":
+        tables = tables[zero_at_origin(tables)]
+    elif functions != "all":
+        raise ValueError(f"functions must be 'zero-at-origin' (the notebook's 128) or 'all'; got {functions!r}")
+    if protocol == "restart":
+        res = learnability_restarts(config, tables, lr=lr, levels=levels, base=base, threshold=threshold, seed=seed,
+                                    slow_factor=slow_factor, inputs=x)
+    elif protocol == "continuous":
+        if random_bits is not None:
+            raise ValueError("--random-inputs needs --protocol restart")
+        res = learnability(config, tables, lr=lr, levels=levels, base=base, threshold=threshold, seed=seed,
+                           slow_factor=slow_factor)
+    else:
+        raise ValueError(f"protocol must be 'restart' or 'continuous'; got {protocol!r}")
+    counts = {k: int((res.level == k).sum()) for k in range(levels)}
+    learnt = int(res.learnt.sum())
+    log(f"learnt {learnt}/{len(tables)}; per level {counts} ({res.seconds:.1f}s)")
+    never = [function_name(t) for t in res.tables[~res.learnt]]
+    cfg = config
+    clip = f"weights ≤ {cfg.clip_weight}, biases ≤ {cfg.clip_bias} ({cfg.clip_mode})" if (cfg.clip_weight or cfg.clip_bias) else "none"
+    desc = (f"{'-'.join(map(str, cfg.sizes))}, {cfg.activation}(gain·(z − shift)) with gain {cfg.gain:g}, shift {cfg.shift:g}, "
+            f"{'bias' if cfg.bias else 'no bias'}, loss {cfg.loss}, lr {lr:g} (first layer ×{slow_factor:g}), init ±"
+            f"{'/'.join(f'{a:g}' for a in cfg.init_scale)}, clipping {clip}"
+            + (f", drop weights {cfg.drop_weights}" if cfg.drop_weights else "")
+            + (f", stability term (rate {cfg.stability:g})" if cfg.stability else "")
+            + (f", 8 random {random_bits}-bit inputs" if random_bits else ""))
+    rows = [["this run", f"{learnt}/{len(tables)}", *[counts[k] for k in range(levels)], len(never), f"{res.seconds:.1f}"]]
+    text = "\n".join([
+        "## Learnability of boolean functions (the notebook's table)", "",
+        f"{desc}; {functions} functions; protocol {protocol}: level k = "
+        + ("the first fresh network trained for " if protocol == "restart" else "learnt within ")
+        + f"{base}·2^k full-batch iterations with final SSE ≤ {threshold}; seed {seed}. {_cpu_note()}.", "",
+        markdown_table(["run", "learnt", *[f"k={k}" for k in range(levels)], "never", "time (s)"], rows), "",
+        ("Never learnt: " + ", ".join(f"`{n}`" for n in never[:40]) + (" …" if len(never) > 40 else "")) if never else
+        "Every function was learnt.",
+    ])
+    (out / "learnability.json").parent.mkdir(parents=True, exist_ok=True)
+    (out / "learnability.json").write_text(json.dumps({"level": res.level.tolist(), "functions": [function_name(t) for t in res.tables],
+                                                       "final_sse": [None if np.isnan(v) else v for v in res.final_sse.tolist()],
+                                                       "counts": counts, "seconds": res.seconds}))
+    return _write(out, text)
+
+
 # ---------------------------------------------------------------------- experiment 2
-def run_fewshot_function(out: str | Path, repetitions: int = 1000, hidden: int = 8, threshold: float = 0.1,
+def run_fewshot_function(out: str | Path, repetitions: int = 1000, hidden: int = 8, threshold: float = 0.3,
                          max_steps: int = 200, max_presentations: int = 50, slow_factors: Sequence[float] = (1.0, 0.1, 0.0),
-                         new_lr: float = 3.0, seed: int = 0, log: Log = print) -> str:
+                         new_lr: float = 0.5, seed: int = 0, log: Log = print) -> str:
     """Experiment 2: few-shot learning of a new function, one data point at a time."""
     from .draw import plot_shots_histogram
 
