@@ -36,3 +36,19 @@ def test_l1_inner_loop_is_sgd_on_the_l1_loss():
     assert torch.isfinite(maml_meta_loss(model, b, 5, 0.03, loss="l1"))
     with pytest.raises(ValueError, match="unknown regression loss"):
         adapt_task(model, params, x, y, 1, 0.1, loss="huber")
+
+
+def test_book_daml_l1_temporal_objective_trains_and_adapts():
+    from fewshot.regression.daml import AdaptationLoss, DAML, sample_demos, train_daml
+
+    loss = AdaptationLoss(norm="l1", temporal=True)
+    pred, obs, x = torch.randn(5, 1), torch.randn(5, 1), torch.randn(5, 1)
+    perm = torch.randperm(5)
+    # a sequence in order of x: shuffling the points does not change the objective
+    torch.testing.assert_close(loss(pred, obs, x), loss(pred[perm], obs[perm], x[perm]))
+    with pytest.raises(ValueError, match="norm"):
+        AdaptationLoss(norm="l3")
+    model, losses = train_daml(3, shot=4, meta_batch=3, norm="l1", temporal=True)
+    assert isinstance(model, DAML) and len(losses) == 3 and all(math.isfinite(v) for v in losses)
+    demos = sample_demos(2, 4, 3, torch.Generator().manual_seed(0))
+    assert model.predict(demos).shape == (2, 3, 1)
