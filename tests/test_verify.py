@@ -73,3 +73,16 @@ def test_verify_calibrates_saves_and_answers(tmp_path):
     forced = CliRunner().invoke(main, ["verify", str(run), str(tmp_path / "a.png"), str(tmp_path / "b.png"),
                                        "--threshold", "1e9", "--json"])
     assert json.loads(forced.output)["answer"] == "different"
+
+
+def test_conv4_dropout_is_optional_and_only_active_in_training():
+    from fewshot.nn.backbones import Conv4
+
+    plain = Conv4(1)
+    assert not any(isinstance(m, torch.nn.Dropout) for m in plain.modules())
+    net = Conv4(1, dropout=0.5).eval()
+    x = torch.rand(2, 1, 28, 28)
+    assert sum(isinstance(m, torch.nn.Dropout) for m in net.modules()) == 4
+    torch.testing.assert_close(net(x), net(x))
+    with pytest.raises(ValueError, match="dropout"):
+        Conv4(1, dropout=1.0)

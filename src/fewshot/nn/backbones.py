@@ -31,12 +31,20 @@ class Conv4(nn.Module):
 
     ``[B, C, H, W] -> [B, hidden * (H // 16) * (W // 16)]``: 64-d for 28×28, 1600-d for 84×84.
     With ``flatten=False`` the feature map ``[B, hidden, H/16, W/16]`` is returned (relation networks).
+    ``dropout``: probability of a dropout layer after every block (0 = none, the default).
     """
 
-    def __init__(self, in_channels: int = 1, hidden: int = 64, depth: int = 4, flatten: bool = True):
+    def __init__(self, in_channels: int = 1, hidden: int = 64, depth: int = 4, flatten: bool = True, dropout: float = 0.0):
         super().__init__()
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must lie in [0, 1); got {dropout}")
         chans = [in_channels] + [hidden] * depth
-        self.encoder = nn.Sequential(*[conv_block(a, b) for a, b in zip(chans[:-1], chans[1:])])
+        blocks: list[nn.Module] = []
+        for a, b in zip(chans[:-1], chans[1:]):
+            blocks.append(conv_block(a, b))
+            if dropout > 0:
+                blocks.append(nn.Dropout(dropout))
+        self.encoder = nn.Sequential(*blocks)
         self.flatten = flatten
         self.out_channels = hidden
 
