@@ -67,3 +67,17 @@ def test_new_digit_experiment_reads_emnist(tmp_path):
     assert data.class_names == ("A", "B", "C") and data.num_classes == 3 and data.x_train.shape[1] == 14 * 14
     with pytest.raises(ValueError, match="--emnist"):
         load_digit_data(source="emnist-digits")
+
+
+def test_new_digit_cli_on_emnist_fixture(tmp_path):
+    from click.testing import CliRunner
+
+    from fewshot.cli import main
+
+    rng = np.random.default_rng(2)
+    _write_zip(tmp_path / "gzip.zip", "digits", rng.integers(0, 3, 90), {i: [48 + i] for i in range(10)})
+    res = CliRunner().invoke(main, ["playground", "new-digit", "--source", "emnist-digits", "--emnist", str(tmp_path / "gzip.zip"),
+                                    "--hidden", "8", "--shots", "1", "--points-per-shot", "2", "--repeats", "1", "--draws", "1",
+                                    "--retrain-draws", "0", "--epochs", "1", "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert "EMNIST digits" in res.output and "| 2 |" in (tmp_path / "out" / "results.md").read_text()

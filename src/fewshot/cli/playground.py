@@ -162,8 +162,12 @@ def fewshot_function_cmd(out_dir, repetitions, threshold, max_steps, max_present
 @playground_group.command("new-digit")
 @click.option("--out", "out_dir", default="runs/playground/new-digit", show_default=True, type=click.Path(file_okay=False))
 @click.option("--data-dir", default=None, envvar="FEWSHOT_DATA", help="folder with mnist/t10k-*.gz (default: $FEWSHOT_DATA)")
-@click.option("--source", type=click.Choice(["auto", "mnist", "digits"]), default="auto", show_default=True,
-              help="auto: MNIST t10k when found, else scikit-learn's 8x8 digits (offline)")
+@click.option("--source", type=click.Choice(["auto", "mnist", "digits", "emnist-digits", "emnist-letters"]), default="auto",
+              show_default=True, help="auto: MNIST t10k when found, else scikit-learn's 8x8 digits (offline); emnist-*: "
+              "EMNIST's test split from --emnist")
+@click.option("--emnist", type=click.Path(exists=True), default=None, help="EMNIST's official gzip.zip (or its gzip/ folder)")
+@click.option("--points-per-shot", type=int, default=1, show_default=True,
+              help="examples of the new class given together in each shot (the notebook's few_shot_more_at_once)")
 @click.option("--pool", type=int, default=None, help="average-pool images by this factor (default 2 for MNIST: 14x14)")
 @click.option("--hidden", type=int, default=128, show_default=True)
 @click.option("--shots", default="1,2,5,10", show_default=True)
@@ -174,15 +178,19 @@ def fewshot_function_cmd(out_dir, repetitions, threshold, max_steps, max_present
 @click.option("--slow", "slow_factor", type=float, default=0.01, show_default=True,
               help="learning-rate factor of the rest of the network while teaching")
 @click.option("--seed", type=int, default=0, show_default=True)
-def new_digit_cmd(out_dir, data_dir, source, pool, hidden, shots, repeats, draws, retrain_draws, epochs, slow_factor, seed):
+def new_digit_cmd(out_dir, data_dir, source, emnist, points_per_shot, pool, hidden, shots, repeats, draws, retrain_draws,
+                  epochs, slow_factor, seed):
     """Experiment 3: pre-train on nine digits, teach the tenth from 1/2/5/10 examples; accuracy on
     the new digit and forgetting of the old nine, against prototypes and retraining."""
     from ..playground.experiments import run_new_digit
 
     _threads()
     try:
-        click.echo(run_new_digit(out_dir, data_dir, source, pool, hidden, _ints(shots), _ints(repeats), draws, retrain_draws,
-                                 epochs, slow_factor, seed, log=click.echo))
+        if points_per_shot < 1:
+            raise ValueError(f"--points-per-shot must be at least 1; got {points_per_shot}")
+        click.echo(run_new_digit(out_dir, data_dir, source, pool, hidden, [s * points_per_shot for s in _ints(shots)],
+                                 _ints(repeats), draws, retrain_draws, epochs, slow_factor, seed, log=click.echo,
+                                 emnist=emnist))
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -225,13 +225,15 @@ def run_fewshot_function(out: str | Path, repetitions: int = 1000, hidden: int =
 # ---------------------------------------------------------------------- experiment 3
 def run_new_digit(out: str | Path, data_dir: str | None = None, source: str = "auto", pool: int | None = None, hidden: int = 128,
                   shots: Sequence[int] = (1, 2, 5, 10), repeats: Sequence[int] = (1, 5, 20), draws: int = 5,
-                  retrain_draws: int = 1, epochs: int = 15, slow_factor: float = 0.01, seed: int = 0, log: Log = print) -> str:
-    """Experiment 3: pre-train on nine digits, teach the tenth from a few examples."""
+                  retrain_draws: int = 1, epochs: int = 15, slow_factor: float = 0.01, seed: int = 0, log: Log = print,
+                  emnist: str | None = None) -> str:
+    """Experiment 3: pre-train on nine digits, teach the tenth from a few examples (``emnist``: the
+    EMNIST gzip.zip for ``source="emnist-digits"``/``"emnist-letters"``)."""
     from .digits import NewDigitConfig, load_digit_data, new_digit_experiment
     from .draw import plot_new_digit
 
     out = Path(out)
-    data = load_digit_data(data_dir, source, pool=pool, seed=seed)
+    data = load_digit_data(data_dir, source, pool=pool, seed=seed, emnist=emnist)
     log(f"data: {data.source}: {len(data.y_train)} train / {len(data.y_test)} test, {data.x_train.shape[1]} inputs")
     cfg = NewDigitConfig(hidden=hidden, epochs=epochs, repeats=tuple(repeats), slow_factor=slow_factor, shots=tuple(shots),
                          draws=draws, retrain_draws=retrain_draws, seed=seed)
