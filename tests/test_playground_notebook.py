@@ -86,3 +86,17 @@ def test_learnability_cli_exposes_the_settings(tmp_path):
     assert "3-4-1" in res.output and "| this run |" in res.output
     bad = CliRunner().invoke(main, ["playground", "learnability", "--clip-weights", "1,1", "--out", str(tmp_path)])
     assert bad.exit_code != 0 and "one bound per layer" in bad.output
+
+
+def test_notebook_fewshot_cell_runs_and_counts(tmp_path):
+    from fewshot.playground.boolean import notebook_fewshot
+
+    cfg = NetConfig((3, 4, 1), bias=False, gain=3.0, shift=1.0, loss="half_mean", init_scale=0.05, clip_weight=1.0)
+    res = notebook_fewshot(cfg, chains=2, tests=3, epochs=4, max_try=5, seed=0)
+    assert res.ready.shape == res.error.shape == res.steps.shape == (2, 3)
+    assert bool((res.functions % 2 == 0).all())  # f(000) = 0
+    assert bool((res.ready >= 0).all() and (res.ready <= 4).all())
+    assert bool((res.steps >= 4 * 8).all() and (res.steps <= 4 * 8 * 6).all())  # ≥ 1 and ≤ max_try+1 steps per visit
+    res = CliRunner().invoke(main, ["playground", "notebook-fewshot", "--chains", "1", "--tests", "2", "--epochs", "2",
+                                    "--out", str(tmp_path)])
+    assert res.exit_code == 0 and "the notebook (its README" in res.output

@@ -137,6 +137,28 @@ def learnability_cmd(out_dir, hidden, activation, gain, shift, bias, loss, lr, f
         raise click.ClickException(str(exc)) from exc
 
 
+@playground_group.command("notebook-fewshot")
+@click.option("--out", "out_dir", default="runs/playground/notebook-fewshot", show_default=True, type=click.Path(file_okay=False))
+@click.option("--chains", type=int, default=10, show_default=True, help="independent runs of the cell (batched)")
+@click.option("--tests", type=int, default=31, show_default=True, help="functions taught one after another per chain")
+@click.option("--lr", type=float, default=1.0, show_default=True, help="the notebook's cell ran with lr 1 (set by the cell before)")
+@click.option("--first-layer-scale", type=float, default=0.1, show_default=True)
+@click.option("--end", type=float, default=0.7, show_default=True, help="a point is learnt when |error| < this (few_shot_end)")
+@click.option("--max-try", type=int, default=100, show_default=True)
+@click.option("--epochs", type=int, default=30, show_default=True, help="passes over the 8 points (max_iter)")
+@click.option("--seed", type=int, default=0, show_default=True)
+def notebook_fewshot_cmd(out_dir, chains, tests, lr, first_layer_scale, end, max_try, epochs, seed):
+    """The notebook's own few-shot cell on boolean functions, beside the results it printed."""
+    from ..playground.experiments import run_notebook_fewshot
+
+    _threads()
+    try:
+        click.echo(run_notebook_fewshot(out_dir, chains=chains, tests=tests, lr=lr, slow_factor=first_layer_scale, end=end,
+                                        max_try=max_try, epochs=epochs, seed=seed, log=click.echo))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @playground_group.command("fewshot-function")
 @click.option("--out", "out_dir", default="runs/playground/fewshot-function", show_default=True, type=click.Path(file_okay=False))
 @click.option("--repetitions", type=int, default=1000, show_default=True)

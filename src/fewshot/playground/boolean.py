@@ -313,3 +313,67 @@ def fewshot_function_experiment(config: NetConfig, repetitions: int = 1000, lr: 
                             max_presentations, order=order[ok])
     out.append(FewShotFunctionResult("from scratch (no pre-training)", res, len(ok), time.perf_counter() - t1))
     return out
+
+
+# ---------------------------------------------------------------------- the notebook's few-shot loop
+@dataclass
+class NotebookFewShotResult:
+    """Per chain and test ``[B, L]``: ``ready`` (the last epoch, 1-based, in which a point still had
+    a squared error above the threshold; 0 = none), ``error`` (the notebook's "Error": summed squared
+    error of the 8 points at their first try in the last epoch), ``steps`` (gradient steps), and the
+    functions taught ``[B, L]`` (index into :func:`all_boolean_functions`)."""
+
+    ready: torch.Tensor
+    error: torch.Tensor
+    steps: torch.Tensor
+    functions: torch.Tensor
+
+
+def notebook_fewshot(config: NetConfig, chains: int = 10, tests: int = 31, lr: float = 1.0, slow_factor: float = 0.1,
+                     end: float = 0.7, max_try: int = 100, epochs: int = 30, seed: int = 0,
+                     functions: torch.Tensor | None = None) -> NotebookFewShotResult:
+    """The notebook's few-shot cell (``multi_test``), ``chains`` independent copies at once.
+
+    A chain starts from a fresh network; test ``l`` resets the last layer and teaches a random
+    function with f(000) = 0 (the notebook's ``randrange(0, 127)``), keeping the rest of the network
+    from test ``l - 1``. Each of ``epochs`` epochs walks the 8 points in order; a point is trained on
+    alone, one step after another, until its error *before* the step is below ``end`` in absolute
+    value (``abs(error) < few_shot_end``), at most ``max_try + 1`` steps. Every visit takes at least
+    one step (the notebook steps before it checks).
+    """
+    if config.sizes[0] != 3 or config.sizes[-1] != 1:
+        raise ValueError(f"the notebook's few-shot loop is for 3-input, 1-output networks; got sizes {config.sizes}")
+    x = truth_table_inputs(3)
+    tables = all_boolean_functions(3)
+    g = torch.Generator().manual_seed(seed)
+    if functions is None:
+        functions = torch.randint(0, 127, (chains, tests), generator=g) * 2  # bit 0 (the output on 000) is 0
+    net = BatchedMLP.create(config, chains, seed=seed)
+    lrs = layer_lrs(lr, config.num_layers, slow_factor)
+    xe = config.encode(x)
+    ready = torch.zeros(chains, tests, dtype=torch.long)
+    error = torch.zeros(chains, tests)
+    steps = torch.zeros(chains, tests, dtype=torch.long)
+    for t in range(tests):
+        if t > 0:
+            net.reinit_layer(-1, seed=seed + 7919 * t)
+        target = config.encode(tables[functions[:, t]].unsqueeze(-1))  # [B, 8, 1]
+        for epoch in range(epochs):
+            first = torch.zeros(chains)
+            for i in range(len(x)):
+                active = torch.ones(chains, dtype=torch.bool)
+                for k in range(max_try + 1):
+                    acts = net.forward(xe[i:i + 1])
+                    err = (acts[-1] - target[:, i:i + 1]).flatten()
+                    if k == 0:
+                        first += err.pow(2)
+                    if k == 0 and config.stability is not None:  # the notebook: forward(dostability=first)
+                        net.update_stability(acts)
+                    ready[:, t] = torch.where(active & (err.pow(2) > end), epoch + 1, ready[:, t])
+                    net.step(net.backward(acts, target[:, i:i + 1]), lrs, mask=active)
+                    steps[:, t] += active.long()
+                    active &= err.abs() >= end
+                    if not bool(active.any()):
+                        break
+            error[:, t] = first
+    return NotebookFewShotResult(ready, error, steps, functions)

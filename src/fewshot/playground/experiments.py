@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from .boolean import (all_boolean_functions, fewshot_function_experiment, function_name, learnability,
-                      learnability_restarts, point_errors, random_inputs, truth_table_inputs, zero_at_origin)
+                      learnability_restarts, notebook_fewshot, point_errors, random_inputs, truth_table_inputs,
+                      zero_at_origin)
 from .network import BatchedMLP, NetConfig, layer_lrs
 
 Log = Callable[[str], None]
@@ -176,6 +177,44 @@ def run_learnability(out: str | Path, config: NetConfig = NOTEBOOK["config"], lr
     (out / "learnability.json").write_text(json.dumps({"level": res.level.tolist(), "functions": [function_name(t) for t in res.tables],
                                                        "final_sse": [None if np.isnan(v) else v for v in res.final_sse.tolist()],
                                                        "counts": counts, "seconds": res.seconds}))
+    return _write(out, text)
+
+
+#: The notebook's few-shot cell as printed in its README (31 tests): "Ready" and "Error" per test.
+NOTEBOOK_FEWSHOT_READY = [1, 2, 1, 2, 2, 7, 1, 0, 1, 2, 1, 2, 3, 1, 5, 3, 3, 1, 3, 5, 2, 3, 8, 30, 5, 5, 3, 2, 4, 4, 3]
+NOTEBOOK_FEWSHOT_ERROR = [1.501, 1.679, 0.396, 0.504, 0.268, 1.339, 1.701, 0.010, 1.147, 1.153, 0.209, 0.297, 0.307, 0.298,
+                          0.292, 0.131, 0.125, 0.103, 0.024, 0.174, 0.091, 0.181, 0.240, 1.769, 0.045, 0.071, 0.045, 0.491,
+                          0.082, 0.076, 0.114]
+
+
+def run_notebook_fewshot(out: str | Path, config: NetConfig = NOTEBOOK["config"], chains: int = 10, tests: int = 31,
+                         lr: float = 1.0, slow_factor: float = 0.1, end: float = 0.7, max_try: int = 100, epochs: int = 30,
+                         seed: int = 0, log: Log = print) -> str:
+    """The notebook's few-shot cell (see :func:`notebook_fewshot`) beside its printed results."""
+    out = Path(out)
+    t0 = time.perf_counter()
+    res = notebook_fewshot(config, chains, tests, lr, slow_factor, end, max_try, epochs, seed)
+    secs = time.perf_counter() - t0
+
+    def summary(name, ready, error, steps="–"):
+        ready, error = torch.as_tensor(ready).float(), torch.as_tensor(error).float()
+        return [name, len(ready), f"{float(ready.median()):.0f}", f"{float(ready.mean()):.2f}",
+                int((ready >= epochs).sum()), f"{float(error.median()):.3f}", steps]
+
+    rows = [summary("the notebook (its README, one chain)", NOTEBOOK_FEWSHOT_READY, NOTEBOOK_FEWSHOT_ERROR),
+            summary(f"fewshot, {chains} chains", res.ready.flatten(), res.error.flatten(), f"{float(res.steps.float().mean()):.0f}")]
+    log(f"median Ready {rows[1][2]} (notebook {rows[0][2]}), {secs:.1f}s")
+    text = "\n".join([
+        "## The notebook's few-shot cell", "",
+        f"{'-'.join(map(str, config.sizes))} network as in the learnability table (unit σ({config.gain:g}(z − {config.shift:g})), "
+        f"{'no ' if not config.bias else ''}bias, loss {config.loss}), lr {lr:g} with the first layer ×{slow_factor:g}; "
+        f"{chains} chains of {tests} tests: each test resets the last layer and teaches a random function with f(000) = 0, "
+        f"keeping the rest of the network from the previous test; {epochs} epochs over the 8 points in order, each point "
+        f"trained alone until |error| < {end:g} before the step (≤ {max_try + 1} steps, at least one). *Ready* = the last "
+        f"epoch in which a point's squared error exceeded {end:g} ({epochs} = never settled); *Error* = the 8 points' summed "
+        f"squared error at their first try in the last epoch. {_cpu_note()}; {secs:.1f}s.", "",
+        markdown_table(["run", "tests", "median Ready", "mean Ready", f"Ready = {epochs}", "median Error", "steps per test"], rows),
+    ])
     return _write(out, text)
 
 
