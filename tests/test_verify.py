@@ -9,7 +9,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import fewshot.cli.verify  # noqa: F401  (adds `verify` to the command group)
 from fewshot.cli import main
 from fewshot.engine.verify import calibrate_threshold
 from fewshot.nn.backbones import backbone_spec_for, build_backbone

@@ -18,11 +18,12 @@ def main() -> None:
       fewshot train --method protonet --dataset omniglot --split background --way 20 --shot 1 --episodes 3000 --out runs/proto
       fewshot eval runs/proto --split background --alphabets heldout --way 20 --shot 1 --within alphabet --tasks 1000 --json
       fewshot predict runs/proto --support faces/ --query new.png
+      fewshot verify runs/siamese a.png b.png --calibrate-on known_writers/
     """
 
 
 def _register() -> None:
-    from . import bpl, data, demo, evaluate, methods, playground, predict, text, train  # noqa: F401  (each adds its commands to main)
+    from . import bpl, data, demo, evaluate, methods, playground, predict, text, train, verify  # noqa: F401  (each adds its commands to main)
 
 
 _register()

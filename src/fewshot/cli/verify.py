@@ -42,7 +42,7 @@ def verify_cmd(run_dir, image_a, image_b, calib_dir, pairs, threshold, checkpoin
     """
     from ..data import ImageSpec, load_image_folder
     from ..data.images import load_images
-    from ..engine.evaluate import eval_mode
+    from ..methods.base import inference_context
     from ..engine.verify import calibrate_on, pair_score
 
     method, info, dev = load_run(run_dir, checkpoint, device)
@@ -52,7 +52,7 @@ def verify_cmd(run_dir, image_a, image_b, calib_dir, pairs, threshold, checkpoin
     spec = ImageSpec.from_dict(image)
     calib_path = Path(run_dir) / CALIBRATION
     method.eval()
-    with eval_mode(method):
+    with inference_context(method):
         calib = None
         if calib_dir is not None:
             try:
