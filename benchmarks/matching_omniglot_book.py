@@ -66,7 +66,7 @@ def main() -> None:
         opt.step()
         ep += 1
         if ep % args.val_every == 0:
-            acc = evaluate(model, train, val_tasks, "cpu").accuracy
+            acc = evaluate(model, val_tasks.episodes(train), "cpu").accuracy
             plateau.step(acc)
             log.append((ep, cpu() - t0, acc, opt.param_groups[0]["lr"]))
             print(log[-1], flush=True)
@@ -74,7 +74,7 @@ def main() -> None:
                 best, best_state = acc, copy.deepcopy(model.state_dict())
     if best_state is not None:
         model.load_state_dict(best_state)
-    res = evaluate(model, test, test_tasks, "cpu")
+    res = evaluate(model, test_tasks.episodes(test), "cpu")
     lines = ["# Chapter 2: matching network on Omniglot, 20-way 1-shot, dropout, plateau schedule", "",
              f"`python benchmarks/matching_omniglot_book.py --cpu-seconds {args.cpu_seconds:.0f} --dropout {args.dropout}`: "
              f"Conv4 embedding with dropout {args.dropout} after every block, cosine attention (no FCE), Adam 1e-3, "
