@@ -46,6 +46,7 @@ def playground_group() -> None:
     Examples:
       fewshot playground boolean --out runs/pg/boolean
       fewshot playground learnability --out runs/pg/notebook   # the notebook's table, its configuration
+      fewshot playground notebook-fewshot --out runs/pg/nb-fewshot   # the notebook's few-shot cell
       fewshot playground fewshot-function --out runs/pg/fewshot-function
       fewshot playground new-digit --out runs/pg/new-digit
       fewshot playground draw --function 01101001 --out runs/pg/draw
