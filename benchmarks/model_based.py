@@ -44,7 +44,7 @@ def run_ntm(args) -> None:
 
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
-    model = NTM(9, 8, hidden=args.hidden, slots=args.slots, width=args.width)
+    model = NTM(9, 8, hidden=args.hidden, slots=args.slots, width=args.width, controller=args.controller)
     if args.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     else:
@@ -114,7 +114,7 @@ def run_ntm(args) -> None:
     lines = [
         "# NTM copy task",
         "",
-        f"NTM: LSTM controller {args.hidden} units, memory {args.slots}x{args.width}, 1 read + 1 write head, shifts -1..1; "
+        f"NTM: {'LSTM' if args.controller == 'lstm' else 'feed-forward (tanh)'} controller {args.hidden} units, memory {args.slots}x{args.width}, 1 read + 1 write head, shifts -1..1; "
         f"{'Adam' if args.optimizer == 'adam' else 'RMSprop'} lr {args.lr}{'' if args.optimizer == 'adam' else ' (momentum 0.9)'}, gradient norm clipped at 10, batch {args.batch}, lengths uniform in [1, 20], "
         "8 bits + delimiter channel, BCE on the answer steps.",
         "",
@@ -354,6 +354,7 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--optimizer", choices=["rmsprop", "adam"], default="rmsprop")
     p.add_argument("--tag", default="ntm", help="name of the report and plots")
+    p.add_argument("--controller", choices=["lstm", "feedforward"], default="lstm")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--wall-seconds", type=float, default=float("inf"), help="also stop training after this wall time (shared machines)")
     p.set_defaults(fn=run_ntm)

@@ -19,11 +19,12 @@ def main() -> None:
       fewshot eval runs/proto --split background --alphabets heldout --way 20 --shot 1 --within alphabet --tasks 1000 --json
       fewshot predict runs/proto --support faces/ --query new.png
       fewshot serve --db staff.sqlite
+      fewshot verify runs/siamese a.png b.png --calibrate-on known_writers/
     """
 
 
 def _register() -> None:
-    from . import bpl, client, data, demo, evaluate, methods, playground, predict, serve, text, train  # noqa: F401  (each adds its commands to main)
+    from . import bpl, client, data, demo, evaluate, methods, playground, predict, serve, text, train, verify  # noqa: F401  (each adds its commands to main)
 
 
 _register()

@@ -21,6 +21,17 @@ def _ints(value: str) -> list[int]:
         raise click.BadParameter(f"{value!r} is not a comma list of integers (e.g. 1,2,5,10)") from exc
 
 
+def _clip(value: str | None):
+    """``1`` | ``none`` | one per layer ``none,1,1`` -> float | None | tuple."""
+    if value is None or value.strip().lower() == "none":
+        return None
+    try:
+        vals = [None if v.strip().lower() == "none" else float(v) for v in value.split(",") if v.strip()]
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not a clip bound: a number, 'none', or one per layer (e.g. none,1,1)") from exc
+    return vals[0] if len(vals) == 1 else tuple(vals)
+
+
 def _threads() -> None:
     import torch
 
@@ -34,6 +45,8 @@ def playground_group() -> None:
     \b
     Examples:
       fewshot playground boolean --out runs/pg/boolean
+      fewshot playground learnability --out runs/pg/notebook   # the notebook's table, its configuration
+      fewshot playground notebook-fewshot --out runs/pg/nb-fewshot   # the notebook's few-shot cell
       fewshot playground fewshot-function --out runs/pg/fewshot-function
       fewshot playground new-digit --out runs/pg/new-digit
       fewshot playground draw --function 01101001 --out runs/pg/draw
@@ -72,14 +85,91 @@ def boolean_cmd(out_dir, settings, levels, base, threshold, hidden, mode, init_s
         raise click.ClickException(str(exc)) from exc
 
 
+@playground_group.command("learnability")
+@click.option("--out", "out_dir", default="runs/playground/learnability", show_default=True, type=click.Path(file_okay=False))
+@click.option("--hidden", default="8,8", show_default=True, help="hidden layer sizes (the notebook: two layers of 8)")
+@click.option("--activation", type=click.Choice(["sigmoid", "tanh"]), default="sigmoid", show_default=True)
+@click.option("--gain", type=float, default=3.0, show_default=True, help="units compute act(gain·(z − shift)); notebook 3")
+@click.option("--shift", type=float, default=1.0, show_default=True, help="notebook 1 (0 with gain 1: the plain sigmoid)")
+@click.option("--bias/--no-bias", default=False, show_default=True)
+@click.option("--loss", type=click.Choice(["half_mean", "sse"]), default="half_mean", show_default=True,
+              help="half_mean: ½Σ(a−t)² / points (the notebook); sse: Σ(a−t)²")
+@click.option("--lr", type=float, default=2.0, show_default=True)
+@click.option("--first-layer-scale", type=float, default=0.1, show_default=True,
+              help="first layer's learning-rate factor (the notebook's initial_net_first_layer_slow_learning)")
+@click.option("--init", "init", default="0.05", show_default=True,
+              help="uniform init half-width, one number or one per layer (the notebook's init_rand_ampl 0.1 = ±0.05)")
+@click.option("--clip-weights", default="1", show_default=True, help="bound c: a number, 'none', or one per layer (none,1,1)")
+@click.option("--clip-bias", default="1", show_default=True, help="as --clip-weights, for the biases")
+@click.option("--clip-mode", type=click.Choice(["weights", "update"]), default="weights", show_default=True,
+              help="weights: clamp the weights after each update (the notebook); update: clamp each update step")
+@click.option("--drop-weights", default=None, help="fraction of weights removed for good, one per layer (e.g. 0.9,0.9)")
+@click.option("--stability", type=float, default=None, help="the notebook's stability term, EMA rate (notebook 0.1)")
+@click.option("--random-inputs", "random_bits", type=int, default=None,
+              help="train on 8 random inputs of this many bits instead of the 3-bit truth table")
+@click.option("--functions", type=click.Choice(["zero-at-origin", "all"]), default="zero-at-origin", show_default=True,
+              help="the notebook's 128 functions with f(000)=0, or all 256")
+@click.option("--protocol", type=click.Choice(["restart", "continuous"]), default="restart", show_default=True,
+              help="restart: a fresh network per budget 5000·2^k (the notebook); continuous: one run checked every 500")
+@click.option("--levels", type=int, default=8, show_default=True)
+@click.option("--base", type=int, default=5000, show_default=True)
+@click.option("--threshold", type=float, default=0.25, show_default=True, help="learnt when the final SSE ≤ this")
+@click.option("--seed", type=int, default=0, show_default=True)
+def learnability_cmd(out_dir, hidden, activation, gain, shift, bias, loss, lr, first_layer_scale, init, clip_weights,
+                     clip_bias, clip_mode, drop_weights, stability, random_bits, functions, protocol, levels, base,
+                     threshold, seed):
+    """Which boolean functions a small network learns, in every setting of the notebook; the
+    defaults are the notebook's own configuration (its table: all 128 functions with f(000)=0)."""
+    from ..playground.experiments import run_learnability
+    from ..playground.network import NetConfig
+
+    _threads()
+    sizes = (random_bits or 3, *_ints(hidden), 1)
+    scale = _floats(init)
+    try:
+        cfg = NetConfig(sizes, activation, bias=bias, init_scale=scale[0] if len(scale) == 1 else tuple(scale),
+                        clip_weight=_clip(clip_weights), clip_bias=_clip(clip_bias), clip_mode=clip_mode, gain=gain,
+                        shift=shift, loss=loss, drop_weights=tuple(_floats(drop_weights)) if drop_weights else None,
+                        stability=stability)
+        cfg.clip_bounds("weight"), cfg.clip_bounds("bias")
+        click.echo(run_learnability(out_dir, cfg, lr, first_layer_scale, levels, base, threshold, functions, protocol,
+                                    random_bits, seed, log=click.echo))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@playground_group.command("notebook-fewshot")
+@click.option("--out", "out_dir", default="runs/playground/notebook-fewshot", show_default=True, type=click.Path(file_okay=False))
+@click.option("--chains", type=int, default=10, show_default=True, help="independent runs of the cell (batched)")
+@click.option("--tests", type=int, default=31, show_default=True, help="functions taught one after another per chain")
+@click.option("--lr", type=float, default=1.0, show_default=True, help="the notebook's cell ran with lr 1 (set by the cell before)")
+@click.option("--first-layer-scale", type=float, default=0.1, show_default=True)
+@click.option("--end", type=float, default=0.7, show_default=True, help="a point is learnt when |error| < this (few_shot_end)")
+@click.option("--max-try", type=int, default=100, show_default=True)
+@click.option("--epochs", type=int, default=30, show_default=True, help="passes over the 8 points (max_iter)")
+@click.option("--seed", type=int, default=0, show_default=True)
+def notebook_fewshot_cmd(out_dir, chains, tests, lr, first_layer_scale, end, max_try, epochs, seed):
+    """The notebook's own few-shot cell on boolean functions, beside the results it printed."""
+    from ..playground.experiments import run_notebook_fewshot
+
+    _threads()
+    try:
+        click.echo(run_notebook_fewshot(out_dir, chains=chains, tests=tests, lr=lr, slow_factor=first_layer_scale, end=end,
+                                        max_try=max_try, epochs=epochs, seed=seed, log=click.echo))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
 @playground_group.command("fewshot-function")
 @click.option("--out", "out_dir", default="runs/playground/fewshot-function", show_default=True, type=click.Path(file_okay=False))
 @click.option("--repetitions", type=int, default=1000, show_default=True)
-@click.option("--threshold", type=float, default=0.1, show_default=True, help="per-point squared error counted as learnt")
+@click.option("--threshold", type=float, default=0.3, show_default=True,
+              help="per-point squared error counted as learnt (the notebook's few_shot_threshold 0.3; 0.1 is stricter)")
 @click.option("--max-steps", type=int, default=200, show_default=True, help="gradient steps per presentation at most")
 @click.option("--max-presentations", type=int, default=50, show_default=True, help="presentations per point at most")
 @click.option("--slow", default="1,0.1,0", show_default=True, help="first-layer learning-rate factors to compare")
-@click.option("--lr", type=float, default=3.0, show_default=True, help="learning rate while learning the new function")
+@click.option("--lr", type=float, default=0.5, show_default=True,
+              help="learning rate while learning the new function (the notebook's lr_few_shot 0.5; 3.0 is the faster option)")
 @click.option("--hidden", type=int, default=8, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def fewshot_function_cmd(out_dir, repetitions, threshold, max_steps, max_presentations, slow, lr, hidden, seed):
@@ -95,8 +185,12 @@ def fewshot_function_cmd(out_dir, repetitions, threshold, max_steps, max_present
 @playground_group.command("new-digit")
 @click.option("--out", "out_dir", default="runs/playground/new-digit", show_default=True, type=click.Path(file_okay=False))
 @click.option("--data-dir", default=None, envvar="FEWSHOT_DATA", help="folder with mnist/t10k-*.gz (default: $FEWSHOT_DATA)")
-@click.option("--source", type=click.Choice(["auto", "mnist", "digits"]), default="auto", show_default=True,
-              help="auto: MNIST t10k when found, else scikit-learn's 8x8 digits (offline)")
+@click.option("--source", type=click.Choice(["auto", "mnist", "digits", "emnist-digits", "emnist-letters"]), default="auto",
+              show_default=True, help="auto: MNIST t10k when found, else scikit-learn's 8x8 digits (offline); emnist-*: "
+              "EMNIST's test split from --emnist")
+@click.option("--emnist", type=click.Path(exists=True), default=None, help="EMNIST's official gzip.zip (or its gzip/ folder)")
+@click.option("--points-per-shot", type=int, default=1, show_default=True,
+              help="examples of the new class given together in each shot (the notebook's few_shot_more_at_once)")
 @click.option("--pool", type=int, default=None, help="average-pool images by this factor (default 2 for MNIST: 14x14)")
 @click.option("--hidden", type=int, default=128, show_default=True)
 @click.option("--shots", default="1,2,5,10", show_default=True)
@@ -107,15 +201,19 @@ def fewshot_function_cmd(out_dir, repetitions, threshold, max_steps, max_present
 @click.option("--slow", "slow_factor", type=float, default=0.01, show_default=True,
               help="learning-rate factor of the rest of the network while teaching")
 @click.option("--seed", type=int, default=0, show_default=True)
-def new_digit_cmd(out_dir, data_dir, source, pool, hidden, shots, repeats, draws, retrain_draws, epochs, slow_factor, seed):
+def new_digit_cmd(out_dir, data_dir, source, emnist, points_per_shot, pool, hidden, shots, repeats, draws, retrain_draws,
+                  epochs, slow_factor, seed):
     """Experiment 3: pre-train on nine digits, teach the tenth from 1/2/5/10 examples; accuracy on
     the new digit and forgetting of the old nine, against prototypes and retraining."""
     from ..playground.experiments import run_new_digit
 
     _threads()
     try:
-        click.echo(run_new_digit(out_dir, data_dir, source, pool, hidden, _ints(shots), _ints(repeats), draws, retrain_draws,
-                                 epochs, slow_factor, seed, log=click.echo))
+        if points_per_shot < 1:
+            raise ValueError(f"--points-per-shot must be at least 1; got {points_per_shot}")
+        click.echo(run_new_digit(out_dir, data_dir, source, pool, hidden, [s * points_per_shot for s in _ints(shots)],
+                                 _ints(repeats), draws, retrain_draws, epochs, slow_factor, seed, log=click.echo,
+                                 emnist=emnist))
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -22,7 +22,7 @@ from .pretrained import DEFAULT_TRAINABLE_BLOCKS, PRETRAINED_RESOLUTION
 @click.option("--rotations/--no-rotations", default=None, help="add 90/180/270-degree rotated classes (default: on for Omniglot)")
 @click.option("--val-fraction", type=Fraction(0, 1), default=0.1, show_default=True, help="fraction of training classes held out for validation, at least 2 classes (0: none)")
 @click.option("--val-split", default=None, help="validate on this Omniglot split/alphabets instead, e.g. 'background:heldout'")
-@click.option("--backbone", default=None, help="conv4 | mlp | identity | efficientnet_lite0/1/2 (pretrained; default: chosen by the method for the data)")
+@click.option("--backbone", default=None, help="conv4 | mlp | identity | relation_conv4 | siamese_mnist | efficientnet_lite0/1/2 (pretrained; default: chosen by the method for the data)")
 @click.option("--trainable-blocks", type=click.IntRange(min=0), default=None, help="pretrained backbones: fine-tune the last N of the 16 blocks and the head (default 4; the rest stay frozen)")
 @click.option("-p", "--param", "params", multiple=True, help="method option KEY=VALUE, repeatable (e.g. -p distance=cosine)")
 @click.option("--lr", type=PositiveFloat(), default=1e-3, show_default=True)

@@ -19,7 +19,11 @@ def read_idx(path: str | Path) -> np.ndarray:
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
-        data = f.read()
+        return parse_idx(f.read(), path)
+
+
+def parse_idx(data: bytes, path: str | Path = "<bytes>") -> np.ndarray:
+    """The array in the (uncompressed) bytes of an IDX file; ``path`` names it in errors."""
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic number); expected e.g. t10k-images-idx3-ubyte[.gz]")
     ndim = data[3]

@@ -37,11 +37,20 @@ class SinusoidTasks:
 
     Args:
         amplitude: range of ``A``; phase: range of the phase; x_range: range of the inputs.
+        phases: a finite set of phases drawn uniformly instead of the ``phase`` range (the book
+            variant of the toy: ``(0, pi)``).
     """
 
     def __init__(self, amplitude: tuple[float, float] = (0.1, 5.0), phase: tuple[float, float] = (0.0, math.pi),
-                 x_range: tuple[float, float] = (-5.0, 5.0)):
-        self.amplitude, self.phase, self.x_range = amplitude, phase, x_range
+                 x_range: tuple[float, float] = (-5.0, 5.0), phases: tuple[float, ...] | None = None):
+        if phases is not None and len(phases) == 0:
+            raise ValueError("phases must list at least one phase (or be None for the phase range)")
+        self.amplitude, self.phase, self.x_range, self.phases = amplitude, phase, x_range, phases
+
+    @classmethod
+    def book(cls) -> "SinusoidTasks":
+        """The book's variant: phase in {0, pi}, x in [-2 pi, 2 pi], A ~ U[0.1, 5]."""
+        return cls(x_range=(-2 * math.pi, 2 * math.pi), phases=(0.0, math.pi))
 
     @staticmethod
     def curve(amplitude: torch.Tensor, phase: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -62,7 +71,10 @@ class SinusoidTasks:
             return a + (b - a) * torch.rand(shape, generator=generator)
 
         amp = uniform((tasks,), *self.amplitude)
-        phase = uniform((tasks,), *self.phase)
+        if self.phases is None:
+            phase = uniform((tasks,), *self.phase)
+        else:
+            phase = torch.tensor(self.phases)[torch.randint(len(self.phases), (tasks,), generator=generator)]
         sx = uniform((tasks, shot, 1), lo, hi)
         qx = torch.linspace(lo, hi, query).expand(tasks, query)[..., None].clone() if query_grid else uniform((tasks, query, 1), lo, hi)
         return SinusoidBatch(amp, phase, sx, self.curve(amp, phase, sx), qx, self.curve(amp, phase, qx))

@@ -31,12 +31,20 @@ class Conv4(nn.Module):
 
     ``[B, C, H, W] -> [B, hidden * (H // 16) * (W // 16)]``: 64-d for 28×28, 1600-d for 84×84.
     With ``flatten=False`` the feature map ``[B, hidden, H/16, W/16]`` is returned (relation networks).
+    ``dropout``: probability of a dropout layer after every block (0 = none, the default).
     """
 
-    def __init__(self, in_channels: int = 1, hidden: int = 64, depth: int = 4, flatten: bool = True):
+    def __init__(self, in_channels: int = 1, hidden: int = 64, depth: int = 4, flatten: bool = True, dropout: float = 0.0):
         super().__init__()
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must lie in [0, 1); got {dropout}")
         chans = [in_channels] + [hidden] * depth
-        self.encoder = nn.Sequential(*[conv_block(a, b) for a, b in zip(chans[:-1], chans[1:])])
+        blocks: list[nn.Module] = []
+        for a, b in zip(chans[:-1], chans[1:]):
+            blocks.append(conv_block(a, b))
+            if dropout > 0:
+                blocks.append(nn.Dropout(dropout))
+        self.encoder = nn.Sequential(*blocks)
         self.flatten = flatten
         self.out_channels = hidden
 
@@ -91,9 +99,29 @@ class RelationEncoder(nn.Module):
         return self.encoder(x)
 
 
+class SiameseMNISTCNN(nn.Module):
+    """The Siamese MNIST network of Caffe's example and the book's chapter 2 (after LeNet):
+    conv 20@5×5 – max-pool 2 – conv 50@5×5 – max-pool 2 – fc 500 – ReLU – fc 10 – fc ``out``
+    (2: a plane one can plot). ``[B, C, H, W] -> [B, out]``; trained with the contrastive loss and
+    SGD (lr 0.01, momentum 0.9) in the text.
+    """
+
+    def __init__(self, in_channels: int = 1, image_size: int = 28, out: int = 2):
+        super().__init__()
+        side = ((image_size - 4) // 2 - 4) // 2
+        if side < 1:
+            raise ValueError(f"image_size {image_size} is too small for two 5x5 convolutions and two poolings (need >= 16)")
+        self.features = nn.Sequential(nn.Conv2d(in_channels, 20, 5), nn.MaxPool2d(2), nn.Conv2d(20, 50, 5), nn.MaxPool2d(2),
+                                      nn.Flatten())
+        self.head = nn.Sequential(nn.Linear(50 * side * side, 500), nn.ReLU(), nn.Linear(500, 10), nn.Linear(10, out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
 #: every backbone buildable by name (checkpoints, ``--backbone``)
 BACKBONES: dict[str, Callable[..., nn.Module]] = {"conv4": Conv4, "mlp": MLP, "identity": Identity,
-                                                  "relation_conv4": RelationEncoder}
+                                                  "relation_conv4": RelationEncoder, "siamese_mnist": SiameseMNISTCNN}
 
 
 def build_backbone(name: str, **kwargs) -> nn.Module:
@@ -118,6 +146,9 @@ def backbone_spec_for(name: str, item_shape: tuple[int, ...], **kwargs) -> tuple
     """Complete a backbone spec with the input size it needs for items of ``item_shape``."""
     if name == "conv4":
         kwargs.setdefault("in_channels", int(item_shape[0]))
+    elif name == "siamese_mnist":
+        kwargs.setdefault("in_channels", int(item_shape[0]))
+        kwargs.setdefault("image_size", int(item_shape[-1]))
     elif name == "mlp":
         kwargs.setdefault("in_features", math.prod(int(s) for s in item_shape))
     return name, kwargs

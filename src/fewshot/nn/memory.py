@@ -124,7 +124,7 @@ class NTMHeadParams(nn.Module):
 
 
 class NTM(nn.Module):
-    """A Neural Turing Machine with an LSTM controller, one read head and one write head.
+    """A Neural Turing Machine with an LSTM (or feed-forward) controller, one read head and one write head.
 
     Each step: the controller reads ``[x_t, r_{t-1}]``; the write head addresses and writes (erase,
     add); the read head addresses the updated memory and reads ``r_t``; the output is
@@ -132,16 +132,21 @@ class NTM(nn.Module):
 
     Args:
         input_size, output_size: per-step input and output widths.
-        hidden: LSTM controller units.
+        hidden: controller units.
         slots, width: memory ``N × M``.
         shift_range: ``r`` (shifts ``-r..r`` allowed).
+        controller: ``lstm``, or ``feedforward`` (``h_t = tanh(W [x_t, r_{t-1}])``: no state but the
+            memory and the read vector, Graves et al. 2014, §3.2).
     """
 
     def __init__(self, input_size: int, output_size: int, hidden: int = 100, slots: int = 128, width: int = 20,
-                 shift_range: int = 1):
+                 shift_range: int = 1, controller: str = "lstm"):
         super().__init__()
-        self.slots, self.width, self.hidden = slots, width, hidden
-        self.controller = nn.LSTMCell(input_size + width, hidden)
+        if controller not in ("lstm", "feedforward"):
+            raise ValueError(f"controller must be 'lstm' or 'feedforward'; got {controller!r}")
+        self.slots, self.width, self.hidden, self.controller_kind = slots, width, hidden, controller
+        self.controller = (nn.LSTMCell(input_size + width, hidden) if controller == "lstm"
+                           else nn.Linear(input_size + width, hidden))
         self.read_head = NTMHeadParams(hidden, width, 2 * shift_range + 1, write=False)
         self.write_head = NTMHeadParams(hidden, width, 2 * shift_range + 1, write=True)
         self.out = nn.Linear(hidden + width, output_size)
@@ -159,7 +164,10 @@ class NTM(nn.Module):
 
     def step(self, x: torch.Tensor, state: NTMState) -> tuple[torch.Tensor, NTMState]:
         """One time step: ``x [B, input_size]`` -> output logits ``[B, output_size]`` and the new state."""
-        h, c = self.controller(torch.cat([x, state.read], -1), (state.h, state.c))
+        if self.controller_kind == "lstm":
+            h, c = self.controller(torch.cat([x, state.read], -1), (state.h, state.c))
+        else:
+            h, c = torch.tanh(self.controller(torch.cat([x, state.read], -1))), state.c
         wp = self.write_head(h)
         w_write = ntm_address(state.memory, state.w_write, wp["key"], wp["beta"], wp["gate"], wp["shift"], wp["gamma"])
         memory = erase_add(state.memory, w_write, wp["erase"], wp["add"])

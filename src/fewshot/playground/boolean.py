@@ -20,6 +20,16 @@ def truth_table_inputs(n_inputs: int = 3) -> torch.Tensor:
     return torch.stack([(j >> (n_inputs - 1 - i)) & 1 for i in range(n_inputs)], 1).float()
 
 
+def random_inputs(bits: int, points: int = 8, seed: int = 0) -> torch.Tensor:
+    """``points`` distinct random binary vectors ``[points, bits]`` (0/1): the notebook's
+    ``test_from_random_input``, which replaces the truth table's inputs by random ``i_bits``-bit ones."""
+    if points > 2**bits:
+        raise ValueError(f"cannot draw {points} distinct inputs of {bits} bits (only {2 ** bits} exist)")
+    g = torch.Generator().manual_seed(seed)
+    codes = torch.randperm(2**bits, generator=g)[:points]
+    return torch.stack([(codes >> (bits - 1 - i)) & 1 for i in range(bits)], 1).float()
+
+
 def all_boolean_functions(n_inputs: int = 3) -> torch.Tensor:
     """Every boolean function of ``n_inputs`` inputs as its truth table ``[2^(2^n), 2^n]`` (0/1):
     function ``f`` outputs bit ``j`` of ``f`` on input row ``j`` of :func:`truth_table_inputs`."""
@@ -121,6 +131,56 @@ def learnability(config: NetConfig, tables: torch.Tensor | None = None, lr: floa
                               {"config": config, "lr": lr, "threshold": threshold, "seed": seed, "mode": mode, "base": base})
 
 
+def learnability_restarts(config: NetConfig, tables: torch.Tensor | None = None, lr: float = 2.0, levels: int = 8,
+                          base: int = 5000, threshold: float = 0.25, seed: int = 0, slow_factor: float = 1.0,
+                          inputs: torch.Tensor | None = None, device: str | torch.device = "cpu") -> LearnabilityResult:
+    """The notebook's protocol: for ``k = 0, 1, ...`` every function not yet learnt gets a
+    *fresh* network trained full-batch for ``base * 2^k`` iterations and counts as learnt at
+    level ``k`` when its final SSE ≤ ``threshold`` (the notebook: ``setup_net(); train(5000 * 2**k);
+    errsum <= 0.25``). Unlike :func:`learnability`, a level is a new initialisation, not more
+    iterations of the same run. ``iterations`` holds the budget of the level that succeeded.
+    ``inputs [P, d]``: other input points than the truth table (``tables`` then label those P points).
+    """
+    n_inputs = config.sizes[0]
+    if config.sizes[-1] != 1:
+        raise ValueError(f"boolean functions have one output; got sizes {config.sizes}")
+    x = (truth_table_inputs(n_inputs) if inputs is None else inputs).to(device)
+    if x.shape[1] != n_inputs:
+        raise ValueError(f"inputs have {x.shape[1]} bits but the network has {n_inputs} inputs")
+    tables = (all_boolean_functions(n_inputs) if tables is None else tables).to(device)
+    if tables.shape[1] != x.shape[0]:
+        raise ValueError(f"tables give {tables.shape[1]} outputs for {x.shape[0]} input points")
+    n_fun = tables.shape[0]
+    lrs = layer_lrs(lr, config.num_layers, slow_factor)
+    level = torch.full((n_fun,), -1, dtype=torch.long)
+    iters = torch.full((n_fun,), -1, dtype=torch.long)
+    final = torch.full((n_fun,), float("nan"))
+    budgets = [base * 2**k for k in range(levels)]
+    active = torch.arange(n_fun)
+    target = config.encode(tables.unsqueeze(-1))
+    curve_iters, curves = [], []
+    t0 = time.perf_counter()
+    for k, budget in enumerate(budgets):
+        if not len(active):
+            break
+        net = BatchedMLP.create(config, len(active), seed=seed + 1000 * k, device=device)
+        net.train_steps(config.encode(x), target[active.to(device)], budget, lrs, mode="batch")
+        sse = point_errors(net, x, tables[active.to(device)].unsqueeze(-1)).sum(1).cpu()
+        final[active] = sse
+        row = torch.full((n_fun,), float("nan"))
+        row[active] = sse
+        curve_iters.append(budget)
+        curves.append(row)
+        hit = sse <= threshold
+        level[active[hit]] = k
+        iters[active[hit]] = budget
+        active = active[~hit]
+    return LearnabilityResult(tables.cpu(), level, iters, final, budgets, curve_iters, torch.stack(curves, 1),
+                              time.perf_counter() - t0,
+                              {"config": config, "lr": lr, "threshold": threshold, "seed": seed, "protocol": "restart",
+                               "base": base})
+
+
 # ---------------------------------------------------------------------- experiment 2
 @dataclass
 class FewShotResult:
@@ -135,7 +195,7 @@ class FewShotResult:
 
 
 def threshold_fewshot(net: BatchedMLP, x: torch.Tensor, targets: torch.Tensor, lrs: Sequence[float],
-                      threshold: float = 0.1, max_steps: int = 200, max_presentations: int = 50,
+                      threshold: float = 0.3, max_steps: int = 200, max_presentations: int = 50,
                       order: torch.Tensor | None = None, seed: int = 0) -> FewShotResult:
     """Teach each network its own function one data point at a time.
 
@@ -212,9 +272,9 @@ class FewShotFunctionResult:
     pretrain_seconds: float = 0.0
 
 
-def fewshot_function_experiment(config: NetConfig, repetitions: int = 1000, lr: float = 0.5, new_lr: float = 3.0,
+def fewshot_function_experiment(config: NetConfig, repetitions: int = 1000, lr: float = 0.5, new_lr: float = 0.5,
                                 slow_factors: Sequence[float] = (1.0, 0.1, 0.0), pretrain_steps: int = 20000,
-                                threshold: float = 0.1, max_steps: int = 200, max_presentations: int = 50,
+                                threshold: float = 0.3, max_steps: int = 200, max_presentations: int = 50,
                                 seed: int = 0, device: str | torch.device = "cpu") -> list[FewShotFunctionResult]:
     """Experiment 2: pre-train ``repetitions`` networks, each on its own random function (full
     batch, SSE ≤ 0.25), re-initialise the last layer, then teach a different random function with
@@ -253,3 +313,67 @@ def fewshot_function_experiment(config: NetConfig, repetitions: int = 1000, lr: 
                             max_presentations, order=order[ok])
     out.append(FewShotFunctionResult("from scratch (no pre-training)", res, len(ok), time.perf_counter() - t1))
     return out
+
+
+# ---------------------------------------------------------------------- the notebook's few-shot loop
+@dataclass
+class NotebookFewShotResult:
+    """Per chain and test ``[B, L]``: ``ready`` (the last epoch, 1-based, in which a point still had
+    a squared error above the threshold; 0 = none), ``error`` (the notebook's "Error": summed squared
+    error of the 8 points at their first try in the last epoch), ``steps`` (gradient steps), and the
+    functions taught ``[B, L]`` (index into :func:`all_boolean_functions`)."""
+
+    ready: torch.Tensor
+    error: torch.Tensor
+    steps: torch.Tensor
+    functions: torch.Tensor
+
+
+def notebook_fewshot(config: NetConfig, chains: int = 10, tests: int = 31, lr: float = 1.0, slow_factor: float = 0.1,
+                     end: float = 0.7, max_try: int = 100, epochs: int = 30, seed: int = 0,
+                     functions: torch.Tensor | None = None) -> NotebookFewShotResult:
+    """The notebook's few-shot cell (``multi_test``), ``chains`` independent copies at once.
+
+    A chain starts from a fresh network; test ``l`` resets the last layer and teaches a random
+    function with f(000) = 0 (the notebook's ``randrange(0, 127)``), keeping the rest of the network
+    from test ``l - 1``. Each of ``epochs`` epochs walks the 8 points in order; a point is trained on
+    alone, one step after another, until its error *before* the step is below ``end`` in absolute
+    value (``abs(error) < few_shot_end``), at most ``max_try + 1`` steps. Every visit takes at least
+    one step (the notebook steps before it checks).
+    """
+    if config.sizes[0] != 3 or config.sizes[-1] != 1:
+        raise ValueError(f"the notebook's few-shot loop is for 3-input, 1-output networks; got sizes {config.sizes}")
+    x = truth_table_inputs(3)
+    tables = all_boolean_functions(3)
+    g = torch.Generator().manual_seed(seed)
+    if functions is None:
+        functions = torch.randint(0, 127, (chains, tests), generator=g) * 2  # bit 0 (the output on 000) is 0
+    net = BatchedMLP.create(config, chains, seed=seed)
+    lrs = layer_lrs(lr, config.num_layers, slow_factor)
+    xe = config.encode(x)
+    ready = torch.zeros(chains, tests, dtype=torch.long)
+    error = torch.zeros(chains, tests)
+    steps = torch.zeros(chains, tests, dtype=torch.long)
+    for t in range(tests):
+        if t > 0:
+            net.reinit_layer(-1, seed=seed + 7919 * t)
+        target = config.encode(tables[functions[:, t]].unsqueeze(-1))  # [B, 8, 1]
+        for epoch in range(epochs):
+            first = torch.zeros(chains)
+            for i in range(len(x)):
+                active = torch.ones(chains, dtype=torch.bool)
+                for k in range(max_try + 1):
+                    acts = net.forward(xe[i:i + 1])
+                    err = (acts[-1] - target[:, i:i + 1]).flatten()
+                    if k == 0:
+                        first += err.pow(2)
+                    if k == 0 and config.stability is not None:  # the notebook: forward(dostability=first)
+                        net.update_stability(acts)
+                    ready[:, t] = torch.where(active & (err.pow(2) > end), epoch + 1, ready[:, t])
+                    net.step(net.backward(acts, target[:, i:i + 1]), lrs, mask=active)
+                    steps[:, t] += active.long()
+                    active &= err.abs() >= end
+                    if not bool(active.any()):
+                        break
+            error[:, t] = first
+    return NotebookFewShotResult(ready, error, steps, functions)

@@ -37,16 +37,29 @@ class DigitData:
     y_test: torch.Tensor
     source: str
     side: int
+    class_names: tuple[str, ...] = tuple("0123456789")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
 
 
-def load_digit_data(data_dir: str | None = None, source: str = "auto", pool: int | None = None, seed: int = 0) -> DigitData:
+def load_digit_data(data_dir: str | None = None, source: str = "auto", pool: int | None = None, seed: int = 0,
+                    emnist: str | None = None) -> DigitData:
     """MNIST's t10k set split into random halves (train/test), or scikit-learn's 8x8 digits
-    (``source="digits"``, or ``auto`` when MNIST is not found). ``pool`` average-pools images
-    (default: 2 for 28x28 MNIST, giving 14x14, to keep CPU runs short; 1 for 8x8 digits)."""
-    from ..data import load_digits_images, load_mnist
+    (``source="digits"``, or ``auto`` when MNIST is not found), or an EMNIST test split
+    (``source="emnist-digits"`` / ``"emnist-letters"``, read from the official ``gzip.zip`` at
+    ``emnist``). ``pool`` average-pools images (default: 2 for 28x28 images, giving 14x14, to keep
+    CPU runs short; 1 for 8x8 digits)."""
+    from ..data import load_digits_images, load_emnist, load_mnist
 
     ds = None
-    if source in ("auto", "mnist"):
+    if source.startswith("emnist-"):
+        if emnist is None:
+            raise ValueError(f"source {source!r} needs the path of EMNIST's gzip.zip (--emnist PATH)")
+        ds = load_emnist(emnist, source.removeprefix("emnist-"), "test")
+        name = f"EMNIST {source.removeprefix('emnist-')} test set (halves)"
+    if ds is None and source in ("auto", "mnist"):
         try:
             ds, name = load_mnist(data_dir), "MNIST t10k (halves)"
         except (FileNotFoundError, ValueError):
@@ -54,7 +67,7 @@ def load_digit_data(data_dir: str | None = None, source: str = "auto", pool: int
                 raise
     if ds is None:
         if source not in ("auto", "digits"):
-            raise ValueError(f"unknown digit source {source!r}; use auto, mnist or digits")
+            raise ValueError(f"unknown digit source {source!r}; use auto, mnist, digits, emnist-digits or emnist-letters")
         ds, name = load_digits_images(), "scikit-learn 8x8 digits (halves)" + (" — MNIST not found" if source == "auto" else "")
     x = ds.x.float() / 255.0
     if pool is None:
@@ -63,11 +76,12 @@ def load_digit_data(data_dir: str | None = None, source: str = "auto", pool: int
         x = F.avg_pool2d(x, pool)
     side = x.shape[-1]
     x = x.flatten(1)
-    y = torch.tensor([int(ds.class_names[c]) for c in ds.y.tolist()])
+    y = ds.y.clone()
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     half = len(y) // 2
     tr, te = perm[:half], perm[half:]
-    return DigitData(x[tr], y[tr], x[te], y[te], name + (f", {pool}x{pool} pooled" if pool > 1 else ""), side)
+    return DigitData(x[tr], y[tr], x[te], y[te], name + (f", {pool}x{pool} pooled" if pool > 1 else ""), side,
+                     tuple(ds.class_names))
 
 
 def _class_weights(y: torch.Tensor, heldout: torch.Tensor) -> torch.Tensor:
@@ -129,23 +143,26 @@ class NewDigitConfig:
 
 
 def new_digit_experiment(data: DigitData, cfg: NewDigitConfig = NewDigitConfig(),
-                         digits: Sequence[int] = tuple(range(10)), log=print) -> dict:
-    """Run experiment 3; returns ``{"rows": [...], "pretrain": {...}, "seconds": {...}}``."""
+                         digits: Sequence[int] | None = None, log=print) -> dict:
+    """Run experiment 3; returns ``{"rows": [...], "pretrain": {...}, "seconds": {...}}``.
+    ``digits``: the classes held out one at a time (default: all of ``data``'s classes)."""
     torch.manual_seed(cfg.seed)
+    C = data.num_classes
+    digits = tuple(range(C)) if digits is None else digits
     D = data.x_train.shape[1]
     heldout = torch.tensor(list(digits))
     B = len(heldout)
-    net_cfg = NetConfig((D, cfg.hidden, 10), "sigmoid", bias=True,
+    net_cfg = NetConfig((D, cfg.hidden, C), "sigmoid", bias=True,
                         init_scale=(math.sqrt(3.0 / D), math.sqrt(3.0 / cfg.hidden)))
     secs = {}
     t0 = time.perf_counter()
     pre = BatchedMLP.create(net_cfg, B, seed=cfg.seed)
     train_minibatch(pre, data.x_train, data.y_train, _class_weights(data.y_train, heldout), cfg.epochs, cfg.lr,
-                    cfg.batch_size, seed=cfg.seed)
+                    cfg.batch_size, seed=cfg.seed, num_classes=C)
     secs["pretrain"] = time.perf_counter() - t0
     pred = predict(pre, data.x_test)
     _, old_before = accuracy_split(pred, data.y_test, heldout)
-    log(f"pre-trained {B} networks ({D}-{cfg.hidden}-10) in {secs['pretrain']:.1f}s; old-nine accuracy "
+    log(f"pre-trained {B} networks ({D}-{cfg.hidden}-{C}) in {secs['pretrain']:.1f}s; old-nine accuracy "
         f"{100 * old_before.mean():.2f}%")
     g = torch.Generator().manual_seed(cfg.seed + 1)
     rows: list[dict] = []
@@ -166,8 +183,8 @@ def new_digit_experiment(data: DigitData, cfg: NewDigitConfig = NewDigitConfig()
         for r in range(len(owner)):
             d = int(new_digit[r])
             mem.append(torch.cat([(lambda pool: pool[torch.randperm(len(pool), generator=g)[:shot]])(
-                torch.nonzero(data.y_train == c).flatten()) for c in range(10) if c != d]))
-        mem = torch.stack(mem)  # [R*B, 9*shot]
+                torch.nonzero(data.y_train == c).flatten()) for c in range(C) if c != d]))
+        mem = torch.stack(mem)  # [R*B, (C-1)*shot]
         # --- incremental: re-initialised new output unit, the rest learning slowly
         for rehearse in (False, True):
             for repeats in cfg.repeats:
@@ -177,13 +194,13 @@ def new_digit_experiment(data: DigitData, cfg: NewDigitConfig = NewDigitConfig()
                 rows_i = torch.arange(len(owner))
                 net.weights[-1][rows_i, :, new_digit] = fresh.weights[-1][rows_i, :, new_digit]
                 net.biases[-1][rows_i, new_digit] = fresh.biases[-1][rows_i, new_digit]
-                unit_scale = torch.full((len(owner), 10), cfg.slow_factor)
+                unit_scale = torch.full((len(owner), C), cfg.slow_factor)
                 unit_scale[rows_i, new_digit] = 1.0
                 teach_x, teach_y = few_x, new_digit.unsqueeze(1).expand(-1, shot)
-                if rehearse:  # new examples x9, as frequent as the nine old digits' memory together
-                    teach_x = torch.cat([teach_x.repeat(1, 9, 1), data.x_train[mem]], 1)
-                    teach_y = torch.cat([teach_y.repeat(1, 9), data.y_train[mem]], 1)
-                teach_t = F.one_hot(teach_y, 10).float()
+                if rehearse:  # new examples x(C-1), as frequent as the old classes' memory together
+                    teach_x = torch.cat([teach_x.repeat(1, C - 1, 1), data.x_train[mem]], 1)
+                    teach_y = torch.cat([teach_y.repeat(1, C - 1), data.y_train[mem]], 1)
+                teach_t = F.one_hot(teach_y, C).float()
                 for _ in range(repeats):
                     for j in torch.randperm(teach_x.shape[1], generator=g).tolist():
                         grads = net.backward(net.forward(teach_x[:, j:j + 1]), teach_t[:, j:j + 1])
@@ -204,7 +221,7 @@ def new_digit_experiment(data: DigitData, cfg: NewDigitConfig = NewDigitConfig()
             for r in torch.nonzero(owner == b).flatten().tolist():
                 h_few = one.hidden(few_x[r])[0]
                 protos = class_means(torch.cat([h_tr[keep], h_few]),
-                                     torch.cat([data.y_train[keep], heldout[b].repeat(shot)]), 10)
+                                     torch.cat([data.y_train[keep], heldout[b].repeat(shot)]), C)
                 pred_p = pairwise_logits(h_te, protos).argmax(1)
                 a_new, a_old = accuracy_split(pred_p.unsqueeze(0), data.y_test, heldout[b:b + 1])
                 p_new.append(a_new)
@@ -220,7 +237,7 @@ def new_digit_experiment(data: DigitData, cfg: NewDigitConfig = NewDigitConfig()
             train_minibatch(fresh, data.x_train, data.y_train, _class_weights(data.y_train, new_digit[sel]), cfg.epochs,
                             cfg.lr, cfg.batch_size, seed=cfg.seed + 300 + shot, extra_x=few_x[sel],
                             extra_y=new_digit[sel].unsqueeze(1).expand(-1, shot),
-                            extra_weight=max(cfg.repeats) / steps_per_epoch)
+                            extra_weight=max(cfg.repeats) / steps_per_epoch, num_classes=C)
             acc_new, acc_old = accuracy_split(predict(fresh, data.x_test), data.y_test, new_digit[sel])
             secs["retrain"] += time.perf_counter() - t1
             rows.append(_row("retrain from scratch", shot, acc_new, acc_old, None))

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .boolean import (all_boolean_functions, fewshot_function_experiment, function_name, learnability, point_errors,
-                      truth_table_inputs, zero_at_origin)
+from .boolean import (all_boolean_functions, fewshot_function_experiment, function_name, learnability,
+                      learnability_restarts, notebook_fewshot, point_errors, random_inputs, truth_table_inputs,
+                      zero_at_origin)
 from .network import BatchedMLP, NetConfig, layer_lrs
 
 Log = Callable[[str], None]
@@ -115,10 +116,112 @@ def run_boolean(out: str | Path, settings: Sequence[str] = tuple(BOOLEAN_SETTING
     return _write(out, text)
 
 
+# ---------------------------------------------------------------------- the notebook's table
+#: The notebook's learnability cell: 3-8-8-1, no bias, its unit σ(3(z - 1)), ½-mean squared error,
+#: lr 2 with the first layer ×0.1, init ``0.1 * (rand - 0.5)`` (= ±0.05), weights and biases clipped
+#: to ±1 after every update, the 128 functions with f(000) = 0, fresh networks for 5000·2^k iterations.
+NOTEBOOK = {"config": NetConfig((3, 8, 8, 1), "sigmoid", bias=False, init_scale=0.05, clip_weight=1.0, clip_bias=1.0,
+                                gain=3.0, shift=1.0, loss="half_mean"),
+            "lr": 2.0, "slow_factor": 0.1}
+#: The notebook's own result: every one of the 128 learnt; functions per level k.
+NOTEBOOK_LEVELS = {0: 106, 1: 12, 2: 6, 3: 3, 4: 1, 5: 0, 6: 0, 7: 0}
+
+
+def run_learnability(out: str | Path, config: NetConfig = NOTEBOOK["config"], lr: float = NOTEBOOK["lr"],
+                     slow_factor: float = NOTEBOOK["slow_factor"], levels: int = 8, base: int = 5000,
+                     threshold: float = 0.25, functions: str = "zero-at-origin", protocol: str = "restart",
+                     random_bits: int | None = None, seed: int = 0, log: Log = print) -> str:
+    """Learnability of boolean functions in any configuration (default: the notebook's), with the
+    per-level counts of the notebook's table. ``protocol``: ``restart`` (a fresh network per
+    budget, the notebook's) or ``continuous`` (one run checked every 500 iterations)."""
+    out = Path(out)
+    x = truth_table_inputs(config.sizes[0]) if random_bits is None else random_inputs(random_bits, 8, seed)
+    tables = all_boolean_functions(3)
+    if functions == "zero-at-origin":
+        tables = tables[zero_at_origin(tables)]
+    elif functions != "all":
+        raise ValueError(f"functions must be 'zero-at-origin' (the notebook's 128) or 'all'; got {functions!r}")
+    if protocol == "restart":
+        res = learnability_restarts(config, tables, lr=lr, levels=levels, base=base, threshold=threshold, seed=seed,
+                                    slow_factor=slow_factor, inputs=x)
+    elif protocol == "continuous":
+        if random_bits is not None:
+            raise ValueError("--random-inputs needs --protocol restart")
+        res = learnability(config, tables, lr=lr, levels=levels, base=base, threshold=threshold, seed=seed,
+                           slow_factor=slow_factor)
+    else:
+        raise ValueError(f"protocol must be 'restart' or 'continuous'; got {protocol!r}")
+    counts = {k: int((res.level == k).sum()) for k in range(levels)}
+    learnt = int(res.learnt.sum())
+    log(f"learnt {learnt}/{len(tables)}; per level {counts} ({res.seconds:.1f}s)")
+    never = [function_name(t) for t in res.tables[~res.learnt]]
+    cfg = config
+    clip = f"weights ≤ {cfg.clip_weight}, biases ≤ {cfg.clip_bias} ({cfg.clip_mode})" if (cfg.clip_weight or cfg.clip_bias) else "none"
+    desc = (f"{'-'.join(map(str, cfg.sizes))}, {cfg.activation}(gain·(z − shift)) with gain {cfg.gain:g}, shift {cfg.shift:g}, "
+            f"{'bias' if cfg.bias else 'no bias'}, loss {cfg.loss}, lr {lr:g} (first layer ×{slow_factor:g}), init ±"
+            f"{'/'.join(f'{a:g}' for a in cfg.init_scale)}, clipping {clip}"
+            + (f", drop weights {cfg.drop_weights}" if cfg.drop_weights else "")
+            + (f", stability term (rate {cfg.stability:g})" if cfg.stability else "")
+            + (f", 8 random {random_bits}-bit inputs" if random_bits else ""))
+    rows = [["this run", f"{learnt}/{len(tables)}", *[counts[k] for k in range(levels)], len(never), f"{res.seconds:.1f}"]]
+    text = "\n".join([
+        "## Learnability of boolean functions (the notebook's table)", "",
+        f"{desc}; {functions} functions; protocol {protocol}: level k = "
+        + ("the first fresh network trained for " if protocol == "restart" else "learnt within ")
+        + f"{base}·2^k full-batch iterations with final SSE ≤ {threshold}; seed {seed}. {_cpu_note()}.", "",
+        markdown_table(["run", "learnt", *[f"k={k}" for k in range(levels)], "never", "time (s)"], rows), "",
+        ("Never learnt: " + ", ".join(f"`{n}`" for n in never[:40]) + (" …" if len(never) > 40 else "")) if never else
+        "Every function was learnt.",
+    ])
+    (out / "learnability.json").parent.mkdir(parents=True, exist_ok=True)
+    (out / "learnability.json").write_text(json.dumps({"level": res.level.tolist(), "functions": [function_name(t) for t in res.tables],
+                                                       "final_sse": [None if np.isnan(v) else v for v in res.final_sse.tolist()],
+                                                       "counts": counts, "seconds": res.seconds}))
+    return _write(out, text)
+
+
+#: The notebook's few-shot cell as printed in its README (31 tests): "Ready" and "Error" per test.
+NOTEBOOK_FEWSHOT_READY = [1, 2, 1, 2, 2, 7, 1, 0, 1, 2, 1, 2, 3, 1, 5, 3, 3, 1, 3, 5, 2, 3, 8, 30, 5, 5, 3, 2, 4, 4, 3]
+NOTEBOOK_FEWSHOT_ERROR = [1.501, 1.679, 0.396, 0.504, 0.268, 1.339, 1.701, 0.010, 1.147, 1.153, 0.209, 0.297, 0.307, 0.298,
+                          0.292, 0.131, 0.125, 0.103, 0.024, 0.174, 0.091, 0.181, 0.240, 1.769, 0.045, 0.071, 0.045, 0.491,
+                          0.082, 0.076, 0.114]
+
+
+def run_notebook_fewshot(out: str | Path, config: NetConfig = NOTEBOOK["config"], chains: int = 10, tests: int = 31,
+                         lr: float = 1.0, slow_factor: float = 0.1, end: float = 0.7, max_try: int = 100, epochs: int = 30,
+                         seed: int = 0, log: Log = print) -> str:
+    """The notebook's few-shot cell (see :func:`notebook_fewshot`) beside its printed results."""
+    out = Path(out)
+    t0 = time.perf_counter()
+    res = notebook_fewshot(config, chains, tests, lr, slow_factor, end, max_try, epochs, seed)
+    secs = time.perf_counter() - t0
+
+    def summary(name, ready, error, steps="–"):
+        ready, error = torch.as_tensor(ready).float(), torch.as_tensor(error).float()
+        return [name, len(ready), f"{float(ready.median()):.0f}", f"{float(ready.mean()):.2f}",
+                int((ready >= epochs).sum()), f"{float(error.median()):.3f}", steps]
+
+    rows = [summary("the notebook (its README, one chain)", NOTEBOOK_FEWSHOT_READY, NOTEBOOK_FEWSHOT_ERROR),
+            summary(f"fewshot, {chains} chains", res.ready.flatten(), res.error.flatten(), f"{float(res.steps.float().mean()):.0f}")]
+    log(f"median Ready {rows[1][2]} (notebook {rows[0][2]}), {secs:.1f}s")
+    text = "\n".join([
+        "## The notebook's few-shot cell", "",
+        f"{'-'.join(map(str, config.sizes))} network as in the learnability table (unit σ({config.gain:g}(z − {config.shift:g})), "
+        f"{'no ' if not config.bias else ''}bias, loss {config.loss}), lr {lr:g} with the first layer ×{slow_factor:g}; "
+        f"{chains} chains of {tests} tests: each test resets the last layer and teaches a random function with f(000) = 0, "
+        f"keeping the rest of the network from the previous test; {epochs} epochs over the 8 points in order, each point "
+        f"trained alone until |error| < {end:g} before the step (≤ {max_try + 1} steps, at least one). *Ready* = the last "
+        f"epoch in which a point's squared error exceeded {end:g} ({epochs} = never settled); *Error* = the 8 points' summed "
+        f"squared error at their first try in the last epoch. {_cpu_note()}; {secs:.1f}s.", "",
+        markdown_table(["run", "tests", "median Ready", "mean Ready", f"Ready = {epochs}", "median Error", "steps per test"], rows),
+    ])
+    return _write(out, text)
+
+
 # ---------------------------------------------------------------------- experiment 2
-def run_fewshot_function(out: str | Path, repetitions: int = 1000, hidden: int = 8, threshold: float = 0.1,
+def run_fewshot_function(out: str | Path, repetitions: int = 1000, hidden: int = 8, threshold: float = 0.3,
                          max_steps: int = 200, max_presentations: int = 50, slow_factors: Sequence[float] = (1.0, 0.1, 0.0),
-                         new_lr: float = 3.0, seed: int = 0, log: Log = print) -> str:
+                         new_lr: float = 0.5, seed: int = 0, log: Log = print) -> str:
     """Experiment 2: few-shot learning of a new function, one data point at a time."""
     from .draw import plot_shots_histogram
 
@@ -161,13 +264,15 @@ def run_fewshot_function(out: str | Path, repetitions: int = 1000, hidden: int =
 # ---------------------------------------------------------------------- experiment 3
 def run_new_digit(out: str | Path, data_dir: str | None = None, source: str = "auto", pool: int | None = None, hidden: int = 128,
                   shots: Sequence[int] = (1, 2, 5, 10), repeats: Sequence[int] = (1, 5, 20), draws: int = 5,
-                  retrain_draws: int = 1, epochs: int = 15, slow_factor: float = 0.01, seed: int = 0, log: Log = print) -> str:
-    """Experiment 3: pre-train on nine digits, teach the tenth from a few examples."""
+                  retrain_draws: int = 1, epochs: int = 15, slow_factor: float = 0.01, seed: int = 0, log: Log = print,
+                  emnist: str | None = None) -> str:
+    """Experiment 3: pre-train on nine digits, teach the tenth from a few examples (``emnist``: the
+    EMNIST gzip.zip for ``source="emnist-digits"``/``"emnist-letters"``)."""
     from .digits import NewDigitConfig, load_digit_data, new_digit_experiment
     from .draw import plot_new_digit
 
     out = Path(out)
-    data = load_digit_data(data_dir, source, pool=pool, seed=seed)
+    data = load_digit_data(data_dir, source, pool=pool, seed=seed, emnist=emnist)
     log(f"data: {data.source}: {len(data.y_train)} train / {len(data.y_test)} test, {data.x_train.shape[1]} inputs")
     cfg = NewDigitConfig(hidden=hidden, epochs=epochs, repeats=tuple(repeats), slow_factor=slow_factor, shots=tuple(shots),
                          draws=draws, retrain_draws=retrain_draws, seed=seed)

@@ -60,25 +60,46 @@ def sample_demos(tasks: int, shot: int, query: int, generator: torch.Generator) 
 
 
 class AdaptationLoss(nn.Module):
-    """``h_psi``: per point ``[f_theta(x), o, x] -> R^2``; the adaptation objective is the mean
-    squared norm of its output (no labels involved)."""
+    """``h_psi``: ``[f_theta(x), o, x] -> R^2`` per point; the adaptation objective drives its output
+    towards 0 (no labels involved): the mean squared norm (``norm="l2"``) or the mean absolute
+    value (``norm="l1"``, the book's variant).
 
-    def __init__(self, hidden: int = 40):
+    ``temporal``: read the demonstration as a sequence (its points in order of ``x``, the curve
+    traced left to right) with 1-D convolutions over time (kernel 3), as DAML's temporal
+    adaptation loss does over a video; otherwise each point alone (an MLP).
+    """
+
+    def __init__(self, hidden: int = 40, norm: str = "l2", temporal: bool = False):
         super().__init__()
-        self.net = MLP(3, (hidden, hidden, 2))
+        if norm not in ("l1", "l2"):
+            raise ValueError(f"norm must be 'l1' or 'l2'; got {norm!r}")
+        self.norm, self.temporal = norm, temporal
+        if temporal:
+            self.net = nn.Sequential(nn.Conv1d(3, hidden, 3, padding=1), nn.ReLU(), nn.Conv1d(hidden, hidden, 3, padding=1),
+                                     nn.ReLU(), nn.Conv1d(hidden, 2, 1))
+        else:
+            self.net = MLP(3, (hidden, hidden, 2))
 
     def forward(self, pred: torch.Tensor, obs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        out = self.net(torch.cat([pred, obs, x], -1).reshape(-1, 3))
-        return out.pow(2).sum(-1).mean()
+        """``pred, obs, x [K, 1]`` (one demonstration) -> scalar objective."""
+        seq = torch.cat([pred, obs, x], -1).reshape(-1, 3)
+        if self.temporal:
+            order = torch.argsort(seq[:, 2])
+            out = self.net(seq[order].T.unsqueeze(0))[0].T  # [K, 2]
+        else:
+            out = self.net(seq)
+        return out.abs().mean() if self.norm == "l1" else out.pow(2).sum(-1).mean()
 
 
 class DAML(nn.Module):
-    """The policy ``f_theta`` (MLP 1-40-40-1) and the learned adaptation objective ``h_psi``."""
+    """The policy ("meta network") ``f_theta`` (MLP 1-40-40-1) and the learned adaptation objective
+    ("adaptation network") ``h_psi`` (``norm``, ``temporal``: see :class:`AdaptationLoss`; the book's
+    variant is ``norm="l1", temporal=True``)."""
 
-    def __init__(self, inner_steps: int = 1, inner_lr: float = 0.01):
+    def __init__(self, inner_steps: int = 1, inner_lr: float = 0.01, norm: str = "l2", temporal: bool = False):
         super().__init__()
         self.policy = sine_mlp()
-        self.adapt_loss = AdaptationLoss()
+        self.adapt_loss = AdaptationLoss(norm=norm, temporal=temporal)
         self.inner_steps, self.inner_lr = inner_steps, inner_lr
 
     def adapt(self, params: Params, x_h: torch.Tensor, o_h: torch.Tensor, steps: int | None = None) -> Params:
@@ -110,10 +131,10 @@ class DAML(nn.Module):
 
 
 def train_daml(steps: int, shot: int = 10, meta_batch: int = 25, lr: float = 1e-3, inner_steps: int = 1,
-               inner_lr: float = 0.01, seed: int = 0) -> tuple[DAML, list[float]]:
+               inner_lr: float = 0.01, seed: int = 0, norm: str = "l2", temporal: bool = False) -> tuple[DAML, list[float]]:
     """Meta-train the policy initialisation and the adaptation objective on paired demonstrations."""
     torch.manual_seed(seed)
-    model = DAML(inner_steps, inner_lr)
+    model = DAML(inner_steps, inner_lr, norm, temporal)
     gen = torch.Generator().manual_seed(seed + 1)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []

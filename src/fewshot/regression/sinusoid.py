@@ -29,38 +29,51 @@ def sine_mlp(in_features: int = 1, hidden: Sequence[int] = (40, 40)) -> nn.Modul
     return MLP(in_features, (*hidden, 1))
 
 
+LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
+
+
+def regression_loss(name: str):
+    """``mse`` (Finn et al.) or ``l1`` (the book's variant) as a function ``(pred, target) -> scalar``."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown regression loss {name!r}; choose from {', '.join(LOSSES)}")
+    return LOSSES[name]
+
+
 def adapt_task(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float,
-               first_order: bool = False) -> Params:
-    """``steps`` SGD steps on the MSE of one task's ``x, y [K, 1]`` (usable under ``vmap``).
-    ``first_order`` treats the inner gradients as constants."""
+               first_order: bool = False, loss: str = "mse") -> Params:
+    """``steps`` SGD steps on the ``loss`` (MSE or L1) of one task's ``x, y [K, 1]`` (usable under
+    ``vmap``). ``first_order`` treats the inner gradients as constants."""
+    fn = regression_loss(loss)
 
     def support_loss(p: Params) -> torch.Tensor:
-        return F.mse_loss(functional_call(model, p, (x,)), y)
+        return fn(functional_call(model, p, (x,)), y)
 
     return inner_loop(support_loss, params, steps, lr, first_order=first_order, check=False)
 
 
 def maml_meta_loss(model: nn.Module, batch: SinusoidBatch, inner_steps: int, inner_lr: float,
-                   first_order: bool = False) -> torch.Tensor:
-    """Mean query MSE after adapting to each task's support set, differentiable w.r.t. the model."""
+                   first_order: bool = False, loss: str = "mse") -> torch.Tensor:
+    """Mean query loss after adapting to each task's support set, differentiable w.r.t. the model."""
     params = dict(model.named_parameters())
+    fn = regression_loss(loss)
 
     def one(sx, sy, qx, qy):
-        fast = adapt_task(model, params, sx, sy, inner_steps, inner_lr, first_order)
-        return F.mse_loss(functional_call(model, fast, (qx,)), qy)
+        fast = adapt_task(model, params, sx, sy, inner_steps, inner_lr, first_order, loss)
+        return fn(functional_call(model, fast, (qx,)), qy)
 
     return vmap(one)(batch.support_x, batch.support_y, batch.query_x, batch.query_y).mean()
 
 
-def predictions_after(model: nn.Module, batch: SinusoidBatch, steps: Sequence[int], lr: float) -> dict[int, torch.Tensor]:
-    """Query predictions ``[T, Q, 1]`` after each number of fine-tuning steps in ``steps`` (0 = none)."""
+def predictions_after(model: nn.Module, batch: SinusoidBatch, steps: Sequence[int], lr: float,
+                      loss: str = "mse") -> dict[int, torch.Tensor]:
+    """Query predictions ``[T, Q, 1]`` after each number of fine-tuning steps (on ``loss``) in ``steps`` (0 = none)."""
     params = {n: p.detach() for n, p in model.named_parameters()}
     steps = sorted(set(steps))
 
     def one(sx, sy, qx):
         out, p, done = [], params, 0
         for s in steps:
-            p = adapt_task(model, p, sx, sy, s - done, lr)
+            p = adapt_task(model, p, sx, sy, s - done, lr, loss=loss)
             done = s
             out.append(functional_call(model, p, (qx,)))
         return tuple(out)
@@ -81,6 +94,7 @@ class RegressionTrainConfig:
     inner_steps: int = 1
     inner_lr: float = 0.01
     first_order: bool = False
+    loss: str = "mse"
     seed: int = 0
 
 
@@ -104,7 +118,7 @@ def train_maml(cfg: RegressionTrainConfig, family: SinusoidTasks | None = None) 
     """Meta-train a sine MLP with (first-order if ``cfg.first_order``) MAML."""
     torch.manual_seed(cfg.seed)
     model = sine_mlp()
-    losses = _train(model, lambda b: maml_meta_loss(model, b, cfg.inner_steps, cfg.inner_lr, cfg.first_order),
+    losses = _train(model, lambda b: maml_meta_loss(model, b, cfg.inner_steps, cfg.inner_lr, cfg.first_order, cfg.loss),
                     cfg, family or SinusoidTasks())
     return model, losses
 
@@ -152,17 +166,18 @@ def task_mse(pred: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
 
 
 def plot_sinusoid_adaptation(models: dict[str, nn.Module], batch: SinusoidBatch, path: str | Path,
-                             lr: float | dict[str, float], steps: Sequence[int] = (0, 1, 10), task: int = 0) -> Path:
+                             lr: float | dict[str, float], steps: Sequence[int] = (0, 1, 10), task: int = 0,
+                             x_range: tuple[float, float] = (-5.0, 5.0), loss: str = "mse") -> Path:
     """The MAML paper's figure: for one task, the true curve, the support points and each model's
     prediction before adaptation and after each number of steps (one panel per model; ``lr`` one
     fine-tuning step size, or one per model name)."""
 
     one = SinusoidBatch(batch.amplitude[task:task + 1], batch.phase[task:task + 1], batch.support_x[task:task + 1],
-                        batch.support_y[task:task + 1], torch.linspace(-5, 5, 200)[None, :, None], None)
+                        batch.support_y[task:task + 1], torch.linspace(*x_range, 200)[None, :, None], None)
     one.query_y = SinusoidTasks.curve(one.amplitude, one.phase, one.query_x)
     fig, axes = subplots(1, len(models), figsize=(5 * len(models), 3.6), squeeze=False)
     for ax, (name, model) in zip(axes[0], models.items()):
-        preds = predictions_after(model, one, steps, lr[name] if isinstance(lr, dict) else lr)
+        preds = predictions_after(model, one, steps, lr[name] if isinstance(lr, dict) else lr, loss)
         xs = one.query_x[0, :, 0]
         ax.plot(xs, one.query_y[0, :, 0], "r", lw=2, label="ground truth")
         for s, style in zip(sorted(preds), [":", "--", "-", "-."]):
