@@ -107,18 +107,22 @@ def echo_json(obj: dict) -> None:
     click.echo(json.dumps(obj, indent=None, sort_keys=False))
 
 
-class PositiveFloat(click.ParamType):
-    """A finite float > 0 (click's FloatRange lets NaN through)."""
+class FiniteFloat(click.ParamType):
+    """A finite float above ``minimum`` (at least ``minimum`` with ``inclusive``); click's FloatRange
+    lets NaN through."""
 
     name = "number"
+
+    def __init__(self, minimum: float = 0.0, inclusive: bool = False):
+        self.minimum, self.inclusive = minimum, inclusive
 
     def convert(self, value, param, ctx):
         try:
             out = float(value)
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not a number", param, ctx)
-        if not math.isfinite(out) or out <= 0:
-            self.fail(f"{value!r} is not a finite number > 0", param, ctx)
+        if not math.isfinite(out) or out < self.minimum or (out == self.minimum and not self.inclusive):
+            self.fail(f"{value!r} is not a finite number {'>=' if self.inclusive else '>'} {self.minimum:g}", param, ctx)
         return out
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import click
 
 from . import main
-from .common import apply_threads, check_run_fits, device_option, echo_json, report_skipped, run_image_spec, threads_option
+from .common import FiniteFloat, apply_threads, check_run_fits, device_option, echo_json, report_skipped, run_image_spec, threads_option
 from .evaluate import load_run
 from .pretrained import pretrained_option
 
@@ -18,26 +17,13 @@ def tsv_field(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-class Threshold(click.ParamType):
-    name = "number"
-
-    def convert(self, value, param, ctx):
-        try:
-            out = float(value)
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number", param, ctx)
-        if not math.isfinite(out) or out < 0:
-            self.fail(f"{value!r} is not a finite number >= 0", param, ctx)
-        return out
-
-
 @main.command("predict")
 @click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False))
 @pretrained_option
 @click.argument("more_queries", nargs=-1, type=click.Path(exists=True, dir_okay=False), metavar="[QUERY]...")
 @click.option("--support", required=True, type=click.Path(exists=True, file_okay=False), help="folder with one sub-folder of images per class")
 @click.option("--query", "queries", required=True, multiple=True, type=click.Path(exists=True, dir_okay=False), help="image file(s) to classify (repeat --query, or list several after it)")
-@click.option("--threshold", type=Threshold(), default=None,
+@click.option("--threshold", type=FiniteFloat(0.0, inclusive=True), default=None,
               help="answer --unknown-label when the query is farther than this from every class (--reject-by distance, "
                    "in units of the support examples' own spread; 2.0 is a good start) or its top probability is below it (probability, 0..1)")
 @click.option("--reject-by", type=click.Choice(["distance", "probability"]), default="distance", show_default=True,

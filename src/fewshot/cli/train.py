@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import main
-from .common import Fraction, PositiveFloat, apply_threads, data_options, device_option, echo_json, load_dataset_arg, parse_params, threads_option
+from .common import FiniteFloat, Fraction, apply_threads, data_options, device_option, echo_json, load_dataset_arg, parse_params, threads_option
 from .pretrained import DEFAULT_TRAINABLE_BLOCKS, PRETRAINED_RESOLUTION
 
 
@@ -25,13 +25,13 @@ from .pretrained import DEFAULT_TRAINABLE_BLOCKS, PRETRAINED_RESOLUTION
 @click.option("--backbone", default=None, help="conv4 | mlp | identity | relation_conv4 | siamese_mnist | efficientnet_lite0/1/2 (pretrained; default: chosen by the method for the data)")
 @click.option("--trainable-blocks", type=click.IntRange(min=0), default=None, help="pretrained backbones: fine-tune the last N of the 16 blocks and the head (default 4; the rest stay frozen)")
 @click.option("-p", "--param", "params", multiple=True, help="method option KEY=VALUE, repeatable (e.g. -p distance=cosine)")
-@click.option("--lr", type=PositiveFloat(), default=1e-3, show_default=True)
+@click.option("--lr", type=FiniteFloat(), default=1e-3, show_default=True)
 @click.option("--optimizer", default="adam", show_default=True, type=click.Choice(["adam", "adamw", "sgd", "rmsprop"]))
 @click.option("--schedule", default="cosine", show_default=True, type=click.Choice(["cosine", "step", "constant"]))
 @click.option("--tasks-per-step", type=click.IntRange(min=1), default=1, show_default=True, help="meta-batch: episodes per optimiser step")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="mini-batch size for pre-training methods")
 @click.option("--augment", type=click.Choice(["characters", "photos"]), default=None, help="augment the training batches (episodes or mini-batches) with this preset")
-@click.option("--grad-clip", type=PositiveFloat(), default=None, help="clip the gradient norm to this value")
+@click.option("--grad-clip", type=FiniteFloat(), default=None, help="clip the gradient norm to this value")
 @click.option("--val-every", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option("--val-tasks", type=click.IntRange(min=0), default=200, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
