@@ -46,6 +46,16 @@ def tail_parameters(model: EfficientNetLite, start: int) -> list[torch.nn.Parame
     return [p for m in mods for p in m.parameters()]
 
 
+def train_only_tail(model: EfficientNetLite, start: int) -> list[torch.nn.Parameter]:
+    """Freeze ``model`` except :func:`tail_parameters` (in place); returns those trainable parameters."""
+    params = tail_parameters(model, start)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
 def finetune_on_support(
     model: EfficientNetLite,
     support: torch.Tensor,
@@ -80,11 +90,7 @@ def finetune_on_support(
         h_aug = model.trunk(normalize((aug * 255).round().to(torch.uint8)), start)
     h_support, h_aug = h_support.clone(), h_aug.clone()  # inference tensors cannot enter autograd
     y_aug = support_y.repeat(copies)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    params = tail_parameters(model, start)
-    for p in params:
-        p.requires_grad_(True)
+    params = train_only_tail(model, start)
     opt = torch.optim.Adam(params, lr=lr)
     for _ in range(steps):
         feats = model.tail(torch.cat([h_support, h_aug]), start)
@@ -124,11 +130,7 @@ def meta_train(
     from ..tasks.episodes import EpisodeSampler
 
     model = copy.deepcopy(model).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    params = tail_parameters(model, start)
-    for p in params:
-        p.requires_grad_(True)
+    params = train_only_tail(model, start)
     opt = torch.optim.Adam(params, lr=lr)
     names = [str(c) for c in range(int(labels.max()) + 1)]
     sampler = EpisodeSampler(LabeledDataset(torch.arange(len(labels))[:, None], labels, names), way, shot, query, seed=seed)
