@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -43,9 +42,7 @@ RUNS = Path("runs/bench-photos")
 HELDOUT_MPEG7 = ("apple", "bat", "beetle", "camel", "device0", "fork", "hammer", "octopus", "spoon", "turtle")
 
 
-def cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+from fewshot.utils import process_cpu_seconds as cpu  # noqa: E402
 
 
 def folder_files(root: Path, exclude: tuple[str, ...] = ()) -> tuple[list[Path], torch.Tensor, list[str]]:

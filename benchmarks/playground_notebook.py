@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -24,9 +23,7 @@ from fewshot.playground.experiments import NOTEBOOK, NOTEBOOK_LEVELS, markdown_t
 HERE = Path(__file__).resolve().parent
 
 
-def cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+from fewshot.utils import process_cpu_seconds as cpu  # noqa: E402
 
 
 #: name -> (changes to the notebook's NetConfig, lr, first-layer factor)

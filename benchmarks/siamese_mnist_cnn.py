@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import time
 from pathlib import Path
 
@@ -25,9 +24,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 
 
-def cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+from fewshot.utils import process_cpu_seconds as cpu  # noqa: E402
 
 
 def main() -> None:

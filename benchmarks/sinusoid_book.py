@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import time
 from pathlib import Path
 
@@ -27,9 +26,7 @@ from fewshot.utils import mean_ci95
 HERE = Path(__file__).resolve().parent
 
 
-def cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+from fewshot.utils import process_cpu_seconds as cpu  # noqa: E402
 
 
 def main() -> None:

@@ -92,3 +92,11 @@ def subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] | None
 
     fig = Figure(figsize=figsize)
     return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
+def process_cpu_seconds() -> float:
+    """User + system CPU time of this process so far (the budget unit of the benchmarks)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
