@@ -43,6 +43,7 @@ METHODS: dict[str, tuple[str, dict, tuple, str]] = {
     "matching": ("matching", {}, (98.1, 98.9, 93.8, 98.5), "Vinyals et al. 2016"),
     "matching_fce": ("matching", {"fce": True}, (98.1, 98.9, 93.8, 98.5), "Vinyals et al. 2016 (FCE)"),
     "relation": ("relation", {}, (99.6, 99.8, 97.6, 99.1), "Sung et al. 2018"),
+    "relation_ce": ("relation", {"objective": "ce"}, (99.6, 99.8, 97.6, 99.1), "Sung et al. 2018 (cross-entropy instead of MSE)"),
     "siamese": ("siamese", {}, (97.3, 98.4, 88.1, 97.0), "Koch et al. 2015 (via Vinyals et al.)"),
     "maml": ("maml", {}, (98.7, 99.9, 95.8, 98.9), "Finn et al. 2017"),
     "fomaml": ("fomaml", {}, (98.3, 99.2, 89.4, 97.9), "Finn et al. 2017 (first order)"),
