@@ -33,12 +33,18 @@ def isolated_data_sources(monkeypatch, tmp_path):
 
 
 def make_blobs_dataset(num_classes: int = 12, per_class: int = 10, size: int = 8, groups: int = 3,
-                       seed: int = 0, noise: float = 0.15) -> LabeledDataset:
+                       seed: int = 0, noise: float = 0.15, informative_rows: int | None = None) -> LabeledDataset:
     """Images ``uint8 [N, 1, size, size]`` whose class is a random template plus noise: learnable
-    few-shot classes in milliseconds. Classes are spread round-robin over ``groups`` groups."""
+    few-shot classes in milliseconds. Classes are spread round-robin over ``groups`` groups.
+
+    ``informative_rows=r``: only the first ``r`` rows carry the class; the others are fresh uniform
+    noise in every image. Random templates share nothing a network could learn on some classes and
+    reuse on others; ignoring the noise rows is such a thing, so training helps held-out classes."""
     g = torch.Generator().manual_seed(seed)
     templates = torch.rand(num_classes, 1, size, size, generator=g)
     x = templates.repeat_interleave(per_class, 0) + noise * torch.randn(num_classes * per_class, 1, size, size, generator=g)
+    if informative_rows is not None:
+        x[:, :, informative_rows:] = torch.rand(x[:, :, informative_rows:].shape, generator=g)
     x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
     y = torch.arange(num_classes).repeat_interleave(per_class)
     return LabeledDataset(
