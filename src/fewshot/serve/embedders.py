@@ -13,6 +13,8 @@ named embedder once, on first use.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
@@ -110,13 +112,15 @@ class EmbedderPool:
 
     ``defaults`` maps a kind to the embedder new collections of that kind get. Only names in
     ``allowed`` are ever built: a request never chooses a model path. ``micro_batch > 0`` runs
-    each one through a :class:`MicroBatcher`.
+    each one through a :class:`MicroBatcher` with ``threads[kind]`` torch threads (absent: torch's
+    setting) and CPU priority lowered by ``nice[kind]``.
     """
 
     def __init__(self, defaults: dict[str, str], allowed: Sequence[str] = (), prebuilt: Sequence[Embedder] = (),
-                 micro_batch: int = 0):
+                 micro_batch: int = 0, threads: dict[str, int | None] | None = None, nice: dict[str, int] | None = None):
         self.defaults = dict(defaults)
         self.micro_batch = micro_batch  # > 0: wrap each embedder in a MicroBatcher of this size
+        self.threads, self.nice = dict(threads or {}), dict(nice or {})
         self._built: dict[str, Embedder] = {e.name: e for e in prebuilt}
         self.allowed = set(allowed) | set(self.defaults.values()) | set(self._built)
         self._lock = threading.Lock()
@@ -128,7 +132,8 @@ class EmbedderPool:
         with self._lock:
             if name not in self._built:
                 emb = build_embedder(name)
-                self._built[name] = MicroBatcher(emb, self.micro_batch) if self.micro_batch > 0 else emb
+                self._built[name] = MicroBatcher(emb, self.micro_batch, self.threads.get(emb.kind), self.nice.get(emb.kind, 0)) \
+                    if self.micro_batch > 0 else emb
             return self._built[name]
 
     def default(self, kind: str) -> str:
@@ -142,13 +147,16 @@ class MicroBatcher:
 
     Concurrent requests then share one forward pass (fewer, larger matrix products) instead of
     competing for the cores with one small pass each; each embedder has its own worker, so cheap
-    sentence queries never queue behind photos.
+    sentence queries never queue behind photos. ``threads`` sets the worker's own torch
+    (intra-op) thread count, leaving other workers' alone. ``nice > 0`` lowers the worker's CPU
+    priority (Linux; elsewhere ignored): a photo worker that would otherwise take every core then
+    yields them to short sentence work and request handling, and uses what they leave.
     """
 
-    def __init__(self, embedder: Embedder, max_batch: int = 32):
+    def __init__(self, embedder: Embedder, max_batch: int = 32, threads: int | None = None, nice: int = 0):
         import queue
 
-        self.inner, self.max_batch = embedder, max_batch
+        self.inner, self.max_batch, self.threads, self.nice = embedder, max_batch, threads, nice
         self.name, self.kind, self.dim = embedder.name, embedder.kind, embedder.dim
         self._queue: queue.Queue = queue.Queue()
         threading.Thread(target=self._work, name=f"embed-{self.name}", daemon=True).start()
@@ -163,6 +171,10 @@ class MicroBatcher:
     def _work(self) -> None:
         import queue
 
+        if self.threads:
+            torch.set_num_threads(self.threads)  # this thread's OpenMP pool only
+        if self.nice and sys.platform == "linux":  # Linux: a thread id names one thread; the OpenMP pool it starts inherits it
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + self.nice)
         while True:
             jobs = [self._queue.get()]
             size = len(jobs[0][0])
