@@ -347,7 +347,7 @@ def main() -> None:
     lines = ["# fewshot serve: load test on loopback", "",
              f"Command: `flock /work/bench.lock python benchmarks/serve.py {' '.join(sys.argv[1:])}`. "
              f"Server: `fewshot serve` (SQLite, efficientnet_lite0 photos, all-MiniLM-L6-v2 sentences), "
-             f"torch threads: set by the server's --threads/--text-threads (default 1 per model worker); "
+             f"torch threads: the server's --threads per model worker (default 1); "
              f"{os.cpu_count()} cores shared with other jobs. Load average (1/5/15 min) at start "
              f"{'/'.join(f'{x:.1f}' for x in load_start)}, at end {'/'.join(f'{x:.1f}' for x in load_end)}. "
              f"Benchmark client process CPU {client_cpu:.0f} s "
@@ -368,7 +368,8 @@ def main() -> None:
                              f"{pct(v, 99):.1f} | {statistics.mean(v):.1f} | {target} |")
         b, a = load["before"], load["after"]
         lines += ["", f"Server memory: RSS {b['rss_mib']:.0f} MiB before the load, {a['rss_mib']:.0f} MiB after, peak {a['peak_rss_mib']:.0f} MiB. "
-                  f"Server CPU during the load: {a['cpu_s'] - b['cpu_s']:.0f} s over {load['wall']:.0f} s wall.", ""]
+                  f"Server CPU during the load: {a['cpu_s'] - b['cpu_s']:.1f} s over {load['wall']:.1f} s wall "
+                  f"({(a['cpu_s'] - b['cpu_s']) / (load['done'] + len(r['enrol'])) * 1e3:.1f} ms a request).", ""]
         cal = load["calibration"]
         cr, rj = load["correct"], load["rejected"]
 

@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -107,20 +108,31 @@ def build_embedder(name: str) -> Embedder:
     raise ValueError(f"embedder {name!r} is not 'image:<backbone>' or 'text:<encoder>'")
 
 
+@dataclass
+class WorkerSettings:
+    """How the models of one kind run in a service: ``workers`` threads pulling requests from one
+    queue, each merging up to ``max_batch`` waiting items into one pass with ``threads`` torch
+    threads, at CPU priority lowered by ``nice`` (see :class:`MicroBatcher`)."""
+
+    max_batch: int = 32
+    workers: int = 1
+    threads: int | None = 1
+    nice: int = 0
+
+
 class EmbedderPool:
     """The embedders this service may use (fixed at start), each built once on first use.
 
     ``defaults`` maps a kind to the embedder new collections of that kind get. Only names in
-    ``allowed`` are ever built: a request never chooses a model path. ``micro_batch > 0`` runs
-    each one through a :class:`MicroBatcher` with ``threads[kind]`` torch threads (absent: torch's
-    setting) and CPU priority lowered by ``nice[kind]``.
+    ``allowed`` are ever built: a request never chooses a model path. With ``workers`` each
+    embedder of a kind listed there runs through a :class:`MicroBatcher` with those settings;
+    otherwise in the requesting thread.
     """
 
     def __init__(self, defaults: dict[str, str], allowed: Sequence[str] = (), prebuilt: Sequence[Embedder] = (),
-                 micro_batch: int = 0, threads: dict[str, int | None] | None = None, nice: dict[str, int] | None = None):
+                 workers: dict[str, WorkerSettings] | None = None):
         self.defaults = dict(defaults)
-        self.micro_batch = micro_batch  # > 0: wrap each embedder in a MicroBatcher of this size
-        self.threads, self.nice = dict(threads or {}), dict(nice or {})
+        self.workers = dict(workers or {})
         self._built: dict[str, Embedder] = {e.name: e for e in prebuilt}
         self.allowed = set(allowed) | set(self.defaults.values()) | set(self._built)
         self._lock = threading.Lock()
@@ -132,8 +144,8 @@ class EmbedderPool:
         with self._lock:
             if name not in self._built:
                 emb = build_embedder(name)
-                self._built[name] = MicroBatcher(emb, self.micro_batch, self.threads.get(emb.kind), self.nice.get(emb.kind, 0)) \
-                    if self.micro_batch > 0 else emb
+                w = self.workers.get(emb.kind)
+                self._built[name] = MicroBatcher(emb, w.max_batch, w.threads, w.nice, w.workers) if w else emb
             return self._built[name]
 
     def default(self, kind: str) -> str:
@@ -143,23 +155,24 @@ class EmbedderPool:
 
 
 class MicroBatcher:
-    """Run an embedder on one worker thread, merging the requests that wait into one batch.
+    """Run an embedder on ``workers`` threads, each merging the requests that wait into one batch.
 
     Concurrent requests then share one forward pass (fewer, larger matrix products) instead of
-    competing for the cores with one small pass each; each embedder has its own worker, so cheap
-    sentence queries never queue behind photos. ``threads`` sets the worker's own torch
-    (intra-op) thread count, leaving other workers' alone. ``nice > 0`` lowers the worker's CPU
-    priority (Linux; elsewhere ignored): a photo worker that would otherwise take every core then
-    yields them to short sentence work and request handling, and uses what they leave.
+    competing for the cores with one small pass each; each embedder has its own workers, so cheap
+    sentence queries never queue behind photos. ``threads`` sets each worker's own torch
+    (intra-op) thread count, leaving other workers' alone. ``nice > 0`` lowers the workers' CPU
+    priority (Linux; elsewhere ignored): photo workers that would otherwise take every core then
+    yield them to short sentence work and request handling, and use what they leave.
     """
 
-    def __init__(self, embedder: Embedder, max_batch: int = 32, threads: int | None = None, nice: int = 0):
+    def __init__(self, embedder: Embedder, max_batch: int = 32, threads: int | None = None, nice: int = 0, workers: int = 1):
         import queue
 
         self.inner, self.max_batch, self.threads, self.nice = embedder, max_batch, threads, nice
         self.name, self.kind, self.dim = embedder.name, embedder.kind, embedder.dim
         self._queue: queue.Queue = queue.Queue()
-        threading.Thread(target=self._work, name=f"embed-{self.name}", daemon=True).start()
+        for i in range(workers):
+            threading.Thread(target=self._work, name=f"embed-{self.name}-{i}", daemon=True).start()
 
     def embed(self, items: Sequence) -> torch.Tensor:
         from concurrent.futures import Future
