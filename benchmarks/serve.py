@@ -2,16 +2,20 @@
 
 Protocol (issue 17): one service process (SQLite, efficientnet_lite0 for photos, all-MiniLM-L6-v2
 for sentences) on 127.0.0.1. An image collection of 50 MPEG-7 shape classes x 2 photos and a text
-collection of 50 BANKING77 intents x 2 sentences are enrolled through the API; then 8 client
+collection of 50 BANKING77 intents x 2 sentences (a seeded random 2 of each class's files /
+sentences) are enrolled through the API; then 8 client
 threads send 2,000 recognise requests (one photo or one sentence each, half and half; queries from
 unseen photos/sentences of the 50 enrolled classes and of 20 MPEG-7 classes / 27 intents that are
 not enrolled), with an enrolment mixed in every 20th request. Photos are sent as 224x224 PNG.
+Decisions are scored too: top-1 ignoring the threshold, known queries accepted as the right class,
+unknown ones rejected. Each ``--variant`` (extra ``fewshot serve`` options) gets its own load run.
 Then recognise latency at 1k / 10k / 100k enrolled embeddings (384-d, random unit vectors written
-straight into the database, 1,000 classes; brute-force search), one client, 100 text queries each.
+straight into the database, 1,000 classes; brute-force search), one client, 100 text queries each,
+and after one enrolment (the matrix is updated in place).
 
 Every request loop is bounded (count and time) and talks to 127.0.0.1 only.
 
-    flock /work/bench.lock python benchmarks/serve.py
+    flock /work/bench.lock python benchmarks/serve.py --variant "" --variant "--image-nice 0"
 """
 
 from __future__ import annotations
@@ -57,13 +61,11 @@ def proc_stats(pid: int) -> dict:
 
 
 class Server:
-    def __init__(self, db: Path, threads: int | None, extra: list[str] = ()):
+    def __init__(self, db: Path, extra: list[str] = ()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [*SERVE_COMMAND, "--db", str(db), "--host", "127.0.0.1", "--port", str(self.port),
                "--log-level", "warning", *extra]
-        if threads:
-            cmd += ["--threads", str(threads)]
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
         self.log = db.with_name(db.stem + "-server.log")  # a file, not a pipe: a full pipe would block the server
         with open(self.log, "wb") as log:
@@ -102,6 +104,12 @@ def pct(values: list[float], q: float) -> float:
 
 
 def load_data(rng: random.Random):
+    """Known/unknown MPEG-7 classes and BANKING77 intents, and which photos/sentences are enrolled.
+
+    The 2 enrolled examples of each known class are a seeded random pick from all of its files /
+    sentences (not the first two, which in MPEG-7 are near-identical and make the leave-one-out
+    threshold optimistic); queries and the enrolments mixed into the load come from the rest.
+    """
     mpeg = DATA / "images" / "mpeg7"
     classes = sorted(p.name for p in mpeg.iterdir() if p.is_dir())
     rng.shuffle(classes)
@@ -113,10 +121,51 @@ def load_data(rng: random.Random):
         by_intent.setdefault(r["category"], []).append(r["text"])
     intents = sorted(by_intent)
     rng.shuffle(intents)
+    for group in (files, by_intent):  # enrolled examples first
+        for key in group:
+            rng.shuffle(group[key])
     return known, unknown, files, intents[:50], intents[50:], by_intent
 
 
+class Http:
+    """A minimal keep-alive HTTP/1.1 client (stdlib): the load generator shares the 2 cores with the
+    server, so it must cost little CPU and hold the GIL briefly (httpx cost ~17 ms CPU a request)."""
+
+    BOUNDARY = "fewshotbenchboundary7d1f"
+
+    def __init__(self, url: str):
+        import http.client
+        from urllib.parse import urlsplit
+
+        u = urlsplit(url)
+        self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+
+    def post(self, path: str, body: bytes, content_type: str) -> tuple[int, bytes]:
+        self.conn.request("POST", path, body, {"Content-Type": content_type})
+        r = self.conn.getresponse()
+        return r.status, r.read()
+
+    def post_json(self, path: str, obj) -> tuple[int, bytes]:
+        import json
+
+        return self.post(path, json.dumps(obj).encode(), "application/json")
+
+    def post_files(self, path: str, files: list[tuple[str, bytes]], fields: dict[str, str] | None = None) -> tuple[int, bytes]:
+        b, parts = self.BOUNDARY.encode(), []
+        for k, v in (fields or {}).items():
+            parts.append(b"--%s\r\nContent-Disposition: form-data; name=\"%s\"\r\n\r\n%s\r\n" % (b, k.encode(), v.encode()))
+        for name, data in files:
+            parts.append(b"--%s\r\nContent-Disposition: form-data; name=\"files\"; filename=\"%s\"\r\n"
+                         b"Content-Type: image/png\r\n\r\n%s\r\n" % (b, name.encode(), data))
+        return self.post(path, b"".join(parts) + b"--%s--\r\n" % b, f"multipart/form-data; boundary={self.BOUNDARY}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def run_load(server: Server, args, rng: random.Random) -> dict:
+    import json
+
     import httpx
 
     known, unknown, files, t_known, t_unknown, by_intent = load_data(rng)
@@ -145,7 +194,11 @@ def run_load(server: Server, args, rng: random.Random) -> dict:
             intent = rng.choice(t_known if rng.random() < 0.8 else t_unknown)
             plan.append(("text", rng.choice(by_intent[intent][2:]), intent if intent in t_known else None))
     pngs = {p: photo_png(p) for kind, p, _ in plan if kind == "image"}
-    enrol_plan = [(rng.choice(known), rng.choice(files[rng.choice(known)][2:])) for _ in range(args.requests // 20)]
+    enrol_plan = []
+    for _ in range(args.requests // 20):
+        cls = rng.choice(known)
+        enrol_plan.append((cls, rng.choice(files[cls][2:])))
+    enrol_pngs = {p: pngs.get(p) or photo_png(p) for _, p in enrol_plan}
     results: dict[str, list] = {"image": [], "text": [], "enrol": []}
     errors: list[str] = []
     correct = {"image": [0, 0, 0], "text": [0, 0, 0]}  # known: right class and accepted / total / right top class
@@ -156,7 +209,8 @@ def run_load(server: Server, args, rng: random.Random) -> dict:
     deadline = time.monotonic() + args.max_seconds
 
     def client():
-        with httpx.Client(base_url=server.url, timeout=60) as c:
+        c = Http(server.url)
+        try:
             while time.monotonic() < deadline:
                 with lock:
                     i = next(cursor, None)
@@ -168,31 +222,32 @@ def run_load(server: Server, args, rng: random.Random) -> dict:
                     if j is not None:
                         cls, path = enrol_plan[j]
                         t = time.perf_counter()
-                        r = c.post("/api/collections/shapes/examples/upload", data={"class": cls},
-                                   files=[("files", (path.name, pngs.get(path) or photo_png(path), "image/png"))])
+                        status, body = c.post_files("/api/collections/shapes/examples/upload", [(path.name, enrol_pngs[path])], {"class": cls})
                         dt = time.perf_counter() - t
                         with lock:
                             results["enrol"].append(dt)
-                            if r.status_code != 201:
-                                errors.append(f"enrol {r.status_code} {r.text[:200]}")
+                            if status != 201:
+                                errors.append(f"enrol {status} {body[:200]!r}")
                 kind, payload, truth = plan[i]
                 t = time.perf_counter()
                 try:
                     if kind == "image":
-                        r = c.post("/api/collections/shapes/recognize/upload?k=3", files=[("files", ("q.png", pngs[payload], "image/png"))])
+                        status, body = c.post_files("/api/collections/shapes/recognize/upload?k=3", [("q.png", pngs[payload])])
                     else:
-                        r = c.post("/api/collections/intents/recognize", json={"texts": [payload], "k": 3})
-                except httpx.HTTPError as exc:
+                        status, body = c.post_json("/api/collections/intents/recognize", {"texts": [payload], "k": 3})
+                except OSError as exc:
                     with lock:
                         errors.append(f"{kind} {exc!r}")
+                    c.close()
+                    c = Http(server.url)
                     continue
                 dt = time.perf_counter() - t
                 with lock:
                     results[kind].append(dt)
-                    if r.status_code != 200:
-                        errors.append(f"{kind} {r.status_code} {r.text[:200]}")
+                    if status != 200:
+                        errors.append(f"{kind} {status} {body[:200]!r}")
                         continue
-                    res = r.json()["results"][0]
+                    res = json.loads(body)["results"][0]
                     if truth is None:
                         rejected[kind][1] += 1
                         rejected[kind][0] += res["decision"] == "unknown"
@@ -200,6 +255,8 @@ def run_load(server: Server, args, rng: random.Random) -> dict:
                         correct[kind][1] += 1
                         correct[kind][0] += res["decision"] == "class" and res["class"] == truth
                         correct[kind][2] += res["top"][0]["class"] == truth
+        finally:
+            c.close()
 
     before = proc_stats(server.proc.pid)
     t0 = time.perf_counter()
@@ -234,7 +291,7 @@ def scale_latency(args, tmp: Path) -> list[dict]:
         pairs = [(classes[i % len(classes)], NewExample(emb[i], text=f"item {i}")) for i in range(n)]
         store.import_collection("scale", "text", "text:all-MiniLM-L6-v2", 384, None, classes, pairs)
         store.close()
-        server = Server(db, args.threads)
+        server = Server(db)
         try:
             with httpx.Client(base_url=server.url, timeout=120) as c:
                 t = time.perf_counter()
@@ -248,11 +305,20 @@ def scale_latency(args, tmp: Path) -> list[dict]:
                     t = time.perf_counter()
                     c.post("/api/collections/scale/recognize", json={"texts": [f"query sentence number {i}"], "k": 5}).raise_for_status()
                     lat.append(time.perf_counter() - t)
+                # a write, then the next recognise: the matrix is updated in place, not reloaded
+                t = time.perf_counter()
+                c.post("/api/collections/scale/examples", json={"class": "c1", "texts": ["one more example"]}).raise_for_status()
+                enrol = time.perf_counter() - t
+                after = []
+                for i in range(5):
+                    t = time.perf_counter()
+                    c.post("/api/collections/scale/recognize", json={"texts": [f"after the write {i}"], "k": 5}).raise_for_status()
+                    after.append(time.perf_counter() - t)
             stats = proc_stats(server.proc.pid)
         finally:
             server.stop()
         rows.append({"n": n, "first": first, "p50": pct(lat, 50), "p95": pct(lat, 95), "queries": len(lat),
-                     "rss": stats["rss_mib"]})
+                     "rss": stats["rss_mib"], "enrol": enrol, "after": after[0], "after_max": max(after)})
         print(f"  {n:>7} embeddings: first {first:.2f} s, p50 {pct(lat, 50) * 1e3:.1f} ms, p95 {pct(lat, 95) * 1e3:.1f} ms", flush=True)
     return rows
 
@@ -261,12 +327,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=None, help="server torch threads (default: torch's choice)")
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--scale-queries", type=int, default=100)
     ap.add_argument("--max-seconds", type=float, default=900, help="stop the load loop after this long")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--micro-batch", default="32,0", help="server --micro-batch values to run the load with (comma list)")
+    ap.add_argument("--variant", action="append", default=None,
+                    help="extra `fewshot serve` options for one load run, e.g. '--micro-batch 0' (repeatable; default: one run with the defaults)")
     ap.add_argument("--skip-load", action="store_true")
     ap.add_argument("--out", default=str(RESULTS / "serve.md"))
     args = ap.parse_args()
@@ -277,33 +343,31 @@ def main() -> None:
     cpu0 = time.process_time()
     tmp = Path(tempfile.mkdtemp(prefix="fewshot-serve-bench-"))
     loads = {}
-    for mb in ([] if args.skip_load else [int(x) for x in args.micro_batch.split(",")]):
-        server = Server(tmp / f"load{mb}.sqlite", args.threads, ["--micro-batch", str(mb)])
-        print(f"server (micro-batch {mb}) up in {server.start_s:.1f} s", flush=True)
+    for n, variant in enumerate([] if args.skip_load else args.variant or [""]):
+        server = Server(tmp / f"load{n}.sqlite", variant.split())
+        print(f"server ({variant or 'defaults'}) up in {server.start_s:.1f} s", flush=True)
         try:
             load = run_load(server, args, random.Random(args.seed))
             load["start_s"] = server.start_s
         finally:
             server.stop()
-        loads[mb] = load
+        loads[variant] = load
         print(f"load: {load['done']} requests in {load['wall']:.1f} s, {len(load['errors'])} errors", flush=True)
     scale = scale_latency(args, tmp)
     shutil.rmtree(tmp, ignore_errors=True)
     load_end = os.getloadavg()
     client_cpu = time.process_time() - cpu0
-    import torch
-
     lines = ["# fewshot serve: load test on loopback", "",
              f"Command: `flock /work/bench.lock python benchmarks/serve.py {' '.join(sys.argv[1:])}`. "
              f"Server: `fewshot serve` (SQLite, efficientnet_lite0 photos, all-MiniLM-L6-v2 sentences), "
-             f"torch threads in the server: {args.threads or 'default (' + str(torch.get_num_threads()) + ')'}; "
+             f"torch threads: the server's --threads per model worker (default 1); "
              f"{os.cpu_count()} cores shared with other jobs. Load average (1/5/15 min) at start "
              f"{'/'.join(f'{x:.1f}' for x in load_start)}, at end {'/'.join(f'{x:.1f}' for x in load_end)}. "
              f"Benchmark client process CPU {client_cpu:.0f} s "
              f"(rusage children {resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime:.0f} s: the servers).", ""]
-    for mb, load in loads.items():
+    for variant, load in loads.items():
         r = load["results"]
-        lines += [f"## Mixed load, micro-batch {mb}{' (off: each request runs the model alone)' if mb == 0 else ''}: "
+        lines += [f"## Mixed load, server {'`' + variant + '`' if variant else 'defaults'}: "
                   f"{args.clients} clients, 50 classes x 2 photos and 50 intents x 2 sentences", "",
                   f"{load['done']} recognise requests (+ {len(r['enrol'])} photo enrolments mixed in) in {load['wall']:.1f} s: "
                   f"**{load['done'] / load['wall']:.1f} requests/s**; errors: **{len(load['errors'])}**. "
@@ -317,24 +381,33 @@ def main() -> None:
                              f"{pct(v, 99):.1f} | {statistics.mean(v):.1f} | {target} |")
         b, a = load["before"], load["after"]
         lines += ["", f"Server memory: RSS {b['rss_mib']:.0f} MiB before the load, {a['rss_mib']:.0f} MiB after, peak {a['peak_rss_mib']:.0f} MiB. "
-                  f"Server CPU during the load: {a['cpu_s'] - b['cpu_s']:.0f} s over {load['wall']:.0f} s wall.", ""]
+                  f"Server CPU during the load: {a['cpu_s'] - b['cpu_s']:.1f} s over {load['wall']:.1f} s wall "
+                  f"({(a['cpu_s'] - b['cpu_s']) / (load['done'] + len(r['enrol'])) * 1e3:.1f} ms a request).", ""]
         cal = load["calibration"]
         cr, rj = load["correct"], load["rejected"]
-        lines += ["Side result (decisions at the leave-one-out threshold, not a target): "
-                  f"photos threshold {cal['shapes']['threshold']:.3f}: enrolled classes recognised correctly "
-                  f"{cr['image'][0]}/{cr['image'][1]} (top class right, ignoring the threshold: {cr['image'][2]}), "
-                  f"photos of 20 unenrolled classes answered unknown {rj['image'][0]}/{rj['image'][1]}; "
-                  f"sentences threshold {cal['intents']['threshold']:.3f}: {cr['text'][0]}/{cr['text'][1]} (top class {cr['text'][2]}) "
-                  f"and {rj['text'][0]}/{rj['text'][1]}.", ""]
+
+        def rate(x: int, n: int) -> str:
+            return f"{x}/{n} ({x / n:.0%})" if n else "0/0"
+
+        lines += ["Decisions (a side result, not a target), queries of the 50 enrolled classes (known) and of the unenrolled ones:", "",
+                  "| collection | threshold (leave-one-out) | known: top-1 right, ignoring the threshold | known: accepted as the right class | unknown: rejected |",
+                  "|---|---|---|---|---|"]
+        for kind, col in (("image", "shapes"), ("text", "intents")):
+            lines.append(f"| {col} ({kind}) | {cal[col]['threshold']:.3f} | {rate(cr[kind][2], cr[kind][1])} | "
+                         f"{rate(cr[kind][0], cr[kind][1])} | {rate(*rj[kind])} |")
+        lines.append("")
         if load["errors"]:
             lines += ["Errors (first 5):", ""] + [f"- `{e}`" for e in load["errors"][:5]] + [""]
     lines += ["## Recognise latency vs enrolled embeddings (brute force, one client)", "",
               "Random 384-d unit vectors in 1,000 classes (written straight into SQLite), queried with one sentence "
               "(all-MiniLM-L6-v2 encoding included). 'first' is the first request: loading the matrix and the "
-              "leave-one-out calibration (on a seeded sample of at most 2,000 examples; 500 at 100k).", "",
-              "| enrolled | queries | first request s | p50 ms | p95 ms | server RSS MiB |", "|---|---|---|---|---|---|"]
+              "leave-one-out calibration (on a seeded sample of at most 2,000 examples; 500 at 100k). Then one sentence is "
+              "enrolled and 5 more queries sent: the first of them, and the slowest.", "",
+              "| enrolled | queries | first request s | p50 ms | p95 ms | enrol 1 ms | next recognise ms | slowest of next 5 ms | server RSS MiB |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for s in scale:
-        lines.append(f"| {s['n']:,} | {s['queries']} | {s['first']:.2f} | {s['p50'] * 1e3:.1f} | {s['p95'] * 1e3:.1f} | {s['rss']:.0f} |")
+        lines.append(f"| {s['n']:,} | {s['queries']} | {s['first']:.2f} | {s['p50'] * 1e3:.1f} | {s['p95'] * 1e3:.1f} | "
+                     f"{s['enrol'] * 1e3:.0f} | {s['after'] * 1e3:.1f} | {s['after_max'] * 1e3:.1f} | {s['rss']:.0f} |")
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -69,9 +69,9 @@ def test_collections_classes_examples_round_trip(storage):
     assert [e.filename for e in added] == ["a.jpg", None]
     classes = {c.name: c for c in storage.list_classes(col.id)}
     assert {n: c.examples for n, c in classes.items()} == {"alice": 2, "bob": 1}
-    version, emb, labels, ids, names = storage.load_matrix(storage.get_collection("staff"))
-    assert emb.shape == (3, 4) and np.allclose(emb[0], vec(0)) and names == ["alice", "bob"]
-    assert labels.tolist() == [0, 0, 1] and version == storage.collection_version(col.id) > 0
+    m = storage.load_matrix(storage.get_collection("staff"))
+    assert m.embeddings.shape == (3, 4) and np.allclose(m.embeddings[0], vec(0)) and m.class_names == ["alice", "bob"]
+    assert m.labels.tolist() == [0, 0, 1] and m.version == storage.collection_version(col.id) > 0
     # originals are content-addressed: the same bytes are stored once, under their hash
     assert storage.blobs.get(added[0].blob) == b"one"
     assert storage.blobs.path(added[0].blob).name == hashlib.sha256(b"one").hexdigest()
@@ -85,7 +85,7 @@ def test_collections_classes_examples_round_trip(storage):
     storage.delete_example(col.id, added[0].id)
     assert {c.name: c.examples for c in storage.list_classes(col.id)} == {"alice": 0, "robert": 2}
     storage.delete_class(col.id, classes["alice"].id)
-    assert storage.collection_version(col.id) > version
+    assert storage.collection_version(col.id) > m.version
     renamed = storage.update_collection("staff", new_name="team", threshold=0.7)
     assert renamed.threshold == 0.7 and storage.update_collection("team", clear_threshold=True).threshold is None
     storage.delete_collection("team")
@@ -192,7 +192,8 @@ def test_kill_9_during_enrolment_burst_keeps_every_acknowledged_enrolment(tmp_pa
         assert example_id in stored, f"acknowledged enrolment {i} (example {example_id}) was lost"
         assert store.blobs.get(stored[example_id].blob) == image_bytes(i)
         assert stored[example_id].filename == f"{i}.png"
-    _, emb, labels, _, names = store.load_matrix(col)
+    m = store.load_matrix(col)
+    emb, labels = m.embeddings, m.labels
     assert emb.shape == (len(stored), 1024) and np.isfinite(emb).all() and len(labels) == len(stored)
     for e in stored.values():  # nothing half-written: no row without its original
         assert hashlib.sha256(store.blobs.get(e.blob)).hexdigest() == e.blob

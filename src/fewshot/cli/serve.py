@@ -21,12 +21,17 @@ from . import main
 @click.option("--max-upload-mb", type=float, default=10.0, show_default=True, help="largest accepted file")
 @click.option("--max-pixels", type=int, default=40_000_000, show_default=True, help="largest accepted image (width x height)")
 @click.option("--cors-origin", "cors_origins", multiple=True, help="allow browser pages from this origin (repeatable; default: CORS off)")
-@click.option("--threads", type=int, default=None, help="torch threads for the models (default: torch's choice)")
-@click.option("--micro-batch", type=int, default=32, show_default=True,
-              help="concurrent requests share one model pass of up to this many items (0: each request alone)")
+@click.option("--micro-batch", type=click.IntRange(min=1), default=32, show_default=True,
+              help="concurrent sentence requests share one model pass of up to this many sentences (1: each alone)")
+@click.option("--image-batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="photos per model pass, merged from concurrent requests (1: each request alone)")
+@click.option("--image-workers", type=click.IntRange(min=1), default=None, help="photo model workers running at once (default: one per core)")
+@click.option("--image-nice", type=click.IntRange(min=0, max=19), default=10, show_default=True,
+              help="photo workers' CPU priority below the server's, so sentence requests go first (0: equal; Linux)")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch threads per model worker")
 @click.option("--preload/--no-preload", default=True, show_default=True, help="load the models at start, not on the first request")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve(db, data_dir, host, port, backbone, encoder, api_key, max_upload_mb, max_pixels, cors_origins, threads, micro_batch, preload, log_level) -> None:
+def serve(db, data_dir, host, port, backbone, encoder, api_key, max_upload_mb, max_pixels, cors_origins, micro_batch, image_batch, image_workers, image_nice, threads, preload, log_level) -> None:
     """Serve collections of photos or sentences over HTTP: enrol examples, recognise new ones or say unknown.
 
     \b
@@ -40,12 +45,9 @@ def serve(db, data_dir, host, port, backbone, encoder, api_key, max_upload_mb, m
         raise click.ClickException(f"{exc}; install the service extra: pip install 'fewshot[serve]'") from exc
     from ..serve.storage import StorageError
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     try:
-        app = build_app(db, data_dir, backbone=backbone, encoder=encoder, preload=preload, micro_batch=micro_batch, api_key=api_key or None,
+        app = build_app(db, data_dir, backbone=backbone, encoder=encoder, preload=preload, micro_batch=micro_batch,
+                        image_batch=image_batch, image_workers=image_workers, image_nice=image_nice, threads=threads, api_key=api_key or None,
                         max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels, cors_origins=list(cors_origins))
     except (StorageError, ImportError, FileNotFoundError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc

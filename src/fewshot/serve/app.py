@@ -24,8 +24,8 @@ from pydantic import BaseModel, Field
 
 from .. import __version__
 from .embedders import EmbedderPool
-from .recognizer import CollectionIndex
-from .storage import Collection, NewExample, SQLStorage, StorageError
+from .recognizer import BackgroundCalibrator, CollectionIndex
+from .storage import Change, Collection, NewExample, NotFound, SQLStorage, StorageError
 from .uploads import MAX_PIXELS, MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, UploadError, check_size, check_text, decode_image
 
 EXPORT_FORMAT = "fewshot-collection/1"
@@ -51,13 +51,21 @@ class ServeError(Exception):
 
 
 class Service:
-    """Storage + embedders + the in-memory index of each collection (reloaded when its version moves)."""
+    """Storage + embedders + the in-memory index of each collection.
+
+    This process's own writes update the index in place (the storage announces each committed
+    :class:`~fewshot.serve.storage.Change`); a version that moved otherwise (another process wrote)
+    makes the next request reload the collection from the database. Large collections are
+    recalibrated in the background after a change (:class:`~fewshot.serve.recognizer.BackgroundCalibrator`).
+    """
 
     def __init__(self, storage: SQLStorage, embedders: EmbedderPool, settings: ServeSettings):
         self.storage, self.embedders, self.settings = storage, embedders, settings
         self._indexes: dict[int, CollectionIndex] = {}
         self._lock = threading.Lock()
         self._locks: dict[int, threading.Lock] = {}
+        self.calibrator = BackgroundCalibrator()
+        storage.listeners.append(self._on_change)
 
     def embedder(self, collection: Collection):
         try:
@@ -70,16 +78,38 @@ class Service:
             raise ServeError(f"embedder {emb.name} gives {emb.dim}-d embeddings but collection {collection.name!r} holds {collection.dim}-d", 409)
         return emb
 
-    def index(self, collection: Collection) -> CollectionIndex:
+    def _collection_lock(self, collection_id: int) -> threading.Lock:
         with self._lock:
-            lock = self._locks.setdefault(collection.id, threading.Lock())
-        with lock:
+            return self._locks.setdefault(collection_id, threading.Lock())
+
+    def _install(self, collection_id: int, idx: CollectionIndex) -> CollectionIndex:
+        self._indexes[collection_id] = idx
+        if not idx.calibration_current:
+            self.calibrator.submit(collection_id, idx)
+        return idx
+
+    def index(self, collection: Collection) -> CollectionIndex:
+        with self._collection_lock(collection.id):
             version = self.storage.collection_version(collection.id)
+            if version is None:
+                raise NotFound(f"collection {collection.name!r} was deleted")
             idx = self._indexes.get(collection.id)
-            if idx is None or idx.version != version:
-                idx = CollectionIndex(*self.storage.load_matrix(collection))
-                self._indexes[collection.id] = idx
+            if idx is None or idx.version != version:  # first use, or written by another process
+                idx = self._install(collection.id, CollectionIndex.from_snapshot(self.storage.load_matrix(collection), previous=idx))
             return idx
+
+    def _on_change(self, change: Change) -> None:
+        """A write committed through this process's storage: update the index in place when it follows it."""
+        with self._collection_lock(change.collection_id):
+            idx = self._indexes.get(change.collection_id)
+            if change.kind == "drop":
+                self._indexes.pop(change.collection_id, None)
+            elif idx is None or idx.version >= change.version:
+                return  # not loaded, or already reloaded with this write in it
+            elif idx.version + 1 == change.version:
+                self._install(change.collection_id, idx.apply(change))
+            else:  # another process wrote in between: the next request reloads
+                self._indexes.pop(change.collection_id, None)
 
     def embed(self, collection: Collection, items: list) -> np.ndarray:
         return self.embedder(collection).embed(items).float().numpy()
@@ -227,7 +257,7 @@ def create_app(storage: SQLStorage, embedders: EmbedderPool, settings: ServeSett
         idx = svc.index(col)
         cal = idx.calibration
         return {**col.to_dict(), "examples": len(idx), "classes": [c.to_dict() for c in storage.list_classes(col.id)],
-                "calibration": cal.to_dict(),
+                "calibration": {**cal.to_dict(), "current": idx.calibration_current},
                 "effective_threshold": col.threshold if col.threshold is not None else cal.threshold}
 
     async def read_files(files: list[UploadFile], kind: str) -> list[tuple[bytes, str]]:

@@ -14,6 +14,7 @@ is taken, halfway between the neighbouring scores.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -85,15 +86,50 @@ def calibrate(emb: np.ndarray, labels: np.ndarray, seed: int = 0) -> Calibration
     return Calibration(float(cands[i]), "calibrated", len(g), len(u), int(false_rejects[i]), int(false_accepts[i]))
 
 
-class CollectionIndex:
-    """One collection's embeddings in memory, with its calibration, at one ``version``."""
+#: Collections of at most this many examples are recalibrated at once after a change; larger ones
+#: in the background (:class:`BackgroundCalibrator`), answering with the previous threshold meanwhile.
+SYNC_CALIBRATION_MAX = 2000
 
-    def __init__(self, version: int, emb: np.ndarray, labels: np.ndarray, class_ids: list[int], class_names: list[str]):
+
+class CollectionIndex:
+    """One collection's embeddings in memory at one ``version``, with its calibration.
+
+    An index never changes once built, so a request works on one consistent view: a write makes a
+    new index (:meth:`apply`). Enrolments append in place to a row buffer shared with the previous
+    index (grown by doubling; the previous index only ever reads rows below its own length); other
+    changes copy the rows they keep.
+
+    ``calibration`` is computed on first use. An index derived from another one (a write, or a
+    reload after another process's write) over :data:`SYNC_CALIBRATION_MAX` examples starts with
+    its predecessor's calibration, marked not ``calibration_current``, until :meth:`set_calibration`
+    gives it its own (see :class:`BackgroundCalibrator`).
+    """
+
+    def __init__(self, version: int, emb: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor,
+                 example_ids: np.ndarray | torch.Tensor, class_ids: list[int], class_names: list[str],
+                 previous: "CollectionIndex | None" = None, _buffers: tuple | None = None, same_examples: bool = False):
         self.version = version
-        self.emb = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))
-        self.labels = torch.from_numpy(labels)
-        self.class_ids, self.class_names = class_ids, class_names
+        self.class_ids, self.class_names = list(class_ids), list(class_names)
+        if _buffers is None:
+            n = len(labels)
+            emb_buf = torch.empty(n + n // 8 + 16, torch.as_tensor(emb).shape[1])
+            emb_buf[:n] = torch.as_tensor(emb, dtype=torch.float32)
+            lab_buf, id_buf = torch.empty(len(emb_buf), dtype=torch.int64), torch.empty(len(emb_buf), dtype=torch.int64)
+            lab_buf[:n], id_buf[:n] = torch.as_tensor(labels), torch.as_tensor(example_ids)
+            _buffers = (emb_buf, lab_buf, id_buf, [n], n)
+        self._emb_buf, self._lab_buf, self._id_buf, self._used, n = _buffers
+        self.emb, self.labels, self.example_ids = self._emb_buf[:n], self._lab_buf[:n], self._id_buf[:n]
         self._calibration: Calibration | None = None
+        self.calibration_current = True
+        if same_examples and previous is not None:  # nothing the calibration depends on changed
+            self._calibration, self.calibration_current = previous._calibration, previous.calibration_current
+        elif previous is not None and n > SYNC_CALIBRATION_MAX and previous._calibration is not None:
+            self._calibration, self.calibration_current = previous._calibration, False
+
+    @classmethod
+    def from_snapshot(cls, snap, previous: "CollectionIndex | None" = None) -> "CollectionIndex":
+        """From :meth:`~fewshot.serve.storage.SQLStorage.load_matrix`'s snapshot."""
+        return cls(snap.version, snap.embeddings, snap.labels, snap.example_ids, snap.class_ids, snap.class_names, previous)
 
     def __len__(self) -> int:
         return self.emb.shape[0]
@@ -103,6 +139,71 @@ class CollectionIndex:
         if self._calibration is None:
             self._calibration = calibrate(self.emb.numpy(), self.labels.numpy())
         return self._calibration
+
+    def set_calibration(self, calibration: Calibration) -> None:
+        self._calibration, self.calibration_current = calibration, True
+
+    def apply(self, change) -> "CollectionIndex":
+        """The index after ``change`` (a :class:`~fewshot.serve.storage.Change` made at ``self.version + 1``)."""
+        if change.version != self.version + 1:
+            raise ValueError(f"change to version {change.version} does not follow version {self.version}")
+        kind, ids, names = change.kind, self.class_ids, self.class_names
+        if kind == "settings":
+            return self._derive(change.version, ids, names, self._shared(), same_examples=True)
+        if kind == "class":  # a new class has no examples yet
+            return self._derive(change.version, ids + [change.class_id], names + [change.class_name], self._shared(), same_examples=True)
+        if kind == "rename":
+            i = ids.index(change.class_id)
+            return self._derive(change.version, ids, names[:i] + [change.class_name] + names[i + 1:], self._shared(), same_examples=True)
+        if kind == "add":
+            if change.class_id not in ids:
+                ids, names = ids + [change.class_id], names + [change.class_name]
+            return self._derive(change.version, ids, names, self._appended(torch.from_numpy(change.embeddings),
+                                                                          ids.index(change.class_id), change.example_ids))
+        keep = torch.ones(len(self), dtype=torch.bool)
+        labels = self.labels.clone()
+        if kind == "delete":
+            keep &= ~torch.isin(self.example_ids, torch.tensor(change.example_ids, dtype=torch.int64))
+        elif kind == "move":
+            if change.class_id not in ids:
+                ids, names = ids + [change.class_id], names + [change.class_name]
+            labels[self.example_ids == change.example_ids[0]] = ids.index(change.class_id)
+        elif kind == "delete_class":
+            gone = ids.index(change.class_id)
+            keep &= labels != gone
+            labels -= (labels > gone).long()
+            ids, names = ids[:gone] + ids[gone + 1:], names[:gone] + names[gone + 1:]
+        else:
+            raise ValueError(f"unknown change {kind!r}")
+        rows = keep.nonzero().squeeze(1)
+        m = len(rows)
+        emb_buf = torch.empty(m + m // 8 + 16, self.emb.shape[1])
+        lab_buf, id_buf = torch.empty(len(emb_buf), dtype=torch.int64), torch.empty(len(emb_buf), dtype=torch.int64)
+        torch.index_select(self.emb, 0, rows, out=emb_buf[:m])  # one copy, straight into the new buffer
+        lab_buf[:m], id_buf[:m] = labels[rows], self.example_ids[rows]
+        return self._derive(change.version, ids, names, (emb_buf, lab_buf, id_buf, [m], m))
+
+    def _shared(self) -> tuple:
+        return self._emb_buf, self._lab_buf, self._id_buf, self._used, len(self)
+
+    def _appended(self, rows: torch.Tensor, label: int, example_ids: list[int]) -> tuple:
+        n, k = len(self), len(rows)
+        emb_buf, lab_buf, id_buf, used = self._emb_buf, self._lab_buf, self._id_buf, self._used
+        if used[0] != n or n + k > len(emb_buf):  # the buffer is full, or rows past n belong to another index
+            cap = max(2 * (n + k), 16)
+            emb_buf, lab_buf, id_buf = (torch.empty(cap, emb_buf.shape[1]), torch.empty(cap, dtype=torch.int64),
+                                        torch.empty(cap, dtype=torch.int64))
+            emb_buf[:n], lab_buf[:n], id_buf[:n] = self.emb, self.labels, self.example_ids
+            used = [n]
+        emb_buf[n:n + k], lab_buf[n:n + k] = rows, label
+        id_buf[n:n + k] = torch.tensor(example_ids, dtype=torch.int64)
+        used[0] = n + k
+        return emb_buf, lab_buf, id_buf, used, n + k
+
+    def _derive(self, version: int, class_ids: list[int], class_names: list[str], buffers: tuple,
+                same_examples: bool = False) -> "CollectionIndex":
+        return CollectionIndex(version, None, None, None, class_ids, class_names, previous=self, _buffers=buffers,
+                               same_examples=same_examples)
 
     def recognize(self, queries: torch.Tensor, k: int, threshold: float) -> list[dict]:
         """For each query ``[Q, D]``: ``{"decision", "class", "score", "top": [{"class", "class_id", "score"}]}``."""
@@ -117,3 +218,52 @@ class CollectionIndex:
             out.append({"decision": "class" if known else "unknown", "class": top[0]["class"] if known else None,
                         "score": round(s_row[0], 6), "top": top})
         return out
+
+
+class BackgroundCalibrator:
+    """Calibrates indexes on one low-priority worker thread, the newest index of each collection first.
+
+    :meth:`submit` replaces a collection's waiting index, so a burst of writes costs one calibration,
+    of the latest state; requests meanwhile keep the previous threshold.
+    """
+
+    def __init__(self, nice: int = 10):
+        import threading
+
+        self.nice = nice
+        self._waiting: dict[int, CollectionIndex] = {}
+        self._cond = threading.Condition()
+        self._busy = False
+        threading.Thread(target=self._work, name="calibrate", daemon=True).start()
+
+    def submit(self, collection_id: int, index: CollectionIndex) -> None:
+        with self._cond:
+            self._waiting[collection_id] = index
+            self._cond.notify()
+
+    def idle(self, timeout: float = 60.0) -> bool:
+        """Wait until nothing is waiting or running (tests); False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._waiting and not self._busy, timeout)
+
+    def _work(self) -> None:
+        import os
+        import sys
+        import threading
+
+        torch.set_num_threads(1)  # this thread only: requests keep the cores
+        if self.nice and sys.platform == "linux":
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + self.nice)
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._waiting)
+                _, index = self._waiting.popitem()
+                self._busy = True
+            try:
+                index.set_calibration(calibrate(index.emb.numpy(), index.labels.numpy()))
+            except Exception:  # noqa: BLE001  (the index keeps its previous threshold; the worker lives on)
+                logging.getLogger(__name__).exception("calibration of a collection at version %d failed", index.version)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()

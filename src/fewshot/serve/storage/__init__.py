@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import (SCHEMA_VERSION, ClassInfo, Collection, Conflict, Example, NewExample, NotFound, SQLStorage,
-                   StorageError)
+from .base import (SCHEMA_VERSION, Change, ClassInfo, Collection, Conflict, Example, MatrixSnapshot, NewExample, NotFound,
+                   SQLStorage, StorageError)
 from .sqlite import SQLiteStorage
 
 
@@ -21,5 +21,5 @@ def open_storage(db: str | Path, data_dir: str | Path | None = None) -> SQLStora
     return SQLiteStorage(db, data_dir)
 
 
-__all__ = ["SCHEMA_VERSION", "ClassInfo", "Collection", "Conflict", "Example", "NewExample", "NotFound", "SQLStorage",
+__all__ = ["SCHEMA_VERSION", "Change", "ClassInfo", "MatrixSnapshot", "Collection", "Conflict", "Example", "NewExample", "NotFound", "SQLStorage",
            "SQLiteStorage", "StorageError", "open_storage"]

@@ -5,7 +5,9 @@ One SQL implementation (:class:`SQLStorage`) serves both back ends: SQLite (embe
 how a connection is opened and in a few column types. Every write is one transaction, so an
 acknowledged enrolment is on disk and an interrupted one leaves nothing behind. Each collection has
 a ``version`` bumped by every write to it, which lets a process notice writes made by another one
-and reload its in-memory matrix.
+and reload its in-memory matrix. Writes made through this storage object are also announced, once
+committed, to its ``listeners`` as a :class:`Change` carrying the version they produced, so that
+the process that made them can update its matrix in place instead of reloading it.
 
 Uploaded originals live outside the database, content-addressed (``blobs/ab/<sha256>``) under the
 data directory: their path is built from the hash of their bytes, never from user input.
@@ -18,7 +20,8 @@ import os
 import re
 import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +96,39 @@ class NewExample:
     text: str | None = None
     data: bytes | None = None
     filename: str | None = None
+
+
+@dataclass
+class Change:
+    """One committed write to collection ``collection_id``, which moved its version to ``version``.
+
+    ``kind`` and its fields: ``add`` (``class_id``, ``class_name``, ``example_ids``, ``embeddings
+    [k, D]``), ``delete`` (``example_ids``), ``move`` (``example_ids`` [1], ``class_id``,
+    ``class_name``), ``class`` (a new empty class ``class_id``, ``class_name``), ``rename``
+    (``class_id``, ``class_name``), ``delete_class`` (``class_id``), ``settings`` (no change to
+    the examples), ``drop`` (the collection was deleted; ``version`` is -1).
+    """
+
+    kind: str
+    collection_id: int
+    version: int
+    class_id: int | None = None
+    class_name: str | None = None
+    example_ids: list[int] = field(default_factory=list)
+    embeddings: np.ndarray | None = None
+
+
+@dataclass
+class MatrixSnapshot:
+    """A collection's examples read in one snapshot: ``embeddings [N, D]`` in example-id order,
+    ``labels [N]`` indexing ``class_ids``/``class_names`` (classes in id order, empty ones too)."""
+
+    version: int
+    embeddings: np.ndarray
+    labels: np.ndarray
+    example_ids: np.ndarray
+    class_ids: list[int]
+    class_names: list[str]
 
 
 def validate_collection_name(name: str) -> str:
@@ -208,6 +244,8 @@ class SQLStorage:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.blobs = BlobStore(self.data_dir / "blobs")
         self._local = threading.local()
+        #: Called with each committed :class:`Change`, in the writing thread, after the commit.
+        self.listeners: list[Callable[[Change], None]] = []
 
     # --- plumbing -------------------------------------------------------------------------
     def _connect(self):
@@ -237,6 +275,7 @@ class SQLStorage:
     class _Write:
         def __init__(self, store: "SQLStorage"):
             self.store = store
+            self.changes: list[Change] = []  # announced to the listeners once committed
 
         def __enter__(self):
             self.conn = self.store._conn()
@@ -248,11 +287,21 @@ class SQLStorage:
             self.cur.execute(self.store._sql(sql), params)
             return self.cur.fetchall() if self.cur.description else []
 
+        def bump(self, collection_id: int, kind: str, **fields) -> int:
+            """Move the collection's version on; ``kind``/``fields`` describe the write (a :class:`Change`)."""
+            version = self.run("UPDATE collections SET version = version + 1 WHERE id = ? RETURNING version", (collection_id,))[0][0]
+            self.changes.append(Change(kind, collection_id, version, **fields))
+            return version
+
         def __exit__(self, exc_type, exc, tb):
             try:
                 self.cur.execute("COMMIT" if exc_type is None else "ROLLBACK")
             finally:
                 self.cur.close()
+            if exc_type is None:
+                for change in self.changes:
+                    for listener in list(self.store.listeners):
+                        listener(change)
             return False
 
     def _write(self) -> "SQLStorage._Write":
@@ -330,8 +379,8 @@ class SQLStorage:
                     raise Conflict(f"collection {new_name!r} exists already")
                 w.run("UPDATE collections SET name = ? WHERE id = ?", (new_name, cid))
             if threshold is not None or clear_threshold:
-                w.run("UPDATE collections SET threshold = ?, version = version + 1 WHERE id = ?",
-                      (None if clear_threshold else float(threshold), cid))
+                w.run("UPDATE collections SET threshold = ? WHERE id = ?", (None if clear_threshold else float(threshold), cid))
+                w.bump(cid, "settings")
             row = w.run(f"SELECT {self._COLS} FROM collections WHERE id = ?", (cid,))[0]
         return Collection(*row)
 
@@ -344,6 +393,7 @@ class SQLStorage:
             w.run("DELETE FROM examples WHERE collection_id = ?", (cid,))
             w.run("DELETE FROM classes WHERE collection_id = ?", (cid,))
             w.run("DELETE FROM collections WHERE id = ?", (cid,))
+            w.changes.append(Change("drop", cid, -1))
 
     # --- classes --------------------------------------------------------------------------
     def list_classes(self, collection_id: int) -> list[ClassInfo]:
@@ -366,7 +416,7 @@ class SQLStorage:
             if w.run("SELECT 1 FROM classes WHERE collection_id = ? AND name = ?", (collection_id, name)):
                 raise Conflict(f"class {name!r} exists already")
             cls_id = self._class_id(w, collection_id, name, create=True)
-            w.run("UPDATE collections SET version = version + 1 WHERE id = ?", (collection_id,))
+            w.bump(collection_id, "class", class_id=cls_id, class_name=name)
         return ClassInfo(cls_id, collection_id, name, 0)
 
     def rename_class(self, collection_id: int, class_id: int, new_name: str) -> ClassInfo:
@@ -378,7 +428,7 @@ class SQLStorage:
             if clash and clash[0][0] != class_id:
                 raise Conflict(f"class {new_name!r} exists already")
             w.run("UPDATE classes SET name = ? WHERE id = ?", (new_name, class_id))
-            w.run("UPDATE collections SET version = version + 1 WHERE id = ?", (collection_id,))
+            w.bump(collection_id, "rename", class_id=class_id, class_name=new_name)
             n = w.run("SELECT COUNT(*) FROM examples WHERE class_id = ?", (class_id,))[0][0]
         return ClassInfo(class_id, collection_id, new_name, n)
 
@@ -388,7 +438,7 @@ class SQLStorage:
                 raise NotFound(f"no class {class_id} in this collection")
             w.run("DELETE FROM examples WHERE class_id = ?", (class_id,))
             w.run("DELETE FROM classes WHERE id = ?", (class_id,))
-            w.run("UPDATE collections SET version = version + 1 WHERE id = ?", (collection_id,))
+            w.bump(collection_id, "delete_class", class_id=class_id)
 
     # --- examples -------------------------------------------------------------------------
     _EX = "id, class_id, text, blob, filename, created"
@@ -412,7 +462,8 @@ class SQLStorage:
             if not w.run("SELECT 1 FROM collections WHERE id = ?", (collection_id,)):
                 raise NotFound(f"collection {collection_id} was deleted")
             out = self._insert_examples(w, collection_id, class_name, examples, blobs, time.time())
-            w.run("UPDATE collections SET version = version + 1 WHERE id = ?", (collection_id,))
+            w.bump(collection_id, "add", class_id=out[0].class_id, class_name=class_name, example_ids=[e.id for e in out],
+                   embeddings=np.stack([np.asarray(e.embedding, dtype=np.float32) for e in examples]))
         return out
 
     def import_collection(self, name: str, kind: str, embedder: str, dim: int, threshold: float | None,
@@ -456,7 +507,7 @@ class SQLStorage:
                 raise NotFound(f"no example {example_id} in this collection")
             cls_id = self._class_id(w, collection_id, class_name, create=True)
             w.run("UPDATE examples SET class_id = ? WHERE id = ?", (cls_id, example_id))
-            w.run("UPDATE collections SET version = version + 1 WHERE id = ?", (collection_id,))
+            w.bump(collection_id, "move", class_id=cls_id, class_name=class_name, example_ids=[example_id])
             row = w.run(f"SELECT {self._EX} FROM examples WHERE id = ?", (example_id,))[0]
         return Example(*row)
 
@@ -465,10 +516,10 @@ class SQLStorage:
             if not w.run("SELECT 1 FROM examples WHERE id = ? AND collection_id = ?", (example_id, collection_id)):
                 raise NotFound(f"no example {example_id} in this collection")
             w.run("DELETE FROM examples WHERE id = ?", (example_id,))
-            w.run("UPDATE collections SET version = version + 1 WHERE id = ?", (collection_id,))
+            w.bump(collection_id, "delete", example_ids=[example_id])
 
-    def load_matrix(self, collection: Collection) -> tuple[int, np.ndarray, np.ndarray, list[int], list[str]]:
-        """``(version, embeddings [N, D], class index [N], class ids, class names)`` read in one snapshot."""
+    def load_matrix(self, collection: Collection) -> MatrixSnapshot:
+        """The collection's embeddings and labels, read in one snapshot."""
         conn = self._conn()
         cur = conn.cursor()
         try:
@@ -479,14 +530,15 @@ class SQLStorage:
                 raise NotFound(f"collection {collection.name!r} was deleted")
             cur.execute(self._sql("SELECT id, name FROM classes WHERE collection_id = ? ORDER BY id"), (collection.id,))
             classes = cur.fetchall()
-            cur.execute(self._sql("SELECT class_id, embedding FROM examples WHERE collection_id = ? ORDER BY id"), (collection.id,))
+            cur.execute(self._sql("SELECT class_id, embedding, id FROM examples WHERE collection_id = ? ORDER BY id"), (collection.id,))
             rows = cur.fetchall()
         finally:
             cur.execute("ROLLBACK")
             cur.close()
         index = {cid: i for i, (cid, _) in enumerate(classes)}
         labels = np.array([index[r[0]] for r in rows], dtype=np.int64)
-        return row[0], from_blobs([r[1] for r in rows], collection.dim), labels, [c[0] for c in classes], [c[1] for c in classes]
+        return MatrixSnapshot(row[0], from_blobs([r[1] for r in rows], collection.dim), labels,
+                              np.array([r[2] for r in rows], dtype=np.int64), [c[0] for c in classes], [c[1] for c in classes])
 
     def count_examples(self, collection_id: int) -> int:
         return self._read("SELECT COUNT(*) FROM examples WHERE collection_id = ?", (collection_id,))[0][0]
