@@ -135,6 +135,14 @@ def T(root):
         "one bad image in a folder": (pr[:2] + ["--support", str(root / "support_bad")] + pr[4:], "3.png.*--skip-bad"),
         "eval way 1": (ev + ["--way", "1"], "--way"),
         "eval tasks 0": (ev + ["--tasks", "0"], "--tasks"),
+        "plateau without validation": (train + ["--schedule", "plateau"], "plateau schedule.*no validation"),
+        "plateau factor 1": (train + ["--schedule", "plateau", "--plateau-factor", "1"], "--plateau-factor"),
+        "plateau factor 0": (train + ["--schedule", "plateau", "--plateau-factor", "0"], "--plateau-factor"),
+        "plateau factor nan": (train + ["--schedule", "plateau", "--plateau-factor", "nan"], "--plateau-factor"),
+        "plateau patience -1": (train + ["--schedule", "plateau", "--plateau-patience", "-1"], "--plateau-patience"),
+        "plateau factor, other schedule": (train + ["--plateau-factor", "0.5"], "apply to --schedule plateau"),
+        "dropout 1": (train + ["--dropout", "1"], "--dropout"),
+        "dropout, mlp backbone": (train + ["--backbone", "mlp", "--dropout", "0.1"], "--dropout applies to the conv4"),
     }
 
 

@@ -56,11 +56,14 @@ def crash_at(monkeypatch, k):
     return calls
 
 
-def test_a_kill_at_every_point_of_every_checkpoint_write_resumes_bit_identically(tmp_path, monkeypatch):
+@pytest.mark.parametrize("schedule", [{"val_every": 5}, {"val_every": 2, "schedule": "plateau", "plateau_patience": 0}])
+def test_a_kill_at_every_point_of_every_checkpoint_write_resumes_bit_identically(tmp_path, monkeypatch, schedule):
     from test_train import make_trainer, params
 
-    full = make_trainer(tmp_path / "full", steps=10, val_every=5)
+    full = make_trainer(tmp_path / "full", steps=10, **schedule)
     full_log = full.fit()
+    if "schedule" in schedule:  # lowered twice (validations 6 and 8): the schedule's state matters on resume
+        assert full_log[-1]["lr"] == 1e-3 / 4
     k, seen = 0, set()
     while True:
         k += 1
@@ -68,19 +71,19 @@ def test_a_kill_at_every_point_of_every_checkpoint_write_resumes_bit_identically
         with monkeypatch.context() as m:
             calls = crash_at(m, k)
             try:
-                make_trainer(out, steps=10, val_every=5).fit()
+                make_trainer(out, steps=10, **schedule).fit()
             except Killed:
                 pass
             else:
                 break  # k is past the last filesystem step of the run
         seen.add(calls[-1])
-        resumed = make_trainer(out, steps=10, val_every=5)
+        resumed = make_trainer(out, steps=10, **schedule)
         log = resumed.fit(resume=(out / "last.json").exists())
         assert torch.equal(params(resumed.method), params(full.method)), f"kill at step {k} ({calls[-1]})"
         for name in ("best", "last"):
             method, info = load_checkpoint(out, name)
             assert info["state"]["step"] == 10 if name == "last" else True
-        assert [(r["step"], r["loss"]) for r in log] == [(r["step"], r["loss"]) for r in full_log]
+        assert [(r["step"], r.get("loss"), r.get("lr")) for r in log] == [(r["step"], r.get("loss"), r.get("lr")) for r in full_log]
         assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     assert seen == {"_write_tensors", "_write_text", "_replace", "_remove"} and k > 10
 

@@ -127,20 +127,23 @@ class FiniteFloat(click.ParamType):
 
 
 class Fraction(click.ParamType):
-    """A finite float in ``[low, high)`` (``high`` included with ``closed=True``)."""
+    """A finite float in ``[low, high)`` (``high`` included with ``closed=True``, ``low`` excluded
+    with ``open_low=True``)."""
 
     name = "fraction"
 
-    def __init__(self, low: float = 0.0, high: float = 1.0, closed: bool = False):
-        self.low, self.high, self.closed = low, high, closed
+    def __init__(self, low: float = 0.0, high: float = 1.0, closed: bool = False, open_low: bool = False):
+        self.low, self.high, self.closed, self.open_low = low, high, closed, open_low
 
     def convert(self, value, param, ctx):
         try:
             out = float(value)
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not a number", param, ctx)
-        if not (math.isfinite(out) and self.low <= out and (out <= self.high if self.closed else out < self.high)):
-            self.fail(f"{value!r} is not in [{self.low:g}, {self.high:g}{']' if self.closed else ')'}", param, ctx)
+        above = out > self.low if self.open_low else out >= self.low
+        if not (math.isfinite(out) and above and (out <= self.high if self.closed else out < self.high)):
+            self.fail(f"{value!r} is not in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}"
+                      f"{']' if self.closed else ')'}", param, ctx)
         return out
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..engine.config import SCHEDULES, TrainConfig  # no torch: --help stays quick
 from . import main
 from .common import FiniteFloat, Fraction, apply_threads, data_options, device_option, echo_json, load_dataset_arg, parse_params, threads_option
 from .pretrained import DEFAULT_TRAINABLE_BLOCKS, PRETRAINED_RESOLUTION
@@ -23,11 +24,16 @@ from .pretrained import DEFAULT_TRAINABLE_BLOCKS, PRETRAINED_RESOLUTION
 @click.option("--val-fraction", type=Fraction(0, 1), default=0.1, show_default=True, help="fraction of training classes held out for validation, at least 2 classes (0: none)")
 @click.option("--val-split", default=None, help="validate on this Omniglot split/alphabets instead, e.g. 'background:heldout'")
 @click.option("--backbone", default=None, help="conv4 | mlp | identity | relation_conv4 | siamese_mnist | efficientnet_lite0/1/2 (pretrained; default: chosen by the method for the data)")
+@click.option("--dropout", type=Fraction(0, 1), default=None, help="conv4 backbone: dropout with this probability after every block (default: none)")
 @click.option("--trainable-blocks", type=click.IntRange(min=0), default=None, help="pretrained backbones: fine-tune the last N of the 16 blocks and the head (default 4; the rest stay frozen)")
 @click.option("-p", "--param", "params", multiple=True, help="method option KEY=VALUE, repeatable (e.g. -p distance=cosine)")
 @click.option("--lr", type=FiniteFloat(), default=1e-3, show_default=True)
 @click.option("--optimizer", default="adam", show_default=True, type=click.Choice(["adam", "adamw", "sgd", "rmsprop"]))
-@click.option("--schedule", default="cosine", show_default=True, type=click.Choice(["cosine", "step", "constant"]))
+@click.option("--schedule", default="cosine", show_default=True, type=click.Choice(SCHEDULES),
+              help="learning rate: cosine to 0, step (halved at 50% and 75%), constant, or plateau (multiplied by "
+                   "--plateau-factor after more than --plateau-patience validations without a better accuracy; needs validation)")
+@click.option("--plateau-factor", type=Fraction(0, 1, open_low=True), default=None, help=f"--schedule plateau: multiply the learning rate by this  [default: {TrainConfig.plateau_factor}]")
+@click.option("--plateau-patience", type=click.IntRange(min=0), default=None, help=f"--schedule plateau: validations without improvement tolerated  [default: {TrainConfig.plateau_patience}]")
 @click.option("--tasks-per-step", type=click.IntRange(min=1), default=1, show_default=True, help="meta-batch: episodes per optimiser step")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="mini-batch size for pre-training methods")
 @click.option("--augment", type=click.Choice(["characters", "photos"]), default=None, help="augment the training batches (episodes or mini-batches) with this preset")
@@ -45,7 +51,7 @@ from .pretrained import DEFAULT_TRAINABLE_BLOCKS, PRETRAINED_RESOLUTION
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--json", "as_json", is_flag=True, help="print the final record as JSON")
 def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, skip_bad, way, shot, query, episodes,
-              within, rotations, val_fraction, val_split, backbone, trainable_blocks, params, lr, optimizer, schedule, tasks_per_step,
+              within, rotations, val_fraction, val_split, backbone, trainable_blocks, params, lr, optimizer, schedule, plateau_factor, plateau_patience, dropout, tasks_per_step,
               batch_size, augment, grad_clip, val_every, val_tasks, seed, device, threads, out_dir, resume, override, checkpoint_every, plots, quiet, as_json):
     """Train a method and write checkpoints (safetensors + JSON) and logs to --out.
 
@@ -56,13 +62,14 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
       fewshot train --method protonet --dataset omniglot --split background_small1 --way 20 --shot 1 \\
           --episodes 3000 --out runs/proto-minimal
       fewshot train ... --out runs/proto --resume        # after a crash
-      fewshot train --backbone efficientnet_lite0 --dataset folder:base_classes/ -p distance=cosine \
+      fewshot train --method matching --exclude-alphabets heldout --no-rotations --dropout 0.1 \\
+          --schedule plateau --plateau-factor 0.5 --plateau-patience 2 --val-every 200 --out runs/book
+      fewshot train --backbone efficientnet_lite0 --dataset folder:base_classes/ -p distance=cosine \\
           --way 5 --shot 1 --episodes 300 --lr 1e-4 --out runs/lite0-meta   # P>M>F's meta-training
     """
     apply_threads(threads)
     from ..data import with_rotations
     from ..engine.build import build_run
-    from ..engine.config import TrainConfig
     from ..engine.validation import holdout_classes
     from ..methods import canonical_name
 
@@ -77,11 +84,17 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
         spec = (backbone, {"trainable_blocks": DEFAULT_TRAINABLE_BLOCKS if trainable_blocks is None else trainable_blocks})
     elif trainable_blocks is not None:
         raise click.UsageError("--trainable-blocks applies to the pretrained backbones (efficientnet_lite0/1/2)")
+    if schedule != "plateau" and (plateau_factor is not None or plateau_patience is not None):
+        raise click.UsageError("--plateau-factor/--plateau-patience apply to --schedule plateau")
     data = load_dataset_arg(dataset, split, data_dir, image_size, alphabets, exclude_alphabets, skip_bad=skip_bad)
+    if dropout is not None:
+        spec = _with_dropout(method, spec, data.item_shape, dropout)
     cfg = TrainConfig(steps=episodes, way=way, shot=shot, query=query, within="group" if within else None,
                       tasks_per_step=tasks_per_step, batch_size=batch_size, augment=augment, optimizer=optimizer,
                       lr=lr, schedule=schedule, grad_clip=grad_clip, val_every=val_every, val_tasks=val_tasks,
-                      seed=seed, device=device, progress=not quiet, checkpoint_every=checkpoint_every)
+                      seed=seed, device=device, progress=not quiet, checkpoint_every=checkpoint_every,
+                      **{k: v for k, v in {"plateau_factor": plateau_factor, "plateau_patience": plateau_patience}.items()
+                         if v is not None})
     info = {**data.info, "dataset": dataset, "split": split}
     try:
         val = None
@@ -110,3 +123,20 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
         echo_json({"out": out_dir, **final})
     else:
         click.echo(f"trained {method} for {episodes} steps -> {out_dir}  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()))
+
+
+def _with_dropout(method: str, backbone: str | tuple[str, dict] | None, item_shape: tuple[int, ...],
+                  dropout: float) -> tuple[str, dict]:
+    """The backbone spec of the run (``--backbone``, or the method's default for the data) with
+    ``dropout``; only the conv4 backbone has it."""
+    from ..methods import method_class
+    from ..nn.backbones import backbone_spec_for
+
+    if isinstance(backbone, tuple):  # a pretrained backbone, already specified
+        spec = backbone
+    else:
+        spec = backbone_spec_for(backbone, item_shape) if backbone else method_class(method).default_backbone(item_shape)
+    if spec is None or spec[0] != "conv4":
+        raise click.UsageError(f"--dropout applies to the conv4 backbone, but this run's backbone is "
+                               f"{spec[0] if spec else 'none'}; drop --dropout or pass --backbone conv4")
+    return "conv4", {**spec[1], "dropout": dropout}

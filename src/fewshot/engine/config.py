@@ -12,7 +12,9 @@ class TrainConfig:
 
     ``steps`` optimiser steps; each step sees ``tasks_per_step`` episodes (episodic regime) or one
     mini-batch of ``batch_size`` items (batch regime). The learning rate follows ``schedule``
-    (``cosine`` to 0, ``step``: halved at 50% and 75%, or ``constant``) after ``warmup`` steps.
+    (``cosine`` to 0, ``step``: halved at 50% and 75%, ``constant``, or ``plateau``: multiplied by
+    ``plateau_factor`` after more than ``plateau_patience`` validations in a row without a better
+    validation accuracy, see :class:`Plateau`; it needs validation) after ``warmup`` steps.
     ``augment`` names a :class:`fewshot.data.augment.Augmenter` preset (``characters``, ``photos``)
     applied to the training batches of either regime (None: no augmentation). The ``last``
     checkpoint is written every ``checkpoint_every`` steps, or (None) every ``checkpoint_seconds``
@@ -31,6 +33,8 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     schedule: str = "cosine"
+    plateau_factor: float = 0.5
+    plateau_patience: int = 2  # in validations (every ``val_every`` steps): 6 of them in a default run
     warmup: int = 0
     grad_clip: float | None = None
     val_every: int = 500
@@ -48,15 +52,84 @@ class TrainConfig:
     progress: bool = True
 
 
+SCHEDULES = ("cosine", "step", "constant", "plateau")
+
+
 def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Multiplier of the base learning rate at ``step`` (a pure function: nothing to checkpoint)."""
+    """Multiplier of the base learning rate at ``step`` (a pure function: nothing to checkpoint).
+    With ``plateau`` the base learning rate is :attr:`Plateau.lr`, constant between validations."""
     if cfg.warmup and step < cfg.warmup:
         return (step + 1) / cfg.warmup
-    if cfg.schedule == "constant":
+    if cfg.schedule in ("constant", "plateau"):
         return 1.0
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
     if cfg.schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
     if cfg.schedule == "step":
         return 0.5 ** (int(progress >= 0.5) + int(progress >= 0.75))
-    raise ValueError(f"unknown schedule {cfg.schedule!r}; choose cosine, step or constant")
+    raise ValueError(f"unknown schedule {cfg.schedule!r}; choose {', '.join(SCHEDULES)}")
+
+
+@dataclass
+class Plateau:
+    """PyTorch's ``ReduceLROnPlateau`` on the validation accuracy (``mode="max"``, relative
+    threshold ``1e-4``, no cooldown, no minimum): :meth:`step` after every validation; when the
+    accuracy has not beaten ``best * (1 + threshold)`` for more than ``patience`` validations in a
+    row, ``lr`` (starting at ``base_lr``) is multiplied by ``factor``, unless that changes it by
+    less than ``eps``.
+
+    Its state (:meth:`state`: plain floats and ints) goes into the ``last`` checkpoint's JSON, so
+    a resumed run continues the same schedule.
+    """
+
+    base_lr: float
+    factor: float = 0.5
+    patience: int = 2
+    lr: float | None = None  # the current rate (None: base_lr)
+    best: float | None = None  # None: no validation yet (PyTorch's -inf)
+    bad: int = 0  # validations since the last improvement
+    threshold: float = 1e-4
+    eps: float = 1e-8
+
+    def __post_init__(self):
+        if not (0.0 < self.factor < 1.0):
+            raise ValueError(f"the plateau factor must lie strictly between 0 and 1 (it multiplies the learning rate); "
+                             f"got {self.factor}")
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 0:
+            raise ValueError(f"the plateau patience is a number of validations >= 0; got {self.patience!r}")
+        if self.lr is None:
+            self.lr = self.base_lr
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, state: dict | None = None) -> Plateau:
+        """The schedule of ``cfg``: fresh at ``cfg.lr``, or continuing a checkpoint's ``state``
+        (resumed with another ``--lr``: the same reductions of the new rate)."""
+        if not state:
+            return cls(cfg.lr, cfg.plateau_factor, cfg.plateau_patience)
+        try:
+            lr = float(state["lr"])
+            if float(state["base_lr"]) != cfg.lr:
+                lr = cfg.lr * (lr / float(state["base_lr"]))
+            best = None if state["best"] is None else float(state["best"])
+            bad = int(state["bad"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"the checkpoint's plateau state {state!r} is damaged ({exc!r}); was last.json edited? "
+                             "Restore it, or retrain into a new --out") from exc
+        return cls(cfg.lr, cfg.plateau_factor, cfg.plateau_patience, lr, best, bad)
+
+    def state(self) -> dict:
+        return {"base_lr": self.base_lr, "lr": self.lr, "best": self.best, "bad": self.bad}
+
+    def step(self, accuracy: float) -> float:
+        """Record one validation accuracy; return the learning rate from now on."""
+        accuracy = float(accuracy)
+        if self.best is None or accuracy > self.best * (1.0 + self.threshold):
+            self.best, self.bad = accuracy, 0
+        else:
+            self.bad += 1
+        if self.bad > self.patience:
+            lower = self.lr * self.factor
+            if self.lr - lower > self.eps:
+                self.lr = lower
+            self.bad = 0
+        return self.lr

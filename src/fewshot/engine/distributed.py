@@ -57,6 +57,14 @@ class Distributed:
             for t in [*module.parameters(), *module.buffers()]:
                 dist.broadcast(t.data, 0)
 
+    def broadcast_float(self, value: float, device: str | torch.device = "cpu") -> float:
+        """Process 0's ``value`` on every process (``device``: where NCCL wants the tensor)."""
+        if not self.active:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=device)
+        dist.broadcast(t, 0)
+        return float(t.item())
+
     def average(self, params: Sequence[nn.Parameter], out: StepOutput) -> StepOutput:
         """Average the gradients of ``params`` and the step's loss and accuracy over the processes, in
         one all-reduce (a parameter keeps ``grad=None`` only if no process gave it a gradient)."""

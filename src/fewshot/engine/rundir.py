@@ -73,21 +73,27 @@ class RunDir:
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, tag: str, method: FewShotMethod, cfg: TrainConfig, step: int, best: float,
-             optimizer: torch.optim.Optimizer | None = None, window: list | None = None) -> None:
+             optimizer: torch.optim.Optimizer | None = None, window: list | None = None,
+             schedule: dict | None = None) -> None:
         """Checkpoint ``tag``; ``window``: the (loss, accuracy) of the steps since the last log line,
-        so a resumed run logs exactly what an uninterrupted one would."""
+        so a resumed run logs exactly what an uninterrupted one would; ``schedule``: the state of a
+        learning-rate schedule that has one (:meth:`fewshot.engine.config.Plateau.state`)."""
         spec = {**method_spec(method, self.backbone), "train_config": asdict(cfg), "data": self.data,
                 "validation": self.validation}
         state = {"step": step, "best_val": best, "window": list(window or []), "overrides": self.overrides}
+        if schedule is not None:
+            state["schedule"] = schedule
         save_checkpoint(self.path, tag, method, spec, state, optimizer)
 
     #: settings that do not change what a run computes: free to differ on resume
     FREE_SETTINGS = frozenset({"device", "progress", "checkpoint_every", "checkpoint_seconds"})
 
     def start(self, resume: bool, method: FewShotMethod, cfg: TrainConfig,
-              optimizer: torch.optim.Optimizer | None, override: bool = False) -> tuple[int, float, list[dict], list]:
-        """``(step, best validation accuracy, log records, loss window)`` to start from: a fresh run,
-        or with ``resume`` the ``last`` checkpoint (weights, optimiser and RNG state restored).
+              optimizer: torch.optim.Optimizer | None, override: bool = False
+              ) -> tuple[int, float, list[dict], list, dict | None]:
+        """``(step, best validation accuracy, log records, loss window, schedule state)`` to start
+        from: a fresh run, or with ``resume`` the ``last`` checkpoint (weights, optimiser and RNG
+        state restored).
 
         Resuming refuses settings that differ from the run's (training configuration, data,
         validation; the method, its options and backbone can never change), unless ``override``:
@@ -101,7 +107,7 @@ class RunDir:
                                         "drop --resume to start the run")
             self.path.mkdir(parents=True, exist_ok=True)
             self.write_log([])
-            return 0, -1.0, [], []
+            return 0, -1.0, [], [], None
         if not resume:
             raise FileExistsError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
         saved = read_checkpoint_info(self.path, "last")
@@ -111,7 +117,10 @@ class RunDir:
             raise ValueError(f"{self.path} was trained with {_describe(fixed)}; the method and backbone of a run cannot "
                              "change: resume with the run's own, or train into a new --out")
         new = {f"train_config.{k}": v for k, v in asdict(cfg).items() if k not in self.FREE_SETTINGS}
-        old = {f"train_config.{k}": v for k, v in (saved.get("train_config") or {}).items() if k not in self.FREE_SETTINGS}
+        saved_cfg = saved.get("train_config") or {}
+        if isinstance(saved_cfg, dict) and saved_cfg:  # settings added since the run was saved: their defaults
+            saved_cfg = {**asdict(TrainConfig()), **saved_cfg}
+        old = {f"train_config.{k}": v for k, v in saved_cfg.items() if k not in self.FREE_SETTINGS}
         new.update(data=self.data, validation=self.validation)
         old.update(data=saved.get("data"), validation=saved.get("validation"))
         if isinstance(old["data"], dict) and "pixel_mean" not in old["data"]:  # runs of earlier versions
@@ -134,7 +143,8 @@ class RunDir:
             self.overrides.append({"step": state["step"], "changes": {k: list(v) for k, v in changes.items()}})
         records = self.read_log(upto=state["step"])
         self.write_log(records)  # drop lines logged after the checkpoint
-        return state["step"], state.get("best_val", -1.0), records, [tuple(w) for w in state.get("window", [])]
+        return (state["step"], state.get("best_val", -1.0), records, [tuple(w) for w in state.get("window", [])],
+                state.get("schedule"))
 
     # ------------------------------------------------------------------ metrics
     def read_log(self, upto: int) -> list[dict]:

@@ -17,7 +17,7 @@ from ..tasks.episodes import TaskSet
 from ..utils import seed_everything
 from .batches import BatchSource
 from .checkpoint import check_finite_state, restore_training
-from .config import TrainConfig, lr_factor
+from .config import Plateau, TrainConfig, lr_factor
 from .distributed import Distributed
 from .evaluate import evaluate
 from .rundir import RunDir
@@ -49,7 +49,8 @@ class Trainer:
     ``val_tasks`` of ``val_data`` every ``cfg.val_every`` steps, keep ``best``/``last`` in ``run``.
 
     A method with no trainable parameters (kNN on raw inputs...) is a zero-step run: the same loop
-    validates once and saves both checkpoints.
+    validates once and saves both checkpoints. The ``plateau`` schedule steps a :class:`Plateau`
+    after every validation, so it needs validation.
     """
 
     def __init__(self, method: FewShotMethod, batches: BatchSource, cfg: TrainConfig, run: RunDir,
@@ -57,6 +58,10 @@ class Trainer:
                  dist: Distributed = Distributed()):
         if (val_data is None) != (val_tasks is None):
             raise ValueError("pass both val_data and val_tasks (or neither)")
+        if cfg.schedule == "plateau" and val_tasks is None:
+            raise ValueError("the plateau schedule lowers the learning rate when the validation accuracy stops improving, "
+                             "but this run has no validation: hold out validation classes (--val-fraction > 0 or "
+                             "--val-split) with --val-tasks > 0, or choose another --schedule")
         self.method, self.batches, self.cfg, self.run = method, batches, cfg, run
         self.val_data, self.val_tasks = val_data, val_tasks
         self.device = batches.device
@@ -81,7 +86,8 @@ class Trainer:
         trainable = [p for p in method.parameters() if p.requires_grad]
         steps = cfg.steps if trainable else 0
         optimizer = build_optimizer(trainable, cfg) if trainable else None
-        start, self.best, records, window = self._start(resume, optimizer, override)
+        start, self.best, records, window, schedule_state = self._start(resume, optimizer, override)
+        self.plateau = Plateau.from_config(cfg, schedule_state) if cfg.schedule == "plateau" else None
         method.train()
         main = self.dist.is_main
         bar = tqdm(range(start, steps), initial=start, total=steps, disable=not cfg.progress or steps == 0 or not main,
@@ -89,9 +95,9 @@ class Trainer:
         self._saved_at = time.monotonic()
         t0, n_items = time.perf_counter(), 0
         for step in bar:
-            factor = lr_factor(step, cfg)
+            lr = (cfg.lr if self.plateau is None else self.plateau.lr) * lr_factor(step, cfg)
             for g in optimizer.param_groups:
-                g["lr"] = cfg.lr * factor
+                g["lr"] = lr
             batch = self.batches(step)
             n_items += self.batches.items(batch) * self.dist.world_size
             optimizer.zero_grad(set_to_none=True)
@@ -104,12 +110,14 @@ class Trainer:
             record = None
             if done % cfg.log_every == 0 or done == steps:
                 loss, acc = _window_means(window)  # the only host synchronisation of the logging
-                record = {"step": done, "loss": loss, "accuracy": acc, "lr": cfg.lr * factor,
+                record = {"step": done, "loss": loss, "accuracy": acc, "lr": lr,
                           "items_per_s": n_items / max(time.perf_counter() - t0, 1e-9)}
                 window = []
                 bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}", refresh=False)
             if main:
                 records += self._end_of_step(done, steps, record, optimizer, window)
+            if self.plateau is not None and self._validates(done, steps):  # process 0 validated: its rate for all
+                self.plateau.lr = self.dist.broadcast_float(self.plateau.lr, self.device)
         bar.close()
         if main and steps == 0 and not records:  # nothing to train, fresh run: validate and save the method once
             records += self._end_of_step(0, 0, {"step": 0}, None)
@@ -119,7 +127,7 @@ class Trainer:
         return records
 
     def _start(self, resume: bool, optimizer: torch.optim.Optimizer | None,
-               override: bool) -> tuple[int, float, list[dict], list]:
+               override: bool) -> tuple[int, float, list[dict], list, dict | None]:
         """``run.start`` in process 0; the other processes restore the same checkpoint (or start fresh)
         and then take process 0's weights."""
         if not self.dist.active:
@@ -129,9 +137,10 @@ class Trainer:
         if self.dist.is_main:
             state = self.run.start(resume, self.method, self.cfg, optimizer, override)
         elif resume and had_run:
-            state = (restore_training(self.run.path, "last", self.method, optimizer)["step"], -1.0, [], [])
+            saved = restore_training(self.run.path, "last", self.method, optimizer)
+            state = (saved["step"], -1.0, [], [], saved.get("schedule"))
         else:
-            state = (0, -1.0, [], [])
+            state = (0, -1.0, [], [], None)
         self.dist.barrier()
         self.dist.broadcast(self.method)
         return state
@@ -140,7 +149,7 @@ class Trainer:
                      optimizer: torch.optim.Optimizer | None, window: list | None = None) -> list[dict]:
         """Validate, log and checkpoint after step ``done`` as the config asks; the new log records."""
         cfg = self.cfg
-        validate = self.val_tasks is not None and (done % cfg.val_every == 0 or done == steps)
+        validate = self._validates(done, steps)
         due = done == steps or (done % cfg.checkpoint_every == 0 if cfg.checkpoint_every else
                                 time.monotonic() - self._saved_at >= cfg.checkpoint_seconds)
         if validate or due:
@@ -150,6 +159,8 @@ class Trainer:
                            channels_last=cfg.channels_last)
             record = record or {"step": done}
             record.update(val_accuracy=res.accuracy, val_ci95=res.ci95)
+            if self.plateau is not None:
+                self.plateau.step(res.accuracy)
             if res.accuracy > self.best:
                 self.best = res.accuracy
                 self.run.save("best", self.method, cfg, done, self.best)
@@ -157,6 +168,11 @@ class Trainer:
             self.run.append_log(record)
         if due:
             self.run.save("last", self.method, cfg, done, self.best, optimizer,
-                          None if window is None else [(float(l), float(a)) for l, a in window])
+                          None if window is None else [(float(l), float(a)) for l, a in window],
+                          None if self.plateau is None else self.plateau.state())
             self._saved_at = time.monotonic()
         return [record] if record is not None else []
+
+    def _validates(self, done: int, steps: int) -> bool:
+        """Whether the run validates after step ``done`` (of ``steps``)."""
+        return self.val_tasks is not None and (done % self.cfg.val_every == 0 or done == steps)
