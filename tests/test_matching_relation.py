@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fewshot.nn.backbones import MLP, Conv4, Identity
 from fewshot.tasks.episodes import Episode, EpisodeSampler
@@ -104,16 +105,17 @@ def test_relation_class_maps_sum_the_shots_and_scores_have_shape():
     torch.testing.assert_close(perm, m.fit(sx, sy).scores(sx[:2]))
 
 
-def test_relation_mse_loss_targets_one_hot():
+def test_relation_objectives_cross_entropy_by_default_and_mse_to_one_hot():
     torch.manual_seed(0)
-    m = RelationNet(MLP(4, (8,)))
-    m.setup(type("D", (), {"item_shape": (4,)})())
     ep = _episode(torch.randn(3, 4), torch.tensor([0, 1, 2]), torch.randn(2, 4), torch.tensor([2, 0]))
+    m = RelationNet(MLP(4, (8,)), feature_dim=8)
     out = m.loss(ep)
+    assert out.loss.item() == pytest.approx(F.cross_entropy(out.scores, ep.query_y).item(), rel=1e-6)
+    m_mse = RelationNet(MLP(4, (8,)), objective="mse")
+    m_mse.setup(type("D", (), {"item_shape": (4,)})())
+    out = m_mse.loss(ep)
     target = torch.tensor([[0.0, 0, 1], [1, 0, 0]])
     assert out.loss.item() == pytest.approx(((torch.sigmoid(out.scores) - target) ** 2).mean().item(), rel=1e-6)
-    m_ce = RelationNet(MLP(4, (8,)), objective="ce", feature_dim=8)
-    assert m_ce.loss(ep).loss.item() > 0
     with pytest.raises(ValueError, match="objective"):
         RelationNet(objective="hinge")
 
