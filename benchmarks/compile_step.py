@@ -1,11 +1,13 @@
-"""Helper of benchmarks/throughput.py: the Conv4 ProtoNet training step (20-way 1-shot 5-query
-Omniglot 28×28, channels_last, Adam) or the evaluation embedding (eval mode, chunks of 256 images,
-as cached evaluation embeds), eager or through ``torch.compile`` (inductor), in a fresh process.
+"""Helper of benchmarks/throughput.py: eager against ``torch.compile`` (inductor) in one fresh
+process, on the Conv4 ProtoNet training step (20-way 1-shot 5-query Omniglot 28×28, channels_last,
+Adam) or the evaluation embedding (eval mode, a chunk of 256 images, as cached evaluation embeds).
 
-    python benchmarks/compile_step.py train|eval eager|default|max-autotune-no-cudagraphs STEPS THREADS [PRECISION]
+    python benchmarks/compile_step.py train|eval default|max-autotune-no-cudagraphs STEPS THREADS [PRECISION]
 
-Prints one JSON line: ``first_s`` (the first call: compilation included), ``step_s`` (median of
-``STEPS`` calls after two more warm-up calls), ``cpu_s`` (from the first call on, this process and
+The two models (same initial weights) take turns call by call, so load on a shared machine hits
+both alike. Prints one JSON line: ``eager_first_s`` and ``compiled_first_s`` (the first call;
+compilation included), the median wall and process-CPU seconds per call over ``STEPS`` turns after
+two warm-up calls (``*_s`` and ``*_cpu_s``), and ``cpu_s`` (the whole measurement, this process and
 its finished children: the C++ compiler with ``TORCHINDUCTOR_COMPILE_THREADS=1``). Run it with an
 empty ``TORCHINDUCTOR_CACHE_DIR`` to time a cold compilation (what a user's first run pays).
 """
@@ -38,13 +40,22 @@ def main() -> None:
     from fewshot.methods import ProtoNet
     from fewshot.nn.backbones import Conv4
 
-    torch.manual_seed(0)
-    method = ProtoNet(Conv4()).to(memory_format=torch.channels_last)
-    if mode != "eager":  # what TrainConfig(compile=True) does, with a choice of mode
-        method.backbone.compile(mode=None if mode == "default" else mode, dynamic=False)
     data = load_omniglot("background", exclude_alphabets=["heldout"], rotations=True)
-    if what == "train":
-        batches = EpisodeBatches(data, TrainConfig(way=20, shot=1, query=5, seed=0))
+    batches = EpisodeBatches(data, TrainConfig(way=20, shot=1, query=5, seed=0))
+    x = data.items(torch.arange(256)).contiguous(memory_format=torch.channels_last)
+
+    def make(compiled: bool):
+        torch.manual_seed(0)
+        method = ProtoNet(Conv4()).to(memory_format=torch.channels_last)
+        if compiled:  # what TrainConfig(compile=True) does, with a choice of mode
+            method.backbone.compile(mode=None if mode == "default" else mode, dynamic=False)
+        if what == "eval":
+            method.eval()
+
+            def embed(i: int) -> None:
+                with torch.inference_mode():
+                    method.embed(x)
+            return embed
         opt = torch.optim.Adam(method.parameters(), lr=1e-3)
         low_precision = BackboneAutocast(method.backbone, precision)
         method.train()
@@ -55,24 +66,29 @@ def main() -> None:
             with low_precision:
                 method.training_step(batch)
             opt.step()
-    elif what == "eval":
-        x = data.items(torch.arange(256)).contiguous(memory_format=torch.channels_last)
-        method.eval()
+        return call
 
-        def call(i: int) -> None:
-            with torch.inference_mode():
-                method.embed(x)
-    else:
+    if what not in ("train", "eval"):
         raise SystemExit(f"unknown {what!r}: train or eval")
-    c0, t0 = cpu_seconds(), time.perf_counter()
-    call(0)
-    first = time.perf_counter() - t0
-    times = []
-    for i in range(1, steps + 3):
+    calls = {"eager": make(False), "compiled": make(True)}
+    c0, res = cpu_seconds(), {}
+    for name, call in calls.items():
         t = time.perf_counter()
-        call(i)
-        times.append(time.perf_counter() - t)
-    print(json.dumps({"first_s": first, "step_s": statistics.median(times[2:]), "cpu_s": cpu_seconds() - c0}))
+        call(0)
+        res[f"{name}_first_s"] = time.perf_counter() - t
+    wall: dict[str, list[float]] = {n: [] for n in calls}
+    cpu: dict[str, list[float]] = {n: [] for n in calls}
+    for i in range(1, steps + 3):
+        for name, call in calls.items():
+            t, c = time.perf_counter(), time.process_time()
+            call(i)
+            wall[name].append(time.perf_counter() - t)
+            cpu[name].append(time.process_time() - c)
+    for name in calls:
+        res[f"{name}_s"] = statistics.median(wall[name][2:])
+        res[f"{name}_cpu_s"] = statistics.median(cpu[name][2:])
+    res["cpu_s"] = cpu_seconds() - c0
+    print(json.dumps(res))
 
 
 if __name__ == "__main__":

@@ -127,22 +127,24 @@ def training(data, steps: int, rounds: int) -> list[str]:
 
 
 def compiled(steps: int, modes: list[str], run_steps: int = 3000) -> list[str]:
-    """Eager against torch.compile, each in a fresh process with an empty inductor cache (a cold compile)."""
+    """Eager against torch.compile, taking turns in a fresh process with an empty inductor cache (a cold compile)."""
     child = HERE / "compile_step.py"
     lines = ["## torch.compile (inductor, CPU, 1 thread): Conv4 ProtoNet training step and evaluation embedding", "",
-             "Each setting in a fresh process with an empty `TORCHINDUCTOR_CACHE_DIR` (a user's first run: cold "
-             "compilation, one compile thread). First call: compilation included; step: median of "
-             f"{steps} calls after two warm-up calls; CPU s: from the first call on, the C++ compiler included. "
+             "Per setting, one fresh process with an empty `TORCHINDUCTOR_CACHE_DIR` (a user's first run: cold "
+             "compilation, one compile thread) holds an eager and a compiled model (same weights) that take turns "
+             f"call by call; per call: median of {steps} turns after two warm-up calls, in process CPU time (robust "
+             "to other jobs) and wall time. Compile s: the compiled model's first call minus the eager one's. "
              "Training: one 20-way 1-shot 5-query episode (120 images) + Adam; evaluation: 256 images in eval mode "
-             "(a chunk of cached evaluation). Break-even: calls after which compiling has paid for itself; "
-             f"images/s over a {run_steps}-step run (the CLI's default `--episodes`): first call + "
-             f"{run_steps - 1} steps.", "",
-             "| what | mode | precision | first call s | ms/call | vs eager | break-even calls | "
-             f"images/s over {run_steps} calls | CPU s |", "|---|---|---|---|---|---|---|---|---|"]
+             "(a chunk of cached evaluation). Break-even: calls after which compiling has paid for itself (CPU "
+             f"time); images/s over a {run_steps}-call run (the CLI's default `--episodes`): first call (wall) + "
+             f"{run_steps - 1} × the CPU time per call. "
+             "CPU s: the whole measurement, the C++ compiler included.", "",
+             "| what | mode | precision | compile s | eager ms/call CPU (wall) | compiled ms/call CPU (wall) | "
+             f"speed-up CPU (wall) | break-even calls | images/s over {run_steps} calls eager → compiled | CPU s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for what, images, precisions in (("train", 120, ("float32", "bfloat16")), ("eval", 256, ("float32",))):
         for precision in precisions:
-            eager = None
-            for mode in ["eager", *modes]:
+            for mode in modes:
                 with tempfile.TemporaryDirectory() as cache:
                     try:
                         out = run_python([str(child), what, mode, str(steps), "1", precision],
@@ -152,12 +154,15 @@ def compiled(steps: int, modes: list[str], run_steps: int = 3000) -> list[str]:
                         lines.append(f"| {what} | {mode} | {precision} | failed: {exc.stderr.strip().splitlines()[-1][:200]} |")
                         continue
                 r = json.loads(out.strip().splitlines()[-1])
-                eager = eager or r
-                gain = eager["step_s"] - r["step_s"]
-                even = "—" if mode == "eager" else (f"{(r['first_s'] - eager['first_s']) / gain:.0f}" if gain > 0 else "never")
-                total = r["first_s"] + (run_steps - 1) * r["step_s"]
-                lines.append(f"| {what} | {mode} | {precision} | {r['first_s']:.1f} | {1000 * r['step_s']:.1f} | "
-                             f"{eager['step_s'] / r['step_s']:.2f}× | {even} | {run_steps * images / total:.0f} | {r['cpu_s']:.0f} |")
+                compile_s = r["compiled_first_s"] - r["eager_first_s"]
+                gain = r["eager_cpu_s"] - r["compiled_cpu_s"]
+                even = f"{compile_s / gain:.0f}" if gain > 0 else "never"
+                total = {n: r[f"{n}_first_s"] + (run_steps - 1) * r[f"{n}_cpu_s"] for n in ("eager", "compiled")}
+                lines.append(f"| {what} | {mode} | {precision} | {compile_s:.1f} | {1000 * r['eager_cpu_s']:.1f} "
+                             f"({1000 * r['eager_s']:.1f}) | {1000 * r['compiled_cpu_s']:.1f} ({1000 * r['compiled_s']:.1f}) | "
+                             f"{r['eager_cpu_s'] / r['compiled_cpu_s']:.2f}× ({r['eager_s'] / r['compiled_s']:.2f}×) | {even} | "
+                             f"{run_steps * images / total['eager']:.0f} → {run_steps * images / total['compiled']:.0f} | "
+                             f"{r['cpu_s']:.0f} |")
                 print(lines[-1], flush=True)
     return lines
 
