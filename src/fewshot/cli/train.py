@@ -39,7 +39,7 @@ from .pretrained import DEFAULT_TRAINABLE_BLOCKS, PRETRAINED_RESOLUTION
 @click.option("--augment", type=click.Choice(["characters", "photos"]), default=None, help="augment the training batches (episodes or mini-batches) with this preset")
 @click.option("--grad-clip", type=FiniteFloat(), default=None, help="clip the gradient norm to this value")
 @click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
-              help="bfloat16: the backbone's forward under autocast while training (~1.6-1.8x faster Conv4 steps on CPUs with AVX-512 BF16; weights, heads and losses stay float32)")
+              help="bfloat16: the backbone's forward under autocast while training (~1.5-1.9x faster Conv4 steps on CPUs with AVX-512 BF16; weights, heads and losses stay float32)")
 @click.option("--val-every", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option("--val-tasks", type=click.IntRange(min=0), default=200, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
