@@ -128,3 +128,15 @@ def test_train_on_digits_validates_on_two_way_tasks(tmp_path):
     assert [r["step"] for r in vals] == [2, 4]
     assert all(r["val_accuracy"] < 1.0 and r["val_ci95"] > 0 for r in vals)
 
+
+
+def test_train_precision_bfloat16_is_recorded_and_resumes(tmp_path):
+    out = tmp_path / "bf16"
+    base = ["train", "--method", "protonet", "--dataset", "digits", "--way", "5", "--shot", "1", "--query", "3",
+            "--val-tasks", "0", "--out", str(out), "--quiet", "--no-plots", "--device", "cpu", "--precision", "bfloat16"]
+    invoke(base + ["--episodes", "2"])
+    assert json.loads((out / "last.json").read_text())["train_config"]["precision"] == "bfloat16"
+    res = invoke(base[:-1] + ["float32", "--episodes", "2", "--resume"], code=1)
+    assert "train_config.precision" in res.output  # a changed precision needs --override
+    invoke(base + ["--episodes", "4", "--resume", "--override"])
+    assert json.loads((out / "last.json").read_text())["state"]["step"] == 4

@@ -11,6 +11,7 @@ from fewshot.engine.batches import EpisodeBatches, MiniBatches
 from fewshot.engine.build import build_run
 from fewshot.engine.checkpoint import load_checkpoint
 from fewshot.engine.evaluate import evaluate
+from fewshot.engine.precision import BackboneAutocast
 from fewshot.engine.trainer import TrainConfig, lr_factor
 from fewshot.engine.validation import holdout_classes, validation_tasks
 from fewshot.methods import ProtoNet
@@ -59,10 +60,11 @@ def test_same_seed_same_weights(tmp_path):
     assert torch.equal(params(a.method), params(b.method))
 
 
-def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tmp_path):
-    full = make_trainer(tmp_path / "full", steps=20)
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tmp_path, precision):
+    full = make_trainer(tmp_path / "full", steps=20, precision=precision)
     full.fit()
-    crashed = make_trainer(tmp_path / "crash", steps=20)
+    crashed = make_trainer(tmp_path / "crash", steps=20, precision=precision)
     real_step, calls = crashed.method.training_step, []
 
     def dies_at_step_13(batch):
@@ -75,11 +77,36 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         crashed.fit()
     assert json.loads((tmp_path / "crash" / "last.json").read_text())["state"]["step"] == 10
-    resumed = make_trainer(tmp_path / "crash", steps=20)
+    resumed = make_trainer(tmp_path / "crash", steps=20, precision=precision)
     resumed.fit(resume=True)
     assert torch.allclose(params(resumed.method), params(full.method), atol=1e-6)
     steps = [json.loads(line)["step"] for line in (tmp_path / "crash" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == 20  # no duplicated log lines after resume
+
+
+def test_bfloat16_runs_the_backbone_in_bfloat16_and_leaves_it_unchanged():
+    torch.manual_seed(0)
+    backbone = build_backbone("conv4")
+    x = torch.rand(6, 1, 28, 28)
+    keys, ref = list(backbone.state_dict()), backbone(x)
+    with BackboneAutocast(backbone, "bfloat16"):
+        low = backbone(x)
+    assert low.dtype == torch.float32 and not torch.equal(low, ref)  # computed in bfloat16, returned as float32
+    assert torch.allclose(low, ref, atol=0.1)
+    assert torch.equal(backbone(x), ref) and "forward" not in vars(backbone)  # float32 again after the block
+    assert list(backbone.state_dict()) == keys
+
+
+def test_bfloat16_training_changes_only_the_arithmetic(tmp_path):
+    runs = {p: make_trainer(tmp_path / p, steps=5, val_tasks=0, precision=p) for p in ("float32", "bfloat16")}
+    for t in runs.values():
+        t.fit()
+    a, b = (runs[p].method.state_dict() for p in ("float32", "bfloat16"))
+    assert list(a) == list(b) and all(v.dtype == a[k].dtype for k, v in b.items())
+    assert not torch.equal(params(runs["float32"].method), params(runs["bfloat16"].method))
+    assert torch.allclose(params(runs["float32"].method), params(runs["bfloat16"].method), atol=0.05)
+    with pytest.raises(ValueError, match="precision"):
+        make_trainer(tmp_path / "bad", steps=1, precision="float16").fit()
 
 
 def test_refuses_to_overwrite_a_run_without_resume(tmp_path):

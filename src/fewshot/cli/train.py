@@ -38,6 +38,8 @@ from .pretrained import DEFAULT_TRAINABLE_BLOCKS, PRETRAINED_RESOLUTION
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="mini-batch size for pre-training methods")
 @click.option("--augment", type=click.Choice(["characters", "photos"]), default=None, help="augment the training batches (episodes or mini-batches) with this preset")
 @click.option("--grad-clip", type=FiniteFloat(), default=None, help="clip the gradient norm to this value")
+@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
+              help="bfloat16: the backbone's forward under autocast while training (~1.5-1.9x faster Conv4 steps on CPUs with AVX-512 BF16; weights, heads and losses stay float32)")
 @click.option("--val-every", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option("--val-tasks", type=click.IntRange(min=0), default=200, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -52,7 +54,7 @@ from .pretrained import DEFAULT_TRAINABLE_BLOCKS, PRETRAINED_RESOLUTION
 @click.option("--json", "as_json", is_flag=True, help="print the final record as JSON")
 def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, skip_bad, way, shot, query, episodes,
               within, rotations, val_fraction, val_split, backbone, trainable_blocks, params, lr, optimizer, schedule, plateau_factor, plateau_patience, dropout, tasks_per_step,
-              batch_size, augment, grad_clip, val_every, val_tasks, seed, device, threads, out_dir, resume, override, checkpoint_every, plots, quiet, as_json):
+              batch_size, augment, grad_clip, precision, val_every, val_tasks, seed, device, threads, out_dir, resume, override, checkpoint_every, plots, quiet, as_json):
     """Train a method and write checkpoints (safetensors + JSON) and logs to --out.
 
     \b
@@ -91,7 +93,7 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
         spec = _with_dropout(method, spec, data.item_shape, dropout)
     cfg = TrainConfig(steps=episodes, way=way, shot=shot, query=query, within="group" if within else None,
                       tasks_per_step=tasks_per_step, batch_size=batch_size, augment=augment, optimizer=optimizer,
-                      lr=lr, schedule=schedule, grad_clip=grad_clip, val_every=val_every, val_tasks=val_tasks,
+                      lr=lr, schedule=schedule, grad_clip=grad_clip, precision=precision, val_every=val_every, val_tasks=val_tasks,
                       seed=seed, device=device, progress=not quiet, checkpoint_every=checkpoint_every,
                       **{k: v for k, v in {"plateau_factor": plateau_factor, "plateau_patience": plateau_patience}.items()
                          if v is not None})

@@ -49,6 +49,7 @@ class TrainConfig:
     device: str = "auto"
     channels_last: bool = True  # NHWC convolutions: ~1.7x faster for Conv4 on CPU here
     compile: bool = False  # torch.compile the backbone (see benchmarks/results/throughput.md for when it pays)
+    precision: str = "float32"  # "bfloat16": the backbone's forward under autocast (see engine/precision.py)
     progress: bool = True
 
 

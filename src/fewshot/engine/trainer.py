@@ -20,6 +20,7 @@ from .checkpoint import check_finite_state, restore_training
 from .config import Plateau, TrainConfig, lr_factor
 from .distributed import Distributed
 from .evaluate import evaluate
+from .precision import BackboneAutocast, autocast_dtype
 from .rundir import RunDir
 
 __all__ = ["Trainer", "TrainConfig", "build_optimizer", "lr_factor"]
@@ -85,6 +86,10 @@ class Trainer:
             method.backbone.compile()  # in place: parameter names (and checkpoints) unchanged
         trainable = [p for p in method.parameters() if p.requires_grad]
         steps = cfg.steps if trainable else 0
+        if autocast_dtype(cfg.precision) is not None and method.backbone is None and steps:
+            raise ValueError(f"precision={cfg.precision!r} applies to a backbone; {method.name} has none here "
+                             "(train in float32)")
+        low_precision = BackboneAutocast(method.backbone, cfg.precision)
         optimizer = build_optimizer(trainable, cfg) if trainable else None
         start, self.best, records, window, schedule_state = self._start(resume, optimizer, override)
         self.plateau = Plateau.from_config(cfg, schedule_state) if cfg.schedule == "plateau" else None
@@ -101,7 +106,9 @@ class Trainer:
             batch = self.batches(step)
             n_items += self.batches.items(batch) * self.dist.world_size
             optimizer.zero_grad(set_to_none=True)
-            out = self.dist.average(trainable, method.training_step(batch))
+            with low_precision:  # validation stays float32
+                out = method.training_step(batch)
+            out = self.dist.average(trainable, out)
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
             optimizer.step()
