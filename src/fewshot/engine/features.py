@@ -2,8 +2,9 @@
 
 ``ImageEmbedder("efficientnet_lite0").embed_files(paths)`` -> ``[N, 1280]`` features, batched,
 channels-last, in inference mode, with BatchNorm folded into the convolutions (same features to
-float rounding, about 1.5x faster on CPU); ``precision="bfloat16"`` runs under CPU bf16 autocast
-(about 3x faster again on CPUs with AVX512-BF16, features within about 1e-2). Features of files are cached as safetensors under
+float rounding, about 1.5x faster on CPU) and, on CPUs with native bfloat16 instructions, under bf16
+autocast (about 2x faster again; features within about 1e-2, the same accuracy on MPEG-7:
+benchmarks/results/photos.md). Features of files are cached as safetensors under
 ``<cache_dir>/features/<model key>/`` keyed by the SHA-256 of the file's bytes, so a second run
 over the same photos neither decodes nor runs the network.
 """
@@ -36,8 +37,20 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, 
 }
 
 #: Compute precisions of the network: float32, or bfloat16 autocast (much faster on CPUs with bf16
-#: instructions; features differ from float32 by about 1e-2 relative).
-PRECISIONS = ("float32", "bfloat16")
+#: instructions; features differ from float32 by about 1e-2 relative); ``auto``: bfloat16 where
+#: the CPU has native bf16 instructions (:func:`cpu_has_native_bf16`), float32 elsewhere.
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU lists AVX512-BF16 or AMX-BF16 (Linux ``/proc/cpuinfo``; False elsewhere).
+
+    Without them bf16 autocast on CPU is emulated and slower than float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 #: Bump when preprocessing changes, so stale cached features are never reused.
 _CACHE_VERSION = 1
@@ -54,8 +67,9 @@ class ImageEmbedder:
         normalization: ``"tf"`` (what the weights were trained with) or ``"imagenet"``.
         crop: fraction of the shorter side kept by the centre crop (see ``to_network_input``).
         batch_size: images per forward pass.
-        precision: ``"float32"`` or ``"bfloat16"`` (CPU/GPU autocast; opt-in: features change by
-            about 1e-2, see benchmarks/results/photos.md for its effect on accuracy).
+        precision: ``"auto"`` (bfloat16 autocast on CPUs with native bf16 instructions, else
+            float32), ``"float32"`` or ``"bfloat16"``. bf16 features differ by about 1e-2 and gave
+            the same accuracy (benchmarks/results/photos.md); they are cached apart from float32 ones.
         cache: cache features of files on disk (``cache_dir``, default ``~/.cache/fewshot``).
         progress: show a progress bar (``None``: when stderr is a terminal).
         max_pixels: decompression-bomb limit passed to :func:`load_photo`.
@@ -70,7 +84,7 @@ class ImageEmbedder:
         normalization: str = "tf",
         crop: float = 1.0,
         batch_size: int = 32,
-        precision: str = "float32",
+        precision: str = "auto",
         cache: bool = True,
         cache_dir: str | Path | None = None,
         progress: bool | None = None,
@@ -90,6 +104,8 @@ class ImageEmbedder:
         # The shipped weights never change here, so extraction runs a BatchNorm-folded copy; a custom
         # model (e.g. one being fine-tuned) is run as it is, so later changes to it are seen.
         self._net = fold_batchnorm(self.model) if model is None else self.model
+        if precision == "auto":
+            precision = "bfloat16" if cpu_has_native_bf16() else "float32"
         self.precision = precision
         self.resolution = CONFIGS[backbone].resolution
         self.normalization = normalization
