@@ -99,3 +99,15 @@ def test_soft_kmeans_applies_the_power_transform_and_uses_the_queries():
     assert accs[10] > accs[0] + 0.1, accs  # refining with the queries helps on these tasks
     with pytest.raises(ValueError, match="non-negative"):
         soft_kmeans_scores(s - 1, sy, q)
+
+
+def test_soft_kmeans_method_is_the_registered_head():
+    from fewshot.methods import build_method
+
+    s, sy, q, qy = _skewed_task(3)
+    method = build_method("soft_kmeans", None, iters="5")
+    scores = method.fit(s, sy).scores(q)
+    torch.testing.assert_close(scores, 10 * soft_kmeans_scores(s, sy, q, iters=5))
+    assert build_method("soft_kmeans", None, power="none").config()["power"] is None
+    with pytest.raises(ValueError, match="power"):
+        build_method("soft_kmeans", None, power="2")
