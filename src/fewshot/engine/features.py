@@ -2,9 +2,9 @@
 
 ``ImageEmbedder("efficientnet_lite0").embed_files(paths)`` -> ``[N, 1280]`` features, batched,
 channels-last, in inference mode, with BatchNorm folded into the convolutions (same features to
-float rounding, about 1.5x faster on CPU) and, on CPUs with native bfloat16 instructions, under bf16
-autocast (about 2x faster again; features within about 1e-2, the same accuracy on MPEG-7:
-benchmarks/results/photos.md). Features of files are cached as safetensors under
+float rounding; 0-50% faster in noisy CPU measurements) and, on CPUs with native bfloat16
+instructions, under bf16 autocast (2-3x the images per CPU-second; features within about 1e-2, the
+same accuracy on MPEG-7: benchmarks/results/photos.md). Features of files are cached as safetensors under
 ``<cache_dir>/features/<model key>/`` keyed by the SHA-256 of the file's bytes, so a second run
 over the same photos neither decodes nor runs the network.
 """

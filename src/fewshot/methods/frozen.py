@@ -55,7 +55,7 @@ def power_transform(x: torch.Tensor, beta: float = 0.5) -> torch.Tensor:
         raise ValueError(f"beta must be in (0, 1]; got {beta}")
     if x.numel() and x.min() < 0:
         raise ValueError("the power transform needs non-negative features (ReLU outputs); these have negative "
-                         "values: pass power=None for features of other encoders")
+                         "values: pass power=None (-p power=none) for features of other encoders")
     return F.normalize(x ** beta, dim=-1)
 
 
