@@ -94,3 +94,21 @@ def test_folded_batchnorm_equals_unfolded_on_real_weights():
         # odd sizes take the asymmetric "SAME" padding path; the bias must not leak into the padding
         y = torch.randn(1, 3, 97, 131, generator=torch.Generator().manual_seed(1))
         torch.testing.assert_close(folded.features(y), model.features(y), rtol=1e-4, atol=1e-4)
+
+
+def test_folding_batchnorm_with_nontrivial_statistics():
+    from fewshot.nn.efficientnet import fold_batchnorm
+
+    torch.manual_seed(0)
+    net = EfficientNetLite("efficientnet_lite0").eval()
+    for bn in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # non-trivial statistics
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+    folded = fold_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the original is untouched
+    x = torch.randn(2, 3, 96, 96)
+    with torch.inference_mode():
+        a, b = net.features(x), folded.features(x)
+    assert torch.allclose(a, b, atol=1e-4 * a.abs().max().item())
