@@ -66,7 +66,7 @@ class ImageEmbedder:
         tag: names a custom ``model`` in the cache key (``None``: no caching for custom models).
         normalization: ``"tf"`` (what the weights were trained with) or ``"imagenet"``.
         crop: fraction of the shorter side kept by the centre crop (see ``to_network_input``).
-        batch_size: images per forward pass (8 and 16 measured faster per CPU-second than 32 or 64).
+        batch_size: images per forward pass (8 and 16 mostly measured faster per CPU-second than 32 or 64).
         precision: ``"auto"`` (bfloat16 autocast on CPUs with native bf16 instructions, else
             float32), ``"float32"`` or ``"bfloat16"``. bf16 features differ by about 1e-2 and gave
             the same accuracy (benchmarks/results/photos.md); they are cached apart from float32 ones.
