@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from ..data.photos import MAX_PIXELS, load_photo, to_network_input, to_rgb
 from ..data.sources import cache_dir as default_cache_dir
 from ..nn.efficientnet import CONFIGS, EfficientNetLite, fold_batchnorm, pretrained_efficientnet_lite
+from .precision import autocast_dtype, cpu_has_native_bf16
 
 if TYPE_CHECKING:
     from ..data.dataset import LabeledDataset
@@ -35,22 +36,6 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, 
     "tf": ((127.0, 127.0, 127.0), (128.0, 128.0, 128.0)),
     "imagenet": ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
 }
-
-#: Compute precisions of the network: float32, or bfloat16 autocast (much faster on CPUs with bf16
-#: instructions; features differ from float32 by about 1e-2 relative); ``auto``: bfloat16 where
-#: the CPU has native bf16 instructions (:func:`cpu_has_native_bf16`), float32 elsewhere.
-PRECISIONS = ("auto", "float32", "bfloat16")
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU lists AVX512-BF16 or AMX-BF16 (Linux ``/proc/cpuinfo``; False elsewhere).
-
-    Without them bf16 autocast on CPU is emulated and slower than float32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 #: Bump when preprocessing changes, so stale cached features are never reused.
 _CACHE_VERSION = 1
@@ -96,8 +81,8 @@ class ImageEmbedder:
             raise ValueError(f"unknown normalization {normalization!r}; choose one of {sorted(NORMALIZATIONS)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if precision != "auto":
+            autocast_dtype(precision)  # ValueError naming the choices
         self.backbone = backbone
         self.model = (model if model is not None else pretrained_efficientnet_lite(backbone)).eval()
         self.model = self.model.to(memory_format=torch.channels_last)
