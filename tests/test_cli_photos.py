@@ -42,6 +42,7 @@ def test_eval_without_a_run(photos):
                            "--way", "3", "--shot", "1", "--query", "2", "--tasks", "10", "--json"]))
     assert out["run"] is None and out["backbone"] == "efficientnet_lite0" and out["tasks"] == 10
     assert out["accuracy"] > 0.9
+    assert out["method"] == "soft_kmeans on efficientnet_lite0 features"  # the best training-free head is the default
     assert list((photos.parent / "xdg" / "fewshot" / "features").rglob("*.safetensors"))  # cached for the next run
 
 

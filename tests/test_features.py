@@ -42,6 +42,31 @@ def test_batching_does_not_change_features(tmp_path):
     assert torch.allclose(a, b, atol=1e-4)
 
 
+def test_extraction_runs_the_batchnorm_folded_network(tmp_path):
+    x = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    emb = ImageEmbedder(cache=False, precision="float32")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in emb._net.modules())
+    with torch.no_grad():
+        unfolded = emb.model.features(emb.normalize(x))
+    torch.testing.assert_close(emb.embed_tensor(x), unfolded, rtol=1e-4, atol=1e-4)
+    bf16 = ImageEmbedder(cache_dir=tmp_path / "c", precision="bfloat16")
+    f = bf16.embed_tensor(x)
+    assert f.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(f, unfolded).min() > 0.99  # close, not equal
+    # bf16 features are cached apart from float32 ones; float32 keys are unchanged by the folding
+    assert bf16.cache_key != emb.cache_key
+    with pytest.raises(ValueError, match="precision"):
+        ImageEmbedder(precision="float16")
+
+
+def test_auto_precision_follows_the_cpu(monkeypatch):
+    import fewshot.engine.features as features
+
+    for native, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(features, "cpu_has_native_bf16", lambda native=native: native)
+        assert ImageEmbedder(cache=False).precision == expected
+
+
 def test_errors_name_the_problem(tmp_path):
     bad = tmp_path / "notes.jpg"
     bad.write_text("not an image")

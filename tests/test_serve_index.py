@@ -106,21 +106,3 @@ def test_large_collections_recalibrate_in_the_background(client, monkeypatch):
     assert idx.calibration == calibrate(idx.emb.numpy(), idx.labels.numpy())
     assert client.get("/api/collections/notes").json()["calibration"]["current"] is True
 
-
-def test_folding_batchnorm_keeps_the_features():
-    from fewshot.nn.efficientnet import EfficientNetLite
-    from fewshot.serve.embedders import fold_batchnorm
-
-    torch.manual_seed(0)
-    net = EfficientNetLite("efficientnet_lite0").eval()
-    for bn in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # non-trivial statistics
-        bn.running_mean.uniform_(-0.5, 0.5)
-        bn.running_var.uniform_(0.5, 2.0)
-        bn.weight.data.uniform_(0.5, 1.5)
-    folded = fold_batchnorm(net)
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
-    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the original is untouched
-    x = torch.randn(2, 3, 96, 96)
-    with torch.inference_mode():
-        a, b = net.features(x), folded.features(x)
-    assert torch.allclose(a, b, atol=1e-4 * a.abs().max().item())

@@ -14,7 +14,7 @@ from fewshot.utils import default_threads, set_threads
 from conftest import make_blobs_dataset
 
 CACHED = {"protonet": {}, "nearest_prototype": {}, "knn": {"k": 3}, "one_nn": {}, "matching": {"fce": True},
-          "simpleshot": {"centering": "support"}}
+          "simpleshot": {"centering": "support"}, "soft_kmeans": {"power": None}}
 
 
 def test_embedding_only_methods_are_the_expected_ones():

@@ -91,7 +91,7 @@ def eval_cmd(run_dir, backbone, method_name, params, dataset, split, data_dir, i
         from .pretrained import feature_dataset, feature_method
 
         data = feature_dataset(backbone, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, quiet=as_json)
-        method, dev = feature_method(method_name, params), resolve_device(device)
+        method, dev = feature_method(method_name, params, transductive=True), resolve_device(device)
         method.to(dev)
         info = {"method": f"{method.name} on {backbone} features"}
     elif method_name is not None:

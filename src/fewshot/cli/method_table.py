@@ -247,7 +247,12 @@ METHOD_ROWS: tuple[Row, ...] = (('anil',
    ('scale', 'float', '10.0'),
    ('seed', 'int', '0'),
    ('centering', "'base' | 'support' | 'none'", "'base'"),
-   ('temperature', 'float', '0.1'))))
+   ('temperature', 'float', '0.1'))),
+ ('soft_kmeans',
+  'nonparametric',
+  "Transductive nearest prototype: prototypes refined with the task's unlabelled queries.",
+  (),
+  (('power', 'float | None', '0.5'), ('iters', 'int', '10'), ('temperature', 'float', '10.0'))))
 
 
 if __name__ == "__main__":

@@ -7,8 +7,11 @@ import click
 
 from .common import load_dataset_arg, parse_params
 
-#: the classifier on frozen features when none is named: ProtoNet's, cosine to the class prototype (what
-#: benchmarks/results/photos.md measured best among the training-free heads)
+#: ``eval --backbone``'s classifier on frozen features when none is named: transductive soft k-means on
+#: power-transformed features, the best training-free head in benchmarks/results/photos.md
+EVAL_METHOD, EVAL_PARAMS = "soft_kmeans", {}
+#: ``predict --backbone``'s: ProtoNet's cosine to the class prototype, so a photo's prediction never
+#: depends on the other photos sent with it
 DEFAULT_METHOD = "protonet"
 DEFAULT_PARAMS = {"distance": "cosine"}
 #: ``fewshot train --backbone efficientnet_lite*``: blocks 12-15 + head (what photos.md meta-trained)
@@ -50,12 +53,14 @@ def feature_dataset(backbone: str, dataset: str, split: str, data_dir: str | Non
         raise click.ClickException(str(exc)) from exc
 
 
-def feature_method(method: str | None, params: tuple[str, ...]):
-    """The classifier on features (identity backbone): ``--method`` and ``-p``, or the default."""
+def feature_method(method: str | None, params: tuple[str, ...], transductive: bool = False):
+    """The classifier on features (identity backbone): ``--method`` and ``-p``, or the default
+    (``transductive``: ``eval``'s, which may use a task's queries together)."""
     from ..methods import build_method
 
-    options = parse_params(params) if method else {**DEFAULT_PARAMS, **parse_params(params)}
+    default, defaults = (EVAL_METHOD, EVAL_PARAMS) if transductive else (DEFAULT_METHOD, DEFAULT_PARAMS)
+    options = parse_params(params) if method else {**defaults, **parse_params(params)}
     try:
-        return build_method(method or DEFAULT_METHOD, None, **options)
+        return build_method(method or default, None, **options)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc

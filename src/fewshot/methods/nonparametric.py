@@ -140,3 +140,53 @@ class NearestPrototype(ProtoNet):
     @classmethod
     def default_backbone(cls, item_shape: tuple[int, ...]) -> tuple[str, dict] | None:
         return None
+
+
+class SoftKMeans(ProtoNet):
+    """Transductive nearest prototype: prototypes refined with the task's unlabelled queries.
+
+    Embeddings are power-transformed (``x ** power``, Hu et al. 2021, PT-MAP; for non-negative
+    features such as ReLU-pooled ones), centred on the mean of the task's support and queries,
+    L2-normalised; the prototypes start at the support means and take ``iters`` soft k-means
+    steps (Ren et al. 2018), each query weighted by softmax(``temperature`` x cosine). Logits
+    are 10 x cosine to the refined prototypes. The best training-free head on pretrained photo
+    features (benchmarks/results/photos.md); a query's prediction depends on the other queries
+    scored with it. With a backbone, ``fewshot train`` trains it with ProtoNet's cosine loss.
+
+    Args:
+        power: exponent of the power transform, or ``None`` for features that can be negative.
+        iters: soft k-means refinements (0: the task-centred cosine centroid).
+        temperature: sharpness of the query assignments.
+    """
+
+    name = "soft_kmeans"
+    test_options = {"power": None}  # the contract test's MLP features can be negative
+
+    def __init__(self, backbone: nn.Module | None = None, power: float | None = 0.5, iters: int = 10,
+                 temperature: float = 10.0):
+        if power is not None and not 0 < power <= 1:
+            raise ValueError(f"power must be in (0, 1] or none; got {power}")
+        if iters < 0:
+            raise ValueError(f"iters must be >= 0; got {iters}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0; got {temperature}")
+        super().__init__(backbone, distance="cosine", scale=10.0, learn_scale=False)
+        self.power, self.iters, self.temperature = power, iters, temperature
+        self._support: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def default_backbone(cls, item_shape: tuple[int, ...]) -> tuple[str, dict] | None:
+        return None
+
+    def fit_embeddings(self, support_emb: torch.Tensor, support_y: torch.Tensor) -> "SoftKMeans":
+        super().fit_embeddings(support_emb, support_y)
+        self._support = (support_emb, support_y.long())
+        return self
+
+    def scores_embeddings(self, query_emb: torch.Tensor) -> torch.Tensor:
+        from .frozen import soft_kmeans_scores
+
+        if self._support is None:
+            raise RuntimeError("call fit(support_x, support_y) before scoring queries")
+        s, y = self._support
+        return self.scale * soft_kmeans_scores(s, y, query_emb, self.power, self.iters, self.temperature)

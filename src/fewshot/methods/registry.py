@@ -15,7 +15,7 @@ from .bayesian import DiscriminativeKShot
 from .bpl import BPL
 from .metric import MatchingNet, ProtoNet, RelationNet
 from .model_based import MANN, MetaNet, SequenceLSTM
-from .nonparametric import KNN, NearestPrototype, OneNN
+from .nonparametric import KNN, NearestPrototype, OneNN, SoftKMeans
 from .optimization import ANIL, FOMAML, MAML, LSTMMetaLearner, MetaSGD, Reptile
 from .params import coerce_params
 from .siamese import SiameseNet
@@ -23,7 +23,7 @@ from .transfer import Baseline, BaselinePlusPlus, FineTune, SimpleShot
 
 REGISTERED: tuple[type[FewShotMethod], ...] = (
     ProtoNet, MatchingNet, RelationNet, SiameseNet,                        # metric
-    KNN, OneNN, NearestPrototype,                                          # non-parametric
+    KNN, OneNN, NearestPrototype, SoftKMeans,                              # non-parametric
     MAML, FOMAML, ANIL, MetaSGD, Reptile, LSTMMetaLearner,                 # optimization
     MANN, SequenceLSTM, MetaNet,                                           # model-based
     Baseline, BaselinePlusPlus, FineTune, SimpleShot, DiscriminativeKShot,  # transfer, Bayesian
