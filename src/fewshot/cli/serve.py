@@ -25,7 +25,7 @@ from . import main
               help="concurrent sentence requests share one model pass of up to this many sentences (1: each alone)")
 @click.option("--image-batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="photos per model pass, merged from concurrent requests (1: each request alone)")
-@click.option("--image-workers", type=click.IntRange(min=1), default=None, help="photo model workers running at once (default: one per core)")
+@click.option("--image-workers", type=click.IntRange(min=1), default=None, help="photo model workers running at once (default: one per core but one, at least 1)")
 @click.option("--image-nice", type=click.IntRange(min=0, max=19), default=10, show_default=True,
               help="photo workers' CPU priority below the server's, so sentence requests go first (0: equal; Linux)")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch threads per model worker")
