@@ -55,6 +55,20 @@ def set_threads(threads: int | None) -> int:
     return n
 
 
+def configure_worker_thread(threads: int | None, nice: int = 0) -> None:
+    """For the calling thread only: ``threads`` torch intra-op threads (None: unchanged) and a CPU
+    priority lowered by ``nice`` (Linux, where a thread id names one thread and the OpenMP pool it
+    starts inherits it; elsewhere ignored)."""
+    import os
+    import sys
+    import threading
+
+    if threads:
+        torch.set_num_threads(threads)
+    if nice and sys.platform == "linux":
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + nice)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
     random.seed(seed)

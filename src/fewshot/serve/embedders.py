@@ -13,8 +13,6 @@ named embedder once, on first use.
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from ..utils import configure_worker_thread
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
@@ -190,10 +190,7 @@ class MicroBatcher:
     def _work(self) -> None:
         import queue
 
-        if self.threads:
-            torch.set_num_threads(self.threads)  # this thread's OpenMP pool only
-        if self.nice and sys.platform == "linux":  # Linux: a thread id names one thread; the OpenMP pool it starts inherits it
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + self.nice)
+        configure_worker_thread(self.threads, self.nice)
         while True:
             jobs = [self._queue.get()]
             size = len(jobs[0][0])

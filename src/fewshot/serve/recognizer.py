@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from ..utils import configure_worker_thread
+
 #: Used until a collection has the examples to calibrate from (two classes, one with 2 examples).
 DEFAULT_THRESHOLD = 0.5
 #: Leave-one-out scores at most this many examples (a fixed, seeded sample) against the whole collection,
@@ -91,6 +93,13 @@ def calibrate(emb: np.ndarray, labels: np.ndarray, seed: int = 0) -> Calibration
 SYNC_CALIBRATION_MAX = 2000
 
 
+def _row_buffers(capacity: int, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Uninitialised row storage of a :class:`CollectionIndex`: embeddings ``[capacity, dim]``,
+    labels and example ids ``[capacity]``."""
+    return (torch.empty(capacity, dim), torch.empty(capacity, dtype=torch.int64),
+            torch.empty(capacity, dtype=torch.int64))
+
+
 class CollectionIndex:
     """One collection's embeddings in memory at one ``version``, with its calibration.
 
@@ -112,9 +121,8 @@ class CollectionIndex:
         self.class_ids, self.class_names = list(class_ids), list(class_names)
         if _buffers is None:
             n = len(labels)
-            emb_buf = torch.empty(n + n // 8 + 16, torch.as_tensor(emb).shape[1])
+            emb_buf, lab_buf, id_buf = _row_buffers(n + n // 8 + 16, torch.as_tensor(emb).shape[1])
             emb_buf[:n] = torch.as_tensor(emb, dtype=torch.float32)
-            lab_buf, id_buf = torch.empty(len(emb_buf), dtype=torch.int64), torch.empty(len(emb_buf), dtype=torch.int64)
             lab_buf[:n], id_buf[:n] = torch.as_tensor(labels), torch.as_tensor(example_ids)
             _buffers = (emb_buf, lab_buf, id_buf, [n], n)
         self._emb_buf, self._lab_buf, self._id_buf, self._used, n = _buffers
@@ -177,8 +185,7 @@ class CollectionIndex:
             raise ValueError(f"unknown change {kind!r}")
         rows = keep.nonzero().squeeze(1)
         m = len(rows)
-        emb_buf = torch.empty(m + m // 8 + 16, self.emb.shape[1])
-        lab_buf, id_buf = torch.empty(len(emb_buf), dtype=torch.int64), torch.empty(len(emb_buf), dtype=torch.int64)
+        emb_buf, lab_buf, id_buf = _row_buffers(m + m // 8 + 16, self.emb.shape[1])
         torch.index_select(self.emb, 0, rows, out=emb_buf[:m])  # one copy, straight into the new buffer
         lab_buf[:m], id_buf[:m] = labels[rows], self.example_ids[rows]
         return self._derive(change.version, ids, names, (emb_buf, lab_buf, id_buf, [m], m))
@@ -190,9 +197,7 @@ class CollectionIndex:
         n, k = len(self), len(rows)
         emb_buf, lab_buf, id_buf, used = self._emb_buf, self._lab_buf, self._id_buf, self._used
         if used[0] != n or n + k > len(emb_buf):  # the buffer is full, or rows past n belong to another index
-            cap = max(2 * (n + k), 16)
-            emb_buf, lab_buf, id_buf = (torch.empty(cap, emb_buf.shape[1]), torch.empty(cap, dtype=torch.int64),
-                                        torch.empty(cap, dtype=torch.int64))
+            emb_buf, lab_buf, id_buf = _row_buffers(max(2 * (n + k), 16), emb_buf.shape[1])
             emb_buf[:n], lab_buf[:n], id_buf[:n] = self.emb, self.labels, self.example_ids
             used = [n]
         emb_buf[n:n + k], lab_buf[n:n + k] = rows, label
@@ -247,13 +252,7 @@ class BackgroundCalibrator:
             return self._cond.wait_for(lambda: not self._waiting and not self._busy, timeout)
 
     def _work(self) -> None:
-        import os
-        import sys
-        import threading
-
-        torch.set_num_threads(1)  # this thread only: requests keep the cores
-        if self.nice and sys.platform == "linux":
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + self.nice)
+        configure_worker_thread(1, self.nice)  # one thread at low priority: requests keep the cores
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._waiting)
