@@ -16,7 +16,7 @@ from fewshot.engine.config import Plateau, TrainConfig
 from fewshot.engine.evaluate import EvalResult
 
 from fixtures import make_omniglot
-from test_train import make_trainer, params
+from test_train import crash_at_step, make_trainer, params
 
 #: improves, stalls for 3 validations, improves by less than the 1e-4 relative threshold, stalls...
 ACCURACIES = [0.50, 0.60, 0.60, 0.59, 0.60, 0.60003, 0.70, 0.65, 0.65, 0.65, 0.65, 0.65, 0.66, 0.66, 0.66]
@@ -81,17 +81,7 @@ def test_a_plateau_run_resumes_bit_for_bit(tmp_path):
     lrs = [r["lr"] for r in full_log]
     assert len(set(lrs)) >= 3, lrs  # the rate changed at least twice: the schedule's state matters
     crashed = make_trainer(tmp_path / "crash", **kw)
-    real_step, calls = crashed.method.training_step, []
-
-    def dies_at_step_17(batch):
-        calls.append(1)
-        if len(calls) == 17:
-            raise KeyboardInterrupt("killed")  # last checkpoint: step 16
-        return real_step(batch)
-
-    crashed.method.training_step = dies_at_step_17
-    with pytest.raises(KeyboardInterrupt):
-        crashed.fit()
+    crash_at_step(crashed, 17)  # last checkpoint: step 16
     state = json.loads((tmp_path / "crash" / "last.json").read_text())["state"]
     assert state["step"] == 16 and state["schedule"]["lr"] < 3e-3
     resumed = make_trainer(tmp_path / "crash", **kw)

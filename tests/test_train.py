@@ -36,6 +36,21 @@ def make_trainer(out, steps=30, data=None, method=None, **overrides):
     return build_run(method, train, cfg, out, backbone=SPEC, val_data=val)
 
 
+def crash_at_step(trainer, n: int) -> None:
+    """Run ``trainer`` until its ``n``-th training step, which dies as a killed process would."""
+    real_step, calls = trainer.method.training_step, []
+
+    def dies(batch):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt("killed")
+        return real_step(batch)
+
+    trainer.method.training_step = dies
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+
+
 def params(module):
     return torch.cat([p.detach().flatten() for p in module.state_dict().values() if p.is_floating_point()])
 
@@ -65,17 +80,7 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tmp_path, precisi
     full = make_trainer(tmp_path / "full", steps=20, precision=precision)
     full.fit()
     crashed = make_trainer(tmp_path / "crash", steps=20, precision=precision)
-    real_step, calls = crashed.method.training_step, []
-
-    def dies_at_step_13(batch):
-        calls.append(1)
-        if len(calls) == 13:
-            raise KeyboardInterrupt("killed")  # the process dies mid-run; last checkpoint: step 10
-        return real_step(batch)
-
-    crashed.method.training_step = dies_at_step_13
-    with pytest.raises(KeyboardInterrupt):
-        crashed.fit()
+    crash_at_step(crashed, 13)  # the process dies mid-run; last checkpoint: step 10
     assert json.loads((tmp_path / "crash" / "last.json").read_text())["state"]["step"] == 10
     resumed = make_trainer(tmp_path / "crash", steps=20, precision=precision)
     resumed.fit(resume=True)
@@ -194,17 +199,7 @@ def test_augmented_training_resumes_exactly(tmp_path):
     full = make_trainer(tmp_path / "full", steps=10, augment="characters", val_tasks=0)
     full.fit()
     part = make_trainer(tmp_path / "part", steps=10, augment="characters", val_tasks=0)
-    real_step, calls = part.method.training_step, []
-
-    def dies_at_step_8(batch):
-        calls.append(1)
-        if len(calls) == 8:
-            raise KeyboardInterrupt("killed")  # last checkpoint: step 5
-        return real_step(batch)
-
-    part.method.training_step = dies_at_step_8
-    with pytest.raises(KeyboardInterrupt):
-        part.fit()
+    crash_at_step(part, 8)  # last checkpoint: step 5
     resumed = make_trainer(tmp_path / "part", steps=10, augment="characters", val_tasks=0)
     resumed.fit(resume=True)
     assert torch.allclose(params(resumed.method), params(full.method), atol=1e-6)
