@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from ..utils import default_threads
 from .embedders import DEFAULT_BACKBONE, DEFAULT_ENCODER, EmbedderPool, WorkerSettings
 from .storage import SQLStorage, open_storage
 
@@ -21,10 +21,9 @@ def build_app(db: str | Path, data_dir: str | Path | None = None, backbone: str 
 
     How the models run (:class:`~fewshot.serve.embedders.WorkerSettings`; defaults measured in
     docs/serve.md): sentences on one worker merging up to ``micro_batch`` waiting ones per pass;
-    photos on ``image_workers`` workers (default: one per core but one, which is left to sentences and
-    HTTP), ``image_batch`` per pass, at CPU
-    priority lowered by ``image_nice`` so that sentence requests go first; ``threads`` torch
-    threads per worker."""
+    photos on ``image_workers`` workers (default: one per CPU this process may use, but one, which
+    is left to sentences and HTTP), ``image_batch`` per pass, at CPU priority lowered by
+    ``image_nice`` so that sentence requests go first; ``threads`` torch threads per worker."""
     from .app import ServeSettings, create_app
 
     storage: SQLStorage = open_storage(db, data_dir)
@@ -32,7 +31,7 @@ def build_app(db: str | Path, data_dir: str | Path | None = None, backbone: str 
     defaults = {"image": f"image:{backbone}", "text": f"text:{encoder}"}
     existing = {c.embedder for c in storage.list_collections()}
     workers = {"text": WorkerSettings(micro_batch, 1, threads),
-               "image": WorkerSettings(image_batch, image_workers or max(1, (os.cpu_count() or 1) - 1), threads, image_nice)}
+               "image": WorkerSettings(image_batch, image_workers or max(1, default_threads() - 1), threads, image_nice)}
     pool = EmbedderPool(defaults, allowed=[*ALWAYS_ENABLED, *existing], workers=workers)
     if preload:
         for name in defaults.values():
