@@ -21,7 +21,7 @@ def cpu_has_native_bf16() -> bool:
     """Whether this CPU lists AVX512-BF16 or AMX-BF16 (Linux ``/proc/cpuinfo``; False elsewhere).
 
     Without them bf16 autocast on CPU is emulated and slower than float32 (``ImageEmbedder``'s
-    ``precision="auto"`` uses it)."""
+    ``precision="auto"`` and the service's sentence encoder use it)."""
     from pathlib import Path
 
     try:
