@@ -11,13 +11,14 @@ from .common import apply_threads, check_run_fits, data_options, device_option, 
 from .pretrained import pretrained_option
 
 
-def load_run(run_dir: str, checkpoint: str, device: str):
+def load_run(run_dir: str, checkpoint: str, device: str, params: tuple[str, ...] = ()):
+    """The run's method on ``device``; ``params`` (``-p KEY=VALUE``) override its saved options."""
     from ..engine.checkpoint import load_checkpoint
     from ..utils import resolve_device
 
     dev = resolve_device(device)
     try:
-        method, info = load_checkpoint(run_dir, checkpoint, map_location=dev)
+        method, info = load_checkpoint(run_dir, checkpoint, map_location=dev, overrides=parse_params(params))
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     return method.to(dev), info, dev
@@ -44,7 +45,8 @@ def build_untrained(name: str, params: tuple[str, ...], device: str):
 @click.option("--method", "method_name", default=None,
               help="with --backbone: the classifier on its features (default: protonet, cosine); alone: a method "
                    "with nothing to train (e.g. bpl), evaluated without a run")
-@click.option("-p", "--param", "params", multiple=True, help="with --method: option KEY=VALUE, repeatable")
+@click.option("-p", "--param", "params", multiple=True, help="option KEY=VALUE, repeatable; with RUN_DIR: overrides an evaluation setting of the "
+                   "trained method (e.g. test_inner_steps=10; options that change its weights are refused)")
 @data_options
 @click.option("--way", type=click.IntRange(min=2), default=5, show_default=True)
 @click.option("--shot", type=click.IntRange(min=1), default=1, show_default=True)
@@ -71,6 +73,7 @@ def eval_cmd(run_dir, backbone, method_name, params, dataset, split, data_dir, i
       fewshot eval runs/proto --dataset omniglot --split background --alphabets heldout \\
           --way 20 --shot 1 --within alphabet --tasks 1000 --seed 0 --json
       fewshot eval runs/proto --lake-runs all_runs.zip --json
+      fewshot eval runs/maml --dataset omniglot -p test_inner_steps=10 -p test_inner_lr=0.1
       fewshot eval --backbone efficientnet_lite0 --dataset folder:photos/ --way 5 --shot 1 --json
       fewshot eval --method bpl --image-size 105 --lake-runs all_runs.zip --json
     """
@@ -80,10 +83,10 @@ def eval_cmd(run_dir, backbone, method_name, params, dataset, split, data_dir, i
     from ..tasks.episodes import TaskSet, lake_episodes
 
     if run_dir is not None:
-        if backbone is not None or method_name or params:
-            raise click.UsageError("a run directory records its own method and backbone: give RUN_DIR alone, "
-                                   "or --backbone / --method instead of a run")
-        method, info, dev = load_run(run_dir, checkpoint, device)
+        if backbone is not None or method_name:
+            raise click.UsageError("a run directory records its own method and backbone: give RUN_DIR alone (-p to "
+                                   "override an evaluation setting), or --backbone / --method instead of a run")
+        method, info, dev = load_run(run_dir, checkpoint, device, params)
     elif backbone is not None:
         if lake_runs:
             raise click.UsageError("--lake-runs needs a trained RUN_DIR or a --method with nothing to train")
@@ -100,6 +103,8 @@ def eval_cmd(run_dir, backbone, method_name, params, dataset, split, data_dir, i
         raise click.UsageError("give a trained RUN_DIR, --backbone NAME (a pretrained network, no training) or "
                                "--method NAME (a method with nothing to train, e.g. bpl)")
     image = info.get("data", {}).get("image", {})
+    overrides = info.get("overrides", {})  # a run evaluated with -p: the options it replaced
+    note = f" (with {', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else ""
     if lake_runs:
         spec = ImageSpec.from_dict(image) if image else ImageSpec(image_size or 28, 1, True)
         try:
@@ -107,12 +112,12 @@ def eval_cmd(run_dir, backbone, method_name, params, dataset, split, data_dir, i
         except (FileNotFoundError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
         res = evaluate(method, lake_episodes(runs), dev)
-        out = {"run": run_dir, "method": info["method"], "protocol": "lake-20-runs", **res.to_dict(),
+        out = {"run": run_dir, "method": info["method"], "overrides": overrides, "protocol": "lake-20-runs", **res.to_dict(),
                "per_run": [100.0 * (1.0 - acc) for acc in res.per_task]}  # each run's error %
         if as_json:
             echo_json(out)
         else:
-            click.echo(f"Lake one-shot error: {res.error:.2f}% over {res.trials} trials ({len(runs)} runs)")
+            click.echo(f"Lake one-shot error: {res.error:.2f}% over {res.trials} trials ({len(runs)} runs){note}")
         return
     if backbone is None:
         data = load_dataset_arg(dataset, split, data_dir, image_size or image.get("size"), alphabets, exclude_alphabets,
@@ -142,11 +147,11 @@ def eval_cmd(run_dir, backbone, method_name, params, dataset, split, data_dir, i
         with inference_context(method):
             pred = method.fit(ep.support_x, ep.support_y).predict(ep.query_x)
         draw(ep, pred.cpu(), plot_episode)
-    out = {"run": run_dir, "backbone": backbone, "method": info["method"], "dataset": dataset, "split": split,
+    out = {"run": run_dir, "backbone": backbone, "method": info["method"], "overrides": overrides, "dataset": dataset, "split": split,
            "way": taskset.meta.get("way", way), "shot": taskset.meta.get("shot", shot),
            "query": taskset.meta.get("query", query), "within": within, "seed": seed, **res.to_dict()}
     if as_json:
         echo_json(out)
     else:
         click.echo(f"{out['way']}-way {out['shot']}-shot{' within ' + within if within else ''}: "
-                   f"accuracy {100 * res.accuracy:.2f}% ± {100 * res.ci95:.2f} (95% CI, {res.tasks} tasks)")
+                   f"accuracy {100 * res.accuracy:.2f}% ± {100 * res.ci95:.2f} (95% CI, {res.tasks} tasks){note}")

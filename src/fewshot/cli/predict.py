@@ -32,11 +32,14 @@ def tsv_field(value: str) -> str:
 @click.option("--invert/--no-invert", default=None, help="invert the images (default: as the run's training data)")
 @click.option("--skip-bad", is_flag=True, help="skip support images that cannot be decoded (they are listed) instead of stopping")
 @click.option("--checkpoint", default="best", show_default=True)
+@click.option("-p", "--param", "params", multiple=True,
+              help="option KEY=VALUE, repeatable: with RUN_DIR, overrides an evaluation setting of the trained method "
+                   "(as in fewshot eval); with --backbone, an option of the classifier on its features")
 @device_option
 @threads_option
 @click.option("--json", "as_json", is_flag=True)
 def predict_cmd(run_dir, backbone, more_queries, support, queries, threshold, reject_by, unknown_label, invert, skip_bad,
-                checkpoint, device, threads, as_json):
+                checkpoint, params, device, threads, as_json):
     """Classify query images among the classes of a support folder; with --threshold, answer
     'unknown' for images of none of them.
 
@@ -73,10 +76,11 @@ def predict_cmd(run_dir, backbone, more_queries, support, queries, threshold, re
             qx = emb.embed_files([Path(q) for q in queries])
         except (FileNotFoundError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
-        method, dev = feature_method(None, ()), resolve_device(device)
+        method, dev = feature_method(None, params), resolve_device(device)
+        info = {}
         method.to(dev)
     else:
-        method, info, dev = load_run(run_dir, checkpoint, device)
+        method, info, dev = load_run(run_dir, checkpoint, device, params)
         spec = run_image_spec(info, invert=invert)
         if spec is None:
             raise click.ClickException(f"{run_dir} was not trained on images; predict needs an image model")
@@ -109,7 +113,7 @@ def predict_cmd(run_dir, backbone, more_queries, support, queries, threshold, re
                      "rejected": rejected, "score": score, "probability": float(conf[i]), "distance": float(distance[i]),
                      "probabilities": dict(zip(sup.class_names, proba[i].tolist()))})
     if as_json:
-        echo_json({"run": run_dir, "backbone": backbone, "support": support, "threshold": threshold, "reject_by": reject_by,
+        echo_json({"run": run_dir, "backbone": backbone, "overrides": info.get("overrides", {}), "support": support, "threshold": threshold, "reject_by": reject_by,
                    "unknown_label": unknown_label, "predictions": rows})
     else:
         for r in rows:

@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -23,7 +24,8 @@ from torch import nn
 
 from ..nn.backbones import build_backbone
 from ..methods.base import FewShotMethod
-from ..methods.registry import build_method
+from ..methods.params import coerce_params
+from ..methods.registry import build_method, method_class
 
 
 FORMAT = "fewshot-checkpoint-v2"
@@ -56,6 +58,47 @@ def build_from_spec(spec: dict[str, Any], backbone: nn.Module | None = None) -> 
         return build_method(spec["method"], backbone, saved=True, **config)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"cannot rebuild the saved method: {exc}; was the checkpoint JSON edited? Restore it or retrain") from exc
+
+
+def with_overrides(spec: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``spec`` with its method options replaced by ``overrides`` (strings as from ``-p``, or JSON
+    values), checked like ``-p``: an unknown or removed option or a bad value is a ``ValueError``.
+    The returned spec's ``"overrides"`` holds the coerced values."""
+    cls = method_class(spec["method"])
+    given = coerce_params(cls, dict(overrides))
+    config = spec["config"] if "config" in spec else spec.get("method_config", {})
+    if not isinstance(config, dict):
+        raise ValueError(f"the checkpoint's config is a {type(config).__name__}, not an object of options; "
+                         "was the checkpoint JSON edited? Restore it or retrain")
+    saved = coerce_params(cls, config, saved=True)  # current option names
+    out = {k: v for k, v in spec.items() if k != "method_config"}
+    out["config"], out["overrides"] = {**saved, **given}, given
+    return out
+
+
+def _shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def _check_overrides(info: dict[str, Any], overrides: dict[str, Any], method: FewShotMethod,
+                     backbone: nn.Module | None, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse overrides that change the trained parameters: options whose value is itself a weight
+    (e.g. a learned ``scale``: the checkpoint would silently overwrite it) and options that change
+    the set or shapes of the state tensors (``fce``, a width). ``ValueError`` naming them."""
+    held = [k for k in overrides if isinstance(getattr(method, k, None), torch.Tensor)]
+    if held:
+        raise ValueError(f"option {', '.join(held)} of {method.name} is a trained weight (its value is loaded from the "
+                         "checkpoint), so overriding it would change the trained parameters; retrain with -p to change it")
+    removed = set(getattr(method, "removed_state", ()))
+    saved = {k: tuple(v.shape) for k, v in tensors.items() if k not in removed}
+    if _shapes(method) == saved:
+        return
+    culprits = [k for k in overrides  # the options that change the parameters on their own
+                if _shapes(build_from_spec(with_overrides(info, {k: overrides[k]}), backbone)) != saved]
+    names = ", ".join(f"{k}={overrides[k]!r}" for k in (culprits or overrides))
+    raise ValueError(f"option {names} changes the trained parameters of {method.name} (its weights would differ in "
+                     "number or shape from the checkpoint's): only options that keep the trained weights can be "
+                     "overridden at evaluation; retrain with -p to change it")
 
 
 def _state_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -226,19 +269,38 @@ def _load_tensors(run_dir: Path, tag: str, info: dict[str, Any], key: str, devic
 
 
 def load_checkpoint(run_dir: str | Path, tag: str = "best", map_location: str | torch.device = "cpu",
-                    backbone: nn.Module | None = None) -> tuple[FewShotMethod, dict]:
+                    backbone: nn.Module | None = None, overrides: Mapping[str, Any] | None = None
+                    ) -> tuple[FewShotMethod, dict]:
     """Rebuild the method saved as ``tag`` in ``run_dir`` (falls back from ``best`` to ``last``), in
     eval mode: fitting a support set and predicting never update BatchNorm statistics.
 
     A run trained with a custom backbone (no registered name in its JSON) needs that module
     passed as ``backbone``; its weights are then loaded from the checkpoint.
+
+    ``overrides`` (option -> value, strings as from ``-p`` or JSON values) rebuild the method with
+    those options instead of the saved ones before the weights are loaded: evaluation-time settings
+    such as MAML's ``test_inner_steps`` or ProtoNet's ``distance``. An option that would change the
+    trained parameters (a width, ``fce``, a learned ``scale``) or an unknown one is a ``ValueError``.
+    The returned info then has ``config`` with the overrides applied and ``overrides`` (the
+    coerced values).
     """
     run_dir = Path(run_dir)
     if tag == "best" and not (run_dir / "best.json").exists() and (run_dir / "last.json").exists():
         tag = "last"
     info = read_checkpoint_info(run_dir, tag)
-    method = build_from_spec(info, backbone)
-    _load_state(method, _load_tensors(run_dir, tag, info, "weights", map_location), run_dir / f"{tag}.json")
+    tensors = _load_tensors(run_dir, tag, info, "weights", map_location)
+    if overrides:
+        spec = with_overrides(info, overrides)
+        try:
+            method = build_from_spec(spec, backbone)
+        except ValueError as exc:  # the constructor refused an overridden value (not an edited JSON)
+            names = ", ".join(f"{k}={v!r}" for k, v in spec["overrides"].items())
+            raise ValueError(f"cannot evaluate {info['method']} with {names}: {exc.__cause__ or exc}") from exc
+        _check_overrides(info, spec["overrides"], method, backbone, tensors)
+        info = spec
+    else:
+        method = build_from_spec(info, backbone)
+    _load_state(method, tensors, run_dir / f"{tag}.json")
     return method.eval(), info
 
 
