@@ -215,3 +215,10 @@ def test_validation_refuses_a_single_class_and_holds_out_at_least_two(tmp_path):
     assert validation_tasks(val, cfg).meta["way"] == 2
     with pytest.raises(ValueError, match="too few"):
         holdout_classes(data.subset_classes([0, 1, 2]), 0.5)
+
+
+@pytest.mark.parametrize("precision", ["float16", "bf16", ""])
+def test_an_unknown_precision_is_refused_when_the_config_is_built(precision):
+    with pytest.raises(ValueError, match=rf"unknown precision '{precision}' in the training configuration; choose float32 or bfloat16"):
+        TrainConfig(precision=precision)
+    assert TrainConfig(precision="bfloat16").precision == "bfloat16"

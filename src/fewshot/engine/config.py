@@ -52,6 +52,13 @@ class TrainConfig:
     precision: str = "float32"  # "bfloat16": the backbone's forward under autocast (see engine/precision.py)
     progress: bool = True
 
+    def __post_init__(self):
+        from .precision import PRECISIONS  # imports torch: only when a run is configured
+
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r} in the training configuration; choose "
+                             f"{' or '.join(PRECISIONS)} (bfloat16 runs the backbone's forward under autocast)")
+
 
 SCHEDULES = ("cosine", "step", "constant", "plateau")
 
