@@ -222,3 +222,24 @@ def test_an_unknown_precision_is_refused_when_the_config_is_built(precision):
     with pytest.raises(ValueError, match=rf"unknown precision '{precision}' in the training configuration; choose float32 or bfloat16"):
         TrainConfig(precision=precision)
     assert TrainConfig(precision="bfloat16").precision == "bfloat16"
+
+
+def test_max_cpu_seconds_stops_cleanly_with_a_checkpoint_and_says_so(tmp_path, monkeypatch):
+    import itertools
+
+    import fewshot.engine.trainer as trainer_module
+
+    clock = itertools.count()  # one CPU second per call: the loop reads it once per step
+    monkeypatch.setattr(trainer_module.time, "process_time", lambda: float(next(clock)))
+    records = make_trainer(tmp_path, steps=40, max_cpu_seconds=6.5, checkpoint_every=100, log_every=5).fit()
+    monkeypatch.undo()
+    assert records[-1]["step"] == 7 and "val_accuracy" in records[-1]  # the last step is validated and logged
+    assert records[-1]["stopped"].startswith("max_cpu_seconds=6.5 spent (7.0 CPU s) after 7 of 40 steps")
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1]["stopped"] == records[-1]["stopped"]
+    assert json.loads((tmp_path / "last.json").read_text())["state"]["step"] == 7
+    load_checkpoint(tmp_path, "last")
+    records = make_trainer(tmp_path, steps=40, checkpoint_every=100).fit(resume=True)  # the cap is free to change
+    assert records[-1]["step"] == 40 and "stopped" not in records[-1]
+    with pytest.raises(ValueError, match="max_cpu_seconds must be > 0"):
+        TrainConfig(max_cpu_seconds=0)

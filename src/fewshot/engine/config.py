@@ -18,7 +18,10 @@ class TrainConfig:
     ``augment`` names a :class:`fewshot.data.augment.Augmenter` preset (``characters``, ``photos``)
     applied to the training batches of either regime (None: no augmentation). The ``last``
     checkpoint is written every ``checkpoint_every`` steps, or (None) every ``checkpoint_seconds``
-    seconds, and at the end.
+    seconds, and at the end. ``max_cpu_seconds`` (None: no limit) stops the run early, cleanly,
+    once its training loop has used that much process CPU time (all threads, validation included;
+    counted from the start of this ``fit``, also when resuming): the step it ends on is validated
+    and saved as ``last`` like a final step, and its log record says why it stopped.
     """
 
     steps: int = 3000
@@ -51,6 +54,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the backbone (see benchmarks/results/throughput.md for when it pays)
     precision: str = "float32"  # "bfloat16": the backbone's forward under autocast (see engine/precision.py)
     progress: bool = True
+    max_cpu_seconds: float | None = None
 
     def __post_init__(self):
         from .precision import PRECISIONS  # imports torch: only when a run is configured
@@ -58,6 +62,8 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r} in the training configuration; choose "
                              f"{' or '.join(PRECISIONS)} (bfloat16 runs the backbone's forward under autocast)")
+        if self.max_cpu_seconds is not None and not self.max_cpu_seconds > 0:
+            raise ValueError(f"max_cpu_seconds must be > 0 (or None: no limit); got {self.max_cpu_seconds}")
 
 
 SCHEDULES = ("cosine", "step", "constant", "plateau")

@@ -86,7 +86,7 @@ class RunDir:
         save_checkpoint(self.path, tag, method, spec, state, optimizer)
 
     #: settings that do not change what a run computes: free to differ on resume
-    FREE_SETTINGS = frozenset({"device", "progress", "checkpoint_every", "checkpoint_seconds"})
+    FREE_SETTINGS = frozenset({"device", "progress", "checkpoint_every", "checkpoint_seconds", "max_cpu_seconds"})
 
     def start(self, resume: bool, method: FewShotMethod, cfg: TrainConfig,
               optimizer: torch.optim.Optimizer | None, override: bool = False

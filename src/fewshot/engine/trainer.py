@@ -59,6 +59,9 @@ class Trainer:
                  dist: Distributed = Distributed()):
         if (val_data is None) != (val_tasks is None):
             raise ValueError("pass both val_data and val_tasks (or neither)")
+        if cfg.max_cpu_seconds is not None and dist.active:
+            raise ValueError("max_cpu_seconds counts one process's CPU time, so several processes would stop at "
+                             "different steps: train without it, or in one process")
         if cfg.schedule == "plateau" and val_tasks is None:
             raise ValueError("the plateau schedule lowers the learning rate when the validation accuracy stops improving, "
                              "but this run has no validation: hold out validation classes (--val-fraction > 0 or "
@@ -98,7 +101,8 @@ class Trainer:
         bar = tqdm(range(start, steps), initial=start, total=steps, disable=not cfg.progress or steps == 0 or not main,
                    desc=f"train {method.name}", dynamic_ncols=True)
         self._saved_at = time.monotonic()
-        t0, n_items = time.perf_counter(), 0
+        t0, cpu0, n_items = time.perf_counter(), time.process_time(), 0
+        end = steps  # the step the run ends on: earlier when max_cpu_seconds is spent
         for step in bar:
             lr = (cfg.lr if self.plateau is None else self.plateau.lr) * lr_factor(step, cfg)
             for g in optimizer.param_groups:
@@ -115,21 +119,29 @@ class Trainer:
             window.append((out.loss, out.accuracy))
             done = step + 1
             record = None
-            if done % cfg.log_every == 0 or done == steps:
+            cpu = time.process_time() - cpu0
+            if cfg.max_cpu_seconds is not None and done < steps and cpu >= cfg.max_cpu_seconds:
+                end = done  # finish here as on a last step: validate, log, save ``last``
+            if done % cfg.log_every == 0 or done == end:
                 loss, acc = _window_means(window)  # the only host synchronisation of the logging
                 record = {"step": done, "loss": loss, "accuracy": acc, "lr": lr,
                           "items_per_s": n_items / max(time.perf_counter() - t0, 1e-9)}
+                if end < steps:
+                    record["stopped"] = (f"max_cpu_seconds={cfg.max_cpu_seconds:g} spent ({cpu:.1f} CPU s) after "
+                                         f"{done} of {steps} steps")
                 window = []
                 bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}", refresh=False)
             if main:
-                records += self._end_of_step(done, steps, record, optimizer, window)
-            if self.plateau is not None and self._validates(done, steps):  # process 0 validated: its rate for all
+                records += self._end_of_step(done, end, record, optimizer, window)
+            if self.plateau is not None and self._validates(done, end):  # process 0 validated: its rate for all
                 self.plateau.lr = self.dist.broadcast_float(self.plateau.lr, self.device)
+            if done == end:
+                break
         bar.close()
         if main and steps == 0 and not records:  # nothing to train, fresh run: validate and save the method once
             records += self._end_of_step(0, 0, {"step": 0}, None)
         if main and self.val_tasks is None:
-            self.run.save("best", method, cfg, steps, self.best)  # no validation: best is last
+            self.run.save("best", method, cfg, end, self.best)  # no validation: best is last
         self.dist.barrier()  # the last checkpoint is complete when any process returns
         return records
 
