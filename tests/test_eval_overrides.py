@@ -103,3 +103,22 @@ def test_cli_eval_refuses_an_override_that_changes_the_weights(tmp_path):
     res = invoke(["eval", str(run), "--dataset", "digits", "--tasks", "2", "-p", "fce=true"], code=1)
     assert "Error: option fce=True changes the trained parameters of matching" in res.output
     assert "Traceback" not in res.output
+
+
+def test_eval_params_are_options_of_their_method():
+    from fewshot.methods import METHODS
+    from fewshot.methods.params import signature_params
+
+    for name, cls in METHODS.items():
+        assert cls.eval_params <= set(signature_params(cls)), name
+
+
+def test_eval_overrides_are_the_current_defaults_that_differ_from_the_checkpoint(maml_run):
+    from fewshot.engine.checkpoint import eval_overrides, read_checkpoint_info
+
+    info = read_checkpoint_info(maml_run, "last")  # saved with test_inner_steps=3, test_inner_lr=0.4
+    assert eval_overrides(info) == {"test_inner_steps": 10, "test_inner_lr": 0.1}  # MAML's defaults
+    assert eval_overrides(info, {"test_inner_steps": "3"}) == {"test_inner_lr": 0.1}
+    older = dict(info, config={k: v for k, v in info["config"].items() if k != "test_inner_lr"})
+    assert eval_overrides(older) == {"test_inner_steps": 10}  # a missing option rebuilds with its default
+    assert eval_overrides(info, {"inner_lr": "0.4"}) == eval_overrides(info)  # as trained: no override

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..nn.backbones import build_backbone
 from ..methods.base import FewShotMethod
-from ..methods.params import coerce_params
+from ..methods.params import coerce_params, signature_params
 from ..methods.registry import build_method, method_class
 
 
@@ -74,6 +74,18 @@ def with_overrides(spec: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
     out = {k: v for k, v in spec.items() if k != "method_config"}
     out["config"], out["overrides"] = {**saved, **given}, given
     return out
+
+
+def eval_overrides(spec: dict[str, Any], wanted: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The overrides that evaluate the saved method of ``spec`` with the current defaults of its
+    evaluation-only options (its class's ``eval_params``), updated by ``wanted`` (any options, as
+    for :func:`load_checkpoint`): only those that differ from what the checkpoint rebuilds with (an
+    option missing from an older checkpoint already takes its current default). Coerced values."""
+    cls = method_class(spec["method"])
+    defaults = {n: p.default for n, p in signature_params(cls).items()}
+    saved = {**defaults, **with_overrides(spec, {})["config"]}
+    target = {**{n: defaults[n] for n in cls.eval_params}, **coerce_params(cls, dict(wanted or {}))}
+    return {k: v for k, v in target.items() if v != saved.get(k)}
 
 
 def _shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:

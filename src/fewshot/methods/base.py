@@ -177,6 +177,9 @@ class FewShotMethod(nn.Module):
     removed_state: ClassVar[tuple[str, ...]] = ()
     #: float options that may be NaN or infinite (others refuse them)
     nonfinite_params: ClassVar[frozenset[str]] = frozenset()
+    #: options that act only when a support set is fitted (evaluation, validation), never in a training
+    #: step: a trained model may be evaluated with other values (``load_checkpoint(overrides=...)``)
+    eval_params: ClassVar[frozenset[str]] = frozenset()
     #: small options that make the method quick on tiny data (the contract test builds it with them)
     test_options: ClassVar[dict[str, Any]] = {}
     #: ``"episodic"``: trained on episodes; ``"batch"``: pre-trained on mini-batches of base classes

@@ -66,6 +66,8 @@ class GradientMetaLearner(FewShotMethod):
     #: than task by task for second-order Conv4 MAML (benchmarks/results/throughput.md); untried on GPUs
     vectorize_tasks = False
 
+    eval_params = frozenset({"test_inner_steps", "test_inner_lr"})
+
     def __init__(self, backbone: nn.Module | None = None, way: int = 5, inner_steps: int = 1, inner_lr: float = 0.4,
                  test_inner_steps: int | None = None, first_order: bool = False, feature_dim: int | None = None,
                  test_inner_lr: float | None = None):
@@ -275,6 +277,8 @@ class ANIL(GradientMetaLearner):
 
     adapt_backbone = False
 
+    eval_params = frozenset({"test_inner_steps"})  # no test_inner_lr option
+
     def __init__(self, backbone: nn.Module | None = None, way: int = 5, inner_steps: int = 5, inner_lr: float = 0.4,
                  test_inner_steps: int | None = 10, first_order: bool = False, feature_dim: int | None = None):
         super().__init__(backbone, way, inner_steps, inner_lr, test_inner_steps, first_order, feature_dim)
@@ -291,6 +295,8 @@ class MetaSGD(GradientMetaLearner):
 
     name = "meta_sgd"
     aliases = ('meta-sgd',)
+
+    eval_params = frozenset({"test_inner_steps"})  # no test_inner_lr option
 
     def __init__(self, backbone: nn.Module | None = None, way: int = 5, inner_steps: int = 1, inner_lr: float = 0.4,
                  test_inner_steps: int | None = None, first_order: bool = False, feature_dim: int | None = None):
@@ -313,6 +319,8 @@ class Reptile(GradientMetaLearner):
     the common normalised variant. Evaluation fine-tunes on the support set for ``test_inner_steps``."""
 
     name = "reptile"
+
+    eval_params = frozenset({"test_inner_steps"})  # no test_inner_lr option
 
     def __init__(self, backbone: nn.Module | None = None, way: int = 5, inner_steps: int = 5, inner_lr: float = 0.1,
                  test_inner_steps: int | None = 20, first_order: bool = True, feature_dim: int | None = None):
@@ -364,6 +372,8 @@ class LSTMMetaLearner(GradientMetaLearner):
     name = "lstm_meta"
     aliases = ('lstm-meta',)
     vectorize_tasks = False  # never: its own inner loop (an LSTM over autograd gradients) is not vmapped
+
+    eval_params = frozenset({"test_inner_steps"})  # no test_inner_lr option
 
     def __init__(self, backbone: nn.Module | None = None, way: int = 5, inner_steps: int = 8,
                  test_inner_steps: int | None = None, hidden: int = 20, feature_dim: int | None = None):

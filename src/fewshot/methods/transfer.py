@@ -179,6 +179,8 @@ class Baseline(TransferMethod):
 
     fit_needs_grad = True
 
+    eval_params = frozenset({"adapt_steps", "adapt_lr", "adapt_weight_decay", "task_head"})  # the per-task head only
+
     def __init__(self, backbone: nn.Module | None = None, way: int | None = None, feature_dim: int | None = None,
                  head_type: Literal["linear", "cosine"] | None = None, scale: float = 10.0,
                  seed: int = 0, adapt_steps: int = 100,
@@ -244,6 +246,10 @@ class FineTune(TransferMethod):
     name = "finetune"
 
     fit_needs_grad = True
+
+    #: the per-task fine-tuning; pre-training never reads them
+    eval_params = frozenset({"adapt_steps", "adapt_lr", "entropy_weight", "transductive", "finetune_backbone",
+                             "backbone_lr"})
 
     def __init__(self, backbone: nn.Module | None = None, way: int | None = None, feature_dim: int | None = None,
                  head_type: Literal["linear", "cosine"] | None = None, scale: float = 10.0,
@@ -363,6 +369,8 @@ class SimpleShot(TransferMethod):
 
     name = "simpleshot"
     embedding_only = True
+
+    eval_params = frozenset({"centering", "temperature"})  # the per-task classifier only
 
     def __init__(self, backbone: nn.Module | None = None, way: int | None = None, feature_dim: int | None = None,
                  head_type: Literal["linear", "cosine"] | None = None, scale: float = 10.0,
