@@ -229,7 +229,7 @@ def test_max_cpu_seconds_stops_cleanly_with_a_checkpoint_and_says_so(tmp_path, m
 
     import fewshot.engine.trainer as trainer_module
 
-    clock = itertools.count()  # one CPU second per call: the loop reads it once per step
+    clock = itertools.count()  # one CPU second per call: a step reads it before and after its work
     monkeypatch.setattr(trainer_module.time, "process_time", lambda: float(next(clock)))
     records = make_trainer(tmp_path, steps=40, max_cpu_seconds=6.5, checkpoint_every=100, log_every=5).fit()
     monkeypatch.undo()

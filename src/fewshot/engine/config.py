@@ -19,9 +19,9 @@ class TrainConfig:
     applied to the training batches of either regime (None: no augmentation). The ``last``
     checkpoint is written every ``checkpoint_every`` steps, or (None) every ``checkpoint_seconds``
     seconds, and at the end. ``max_cpu_seconds`` (None: no limit) stops the run early, cleanly,
-    once its training loop has used that much process CPU time (all threads, validation included;
-    counted from the start of this ``fit``, also when resuming): the step it ends on is validated
-    and saved as ``last`` like a final step, and its log record says why it stopped.
+    once its training steps have used that much process CPU time (all threads; validation and
+    checkpoints excluded; counted from the start of this ``fit``, also when resuming): the step it
+    ends on is validated and saved as ``last`` like a final step, and its log record says why.
     """
 
     steps: int = 3000

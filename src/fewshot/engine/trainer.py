@@ -101,9 +101,10 @@ class Trainer:
         bar = tqdm(range(start, steps), initial=start, total=steps, disable=not cfg.progress or steps == 0 or not main,
                    desc=f"train {method.name}", dynamic_ncols=True)
         self._saved_at = time.monotonic()
-        t0, cpu0, n_items = time.perf_counter(), time.process_time(), 0
+        t0, n_items, cpu = time.perf_counter(), 0, 0.0
         end = steps  # the step the run ends on: earlier when max_cpu_seconds is spent
         for step in bar:
+            c0 = time.process_time()
             lr = (cfg.lr if self.plateau is None else self.plateau.lr) * lr_factor(step, cfg)
             for g in optimizer.param_groups:
                 g["lr"] = lr
@@ -116,10 +117,10 @@ class Trainer:
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
             optimizer.step()
+            cpu += time.process_time() - c0  # the steps' CPU time: validation and checkpoints excluded
             window.append((out.loss, out.accuracy))
             done = step + 1
             record = None
-            cpu = time.process_time() - cpu0
             if cfg.max_cpu_seconds is not None and done < steps and cpu >= cfg.max_cpu_seconds:
                 end = done  # finish here as on a last step: validate, log, save ``last``
             if done % cfg.log_every == 0 or done == end:
