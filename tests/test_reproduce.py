@@ -1,0 +1,68 @@
+"""benchmarks/reproduce.py's bookkeeping (no benchmark is run): evaluation overrides of cached runs, the report."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from fewshot.engine.build import build_run
+from fewshot.engine.trainer import TrainConfig
+from fewshot.tasks.episodes import TaskSet
+
+from conftest import make_blobs_dataset
+
+
+@pytest.fixture(scope="module")
+def reproduce():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce.py"
+    spec = importlib.util.spec_from_file_location("reproduce_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def cached_maml(tmp_path_factory):
+    """A cached run as reproduce.py leaves it, trained when MAML's test-time default was 3 steps of 0.4."""
+    out = tmp_path_factory.mktemp("reproduce") / "maml"
+    train, test = make_blobs_dataset(num_classes=12, per_class=10).split_classes(0.34, seed=0)
+    cfg = TrainConfig(steps=2, way=4, shot=1, query=2, val_tasks=0, checkpoint_every=2, device="cpu", progress=False)
+    build_run("maml", train, cfg, out / "run", backbone=("mlp", {"in_features": 64, "sizes": [16]}),
+              params={"test_inner_steps": 3, "test_inner_lr": 0.4}).fit()
+    return out, test, {(3, 1): TaskSet.generate(test, 3, 1, 2, 4, seed=0)}
+
+
+def test_a_cached_run_is_evaluated_with_the_current_test_time_defaults(reproduce, cached_maml, monkeypatch):
+    out, test, tasksets = cached_maml
+    (out / "eval.json").write_text(json.dumps({"tasks": 4, "3w1s": [1.0, 0.0]}))  # computed with the stored settings
+    ev = reproduce.evaluate_one("maml", out, test, 4, tasksets)
+    assert ev["overrides"] == {"test_inner_steps": 10, "test_inner_lr": 0.1} and ev["3w1s"] != [1.0, 0.0]
+    assert json.loads((out / "eval.json").read_text()) == ev
+    monkeypatch.setattr(reproduce, "EVAL_OPTIONS", {"maml": {"test_inner_steps": 3}})  # another setting: recomputed
+    again = reproduce.evaluate_one("maml", out, test, 4, tasksets)
+    assert again["overrides"] == {"test_inner_lr": 0.1}
+    monkeypatch.setattr("fewshot.engine.evaluate.evaluate", lambda *a, **k: pytest.fail("the cache was not used"))
+    assert reproduce.evaluate_one("maml", out, test, 4, tasksets) == again
+
+
+def test_the_report_names_the_overrides_and_keeps_the_notes(reproduce, tmp_path, monkeypatch):
+    notes = tmp_path / "reproduce_notes.md"
+    notes.write_text("## Notes on this run\n\n- written by hand.\n")
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path)
+    monkeypatch.setattr(reproduce, "NOTES", notes)
+    tr = {"steps": 5, "planned_steps": 9, "stopped": "max_cpu_seconds=270 spent", "cpu_s": 271.0, "curve": [[5, 271.0, 0.9]],
+          "load_start": [1, 1, 1], "load_end": [1, 1, 1]}
+    ev = {"tasks": 4, "overrides": {"test_inner_steps": 10}, "5w1s": [90.0, 1.0]}
+    args = SimpleNamespace(argv=["--eval-only"], tasks=4, budget_cpu_min=3, threads=1, val_tasks=5,
+                           methods=["maml", "protonet"])
+    text = reproduce.report(args, [("maml", tr, ev)])
+    assert "| maml (eval: test_inner_steps=10) | 5 of 9 (stopped: CPU cap) | 271 | 90.0 ± 1.0 |" in text
+    assert "(eval: ...): evaluated with these options instead of the ones stored in the checkpoint" in text
+    assert "Not run at this budget (no cached result): protonet." in text
+    assert text.endswith("\n\n## Notes on this run\n\n- written by hand.\n")
+    assert (tmp_path / "reproduce.md").read_text() == text
+    assert reproduce.report(args, [("maml", tr, ev)]) == text  # regenerating keeps the notes, once
