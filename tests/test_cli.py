@@ -90,6 +90,10 @@ def test_predict_enrolls_support_folders(run_dir, tmp_path):
     strict = json.loads(invoke(["predict", str(run_dir), "--support", str(tmp_path / "support"), "--query",
                                 str(tmp_path / "q.png"), "--reject-by", "probability", "--threshold", "1", "--json"]).output)
     assert strict["predictions"][0]["prediction"] == "unknown"
+    cosine = json.loads(invoke(["predict", str(run_dir), "--support", str(tmp_path / "support"), "--query",
+                                str(tmp_path / "q.png"), "-p", "distance=cosine", "--json"]).output)
+    assert cosine["overrides"] == {"distance": "cosine"} and out["overrides"] == {}
+    assert cosine["predictions"][0]["probabilities"] != pred["probabilities"]  # the override was used
 
 
 def test_resume_continues_and_refusal_without_it(run_dir, omniglot_dir):
