@@ -185,7 +185,8 @@ def evaluate_one(name: str, out: Path, test, tasks: int, tasksets: dict) -> dict
         if cached.get("tasks") == tasks and cached.get("overrides", {}) == overrides:
             return cached
     method, _ = load_checkpoint(out / "run", "last", overrides=overrides)
-    res, t0 = {"tasks": tasks, "overrides": overrides}, time.process_time()
+    options = json.loads(json.dumps({k: method.config()[k] for k in sorted(method.eval_params)}))  # as evaluated
+    res, t0 = {"tasks": tasks, "overrides": overrides, "eval_options": options}, time.process_time()
     for (w, s), taskset in tasksets.items():
         r = evaluate(method, taskset.episodes(test), "cpu")
         res[f"{w}w{s}s"] = [100 * r.accuracy, 100 * r.ci95]

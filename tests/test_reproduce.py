@@ -41,6 +41,7 @@ def test_a_cached_run_is_evaluated_with_the_current_test_time_defaults(reproduce
     (out / "eval.json").write_text(json.dumps({"tasks": 4, "3w1s": [1.0, 0.0]}))  # computed with the stored settings
     ev = reproduce.evaluate_one("maml", out, test, 4, tasksets)
     assert ev["overrides"] == {"test_inner_steps": 10, "test_inner_lr": 0.1} and ev["3w1s"] != [1.0, 0.0]
+    assert ev["eval_options"] == {"test_inner_lr": 0.1, "test_inner_steps": 10}
     assert json.loads((out / "eval.json").read_text()) == ev
     monkeypatch.setattr(reproduce, "EVAL_OPTIONS", {"maml": {"test_inner_steps": 3}})  # another setting: recomputed
     again = reproduce.evaluate_one("maml", out, test, 4, tasksets)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -92,6 +92,15 @@ def _shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in module.state_dict().items()}
 
 
+def _changes_shapes(info: dict[str, Any], overrides: dict[str, Any], backbone: nn.Module | None,
+                    saved: dict[str, tuple[int, ...]]) -> bool:
+    """Whether ``overrides`` alone change the shapes of the state tensors (False if they cannot be built alone)."""
+    try:
+        return _shapes(build_from_spec(with_overrides(info, overrides), backbone)) != saved
+    except ValueError:
+        return False
+
+
 def _check_overrides(info: dict[str, Any], overrides: dict[str, Any], method: FewShotMethod,
                      backbone: nn.Module | None, tensors: dict[str, torch.Tensor]) -> None:
     """Refuse overrides that change the trained parameters: options whose value is itself a weight
@@ -105,8 +114,7 @@ def _check_overrides(info: dict[str, Any], overrides: dict[str, Any], method: Fe
     saved = {k: tuple(v.shape) for k, v in tensors.items() if k not in removed}
     if _shapes(method) == saved:
         return
-    culprits = [k for k in overrides  # the options that change the parameters on their own
-                if _shapes(build_from_spec(with_overrides(info, {k: overrides[k]}), backbone)) != saved]
+    culprits = [k for k in overrides if _changes_shapes(info, {k: overrides[k]}, backbone, saved)]
     names = ", ".join(f"{k}={overrides[k]!r}" for k in (culprits or overrides))
     raise ValueError(f"option {names} changes the trained parameters of {method.name} (its weights would differ in "
                      "number or shape from the checkpoint's): only options that keep the trained weights can be "
