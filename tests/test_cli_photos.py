@@ -87,3 +87,19 @@ def test_train_meta_trains_the_last_blocks(photos, tmp_path):
     bad = CliRunner().invoke(main, ["train", "--backbone", "conv4", "--trainable-blocks", "2", "--dataset", f"folder:{photos}",
                                     "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "--trainable-blocks applies" in bad.output
+
+
+def test_ensemble_backbone_everywhere_a_backbone_goes(photos, tmp_path):
+    both = "efficientnet_lite0+efficientnet_lite1"
+    out = json.loads(_run(["eval", "--backbone", both, "--dataset", f"folder:{photos}",
+                           "--way", "3", "--shot", "1", "--query", "2", "--tasks", "5", "--json"]))
+    assert out["backbone"] == both and out["accuracy"] > 0.9
+    cached = {p.name.split("-")[0] for p in (photos.parent / "xdg" / "fewshot" / "features").iterdir()}
+    assert cached == {"efficientnet_lite0", "efficientnet_lite1"}  # one cache per member, reused by either alone
+    out = json.loads(_run(["predict", "--backbone", both, "--support", str(photos),
+                           "--query", str(photos / "class1" / "2.png"), "--json"]))
+    assert out["predictions"][0]["prediction"] == "class1"
+    res = CliRunner().invoke(main, ["train", "--backbone", both, "--dataset", f"folder:{photos}", "--out", str(tmp_path / "r")])
+    assert res.exit_code != 0 and "ensemble" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(main, ["eval", "--backbone", "efficientnet_lite0+nope", "--dataset", f"folder:{photos}"])
+    assert res.exit_code != 0 and "unknown pretrained backbone" in res.output

@@ -109,3 +109,38 @@ def test_embed_folder_and_dataset(tmp_path):
     assert torch.allclose(out.x[0], ref[0], atol=1e-5)
     with pytest.raises(ValueError, match="no sub-folders"):
         embed_folder(emb, tmp_path / "c")
+
+
+def test_ensemble_concatenates_members_each_power_transformed(tmp_path, monkeypatch):
+    from fewshot.engine.features import ConcatEmbedder, image_embedder
+    from fewshot.methods.frozen import power_transform
+
+    files = [_write(tmp_path / f"{i}.png", i) for i in range(2)]
+    kw = dict(cache_dir=tmp_path / "c", precision="float32", progress=False)
+    lite0 = ImageEmbedder("efficientnet_lite0", **kw)
+    f0 = lite0.embed_files(files)  # lite0's cache, filled before the ensemble exists
+    ens = image_embedder("efficientnet_lite0+efficientnet_lite1", **kw)
+    assert isinstance(ens, ConcatEmbedder) and ens.name == "efficientnet_lite0+efficientnet_lite1" and ens.dim == 2560
+    assert isinstance(image_embedder("efficientnet_lite0", **kw), ImageEmbedder)
+    # the ensemble reuses lite0's cached features: its lite0 member never runs the network
+    monkeypatch.setattr(ens.members[0], "embed_tensor", lambda x: pytest.fail("lite0 recomputed"))
+    f = ens.embed_files(files)
+    f1 = ImageEmbedder("efficientnet_lite1", **kw).embed_files(files)
+    torch.testing.assert_close(f, torch.cat([power_transform(f0), power_transform(f1)], 1))
+    torch.testing.assert_close(f[:, :1280].norm(dim=1), torch.ones(2))  # each member weighs the same
+    monkeypatch.undo()
+    torch.testing.assert_close(ens.embed_images([Image.open(p) for p in files]), f, rtol=1e-4, atol=1e-4)
+    for bad, match in (("efficientnet_lite0+efficientnet_lite0", "two or more different"),
+                       ("efficientnet_lite0+", "empty member"), ("efficientnet_lite0+resnet9000", "unknown pretrained")):
+        with pytest.raises(ValueError, match=match):
+            image_embedder(bad, **kw)
+
+
+def test_serve_builds_an_ensemble_image_embedder(tmp_path, monkeypatch):
+    from fewshot.serve.embedders import build_embedder
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    emb = build_embedder("image:efficientnet_lite0+efficientnet_lite1")
+    assert emb.name == "image:efficientnet_lite0+efficientnet_lite1" and emb.dim == 2560
+    f = emb.embed([Image.open(_write(tmp_path / "a.png", 0))])
+    assert f.shape == (1, 2560) and torch.allclose(f.norm(dim=1), torch.ones(1))

@@ -24,15 +24,16 @@ PRETRAINED_RESOLUTION = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "
 def pretrained_option(f):
     return click.option(
         "--backbone", default=None,
-        help="a pretrained backbone (efficientnet_lite0 | efficientnet_lite1 | efficientnet_lite2): "
-             "classify its frozen features, no training run needed (needs fewshot[vision])")(f)
+        help="a pretrained backbone (efficientnet_lite0 | efficientnet_lite1 | efficientnet_lite2), or several "
+             "joined by + (efficientnet_lite0+efficientnet_lite1: features concatenated): classify its frozen "
+             "features, no training run needed (needs fewshot[vision])")(f)
 
 
 def embedder(backbone: str, quiet: bool = False):
-    from ..engine.features import ImageEmbedder
+    from ..engine.features import image_embedder
 
     try:
-        return ImageEmbedder(backbone, progress=None if not quiet else False)
+        return image_embedder(backbone, progress=None if not quiet else False)
     except (ImportError, FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 

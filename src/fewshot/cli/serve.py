@@ -14,7 +14,8 @@ from . import main
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to bind (0.0.0.0 exposes the service to the network)")
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--backbone", default="efficientnet_lite0", show_default=True,
-              help="image model of new photo collections: efficientnet_lite0|1|2, or pixels (no model)")
+              help="image model of new photo collections: efficientnet_lite0|1|2, several joined by + "
+                   "(efficientnet_lite0+efficientnet_lite1), or pixels (no model)")
 @click.option("--encoder", default="all-MiniLM-L6-v2", show_default=True,
               help="text model of new sentence collections: all-MiniLM-L6-v2 (packaged), a local sentence-transformers folder, or hashing")
 @click.option("--api-key", envvar="FEWSHOT_API_KEY", default=None, help="require this key (X-API-Key header) on every write [env FEWSHOT_API_KEY]")

@@ -80,6 +80,9 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--method") from exc
     spec = backbone
+    if "+" in backbone:
+        raise click.UsageError(f"--backbone {backbone}: an ensemble (A+B) is a frozen feature extractor for "
+                               "eval/predict --backbone; train one network (e.g. --backbone efficientnet_lite0)")
     if backbone in PRETRAINED_RESOLUTION:
         # decode at the network's resolution (Omniglot: its native 105 px); the last blocks are trained
         image_size = image_size or (105 if dataset == "omniglot" else PRETRAINED_RESOLUTION[backbone])

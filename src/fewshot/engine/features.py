@@ -7,6 +7,9 @@ instructions, under bf16 autocast (2-3x the images per CPU-second; features with
 same accuracy on MPEG-7: benchmarks/results/photos.md). Features of files are cached as safetensors under
 ``<cache_dir>/features/<model key>/`` keyed by the SHA-256 of the file's bytes, so a second run
 over the same photos neither decodes nor runs the network.
+
+``image_embedder("efficientnet_lite0+efficientnet_lite1")`` concatenates several networks'
+features (:class:`ConcatEmbedder`; each member cached under its own key).
 """
 
 from __future__ import annotations
@@ -201,6 +204,62 @@ class ImageEmbedder:
             pass  # a read-only cache only costs speed
 
 
+#: Joins member backbones in an ensemble name: ``efficientnet_lite0+efficientnet_lite1``.
+ENSEMBLE_SEPARATOR = "+"
+
+
+class ConcatEmbedder:
+    """Several pretrained backbones as one: per image, each member's features are power-transformed
+    (``x ** 0.5``) and L2-normalised, then concatenated -> ``[N, sum of dims]``.
+
+    The per-member transform measured best of the combinations tried (raw concatenation, per-member
+    L2, per-member power transform + L2) on the 35 MPEG-7 tuning classes, for both the centroid and
+    the soft k-means head (docs/photos.md); it also weighs every member equally. Members keep their
+    own feature caches, so an ensemble reuses features already extracted by any member.
+
+    Args:
+        backbones: member names (at least two, no repeats), e.g. ``["efficientnet_lite0", "efficientnet_lite1"]``.
+        **kwargs: passed to every member's :class:`ImageEmbedder` (``precision``, ``cache_dir``, ...).
+    """
+
+    def __init__(self, backbones: Sequence[str], **kwargs) -> None:
+        if len(backbones) < 2 or len(set(backbones)) != len(backbones):
+            raise ValueError(f"an ensemble needs two or more different backbones; got {list(backbones)}")
+        if "model" in kwargs:
+            raise ValueError("model= applies to a single backbone, not an ensemble")
+        self.members = [ImageEmbedder(b, **kwargs) for b in backbones]
+        self.name = ENSEMBLE_SEPARATOR.join(m.name for m in self.members)
+        self.dim = sum(m.dim for m in self.members)
+        self.batch_size = self.members[0].batch_size
+        self.precision = self.members[0].precision
+
+    def combine(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Each member's features ``[N, dim_i]`` (non-negative) -> the ensemble's ``[N, sum dim_i]``."""
+        from ..methods.frozen import power_transform
+
+        return torch.cat([power_transform(f) for f in features], dim=1)
+
+    def embed_images(self, images: Sequence) -> torch.Tensor:
+        """PIL images (any mode) -> features ``[N, dim]``."""
+        return self.combine([m.embed_images(images) for m in self.members])
+
+    def embed_files(self, paths: Sequence[str | Path]) -> torch.Tensor:
+        """Image files -> features ``[N, dim]``; each member's features cached by file content."""
+        return self.combine([m.embed_files(paths) for m in self.members])
+
+
+def image_embedder(backbone: str, **kwargs) -> "ImageEmbedder | ConcatEmbedder":
+    """The embedder named ``backbone``: one pretrained network (``efficientnet_lite0``) or an
+    ensemble of several joined by ``+`` (``efficientnet_lite0+efficientnet_lite1``, see
+    :class:`ConcatEmbedder`). ``kwargs`` go to each :class:`ImageEmbedder`."""
+    members = backbone.split(ENSEMBLE_SEPARATOR)
+    if len(members) == 1:
+        return ImageEmbedder(backbone, **kwargs)
+    if not all(members):
+        raise ValueError(f"empty member in backbone {backbone!r}; write e.g. efficientnet_lite0+efficientnet_lite1")
+    return ConcatEmbedder(members, **kwargs)
+
+
 def folder_files(root: str | Path) -> tuple[list[Path], torch.Tensor, list[str]]:
     """Image files of a class-per-folder tree ``root/<class>/<image>``: paths, labels ``[N]``, class names."""
     from ..data.images import IMAGE_SUFFIXES
@@ -220,7 +279,7 @@ def folder_files(root: str | Path) -> tuple[list[Path], torch.Tensor, list[str]]
     return paths, torch.tensor(labels, dtype=torch.long), names
 
 
-def embed_dataset(embedder: ImageEmbedder, data: "LabeledDataset") -> "LabeledDataset":
+def embed_dataset(embedder: "ImageEmbedder | ConcatEmbedder", data: "LabeledDataset") -> "LabeledDataset":
     """A dataset of images (``uint8 [N, C, H, W]``) -> the same dataset with features ``[N, dim]``.
 
     Data stored with ink = 255 (``info["image"]["invert"]``, e.g. Omniglot) is shown to the network
@@ -245,7 +304,7 @@ def embed_dataset(embedder: ImageEmbedder, data: "LabeledDataset") -> "LabeledDa
                           {**data.info, "features": embedder.name}, data.item_meta)
 
 
-def embed_folder(embedder: ImageEmbedder, root: str | Path) -> "LabeledDataset":
+def embed_folder(embedder: "ImageEmbedder | ConcatEmbedder", root: str | Path) -> "LabeledDataset":
     """``root/<class>/<image>`` -> a dataset of features ``[N, dim]`` (cached by file content)."""
     from ..data.dataset import LabeledDataset
 

@@ -4,7 +4,8 @@ A collection names its embedder once (``image:efficientnet_lite0``, ``text:all-M
 and keeps it: its stored embeddings are only comparable with that model's. The service loads each
 named embedder once, on first use.
 
-* ``image:<backbone>`` — a pretrained backbone (:class:`fewshot.engine.features.ImageEmbedder`);
+* ``image:<backbone>`` — a pretrained backbone, or several joined by ``+``
+  (:func:`fewshot.engine.features.image_embedder`);
 * ``image:pixels`` — the photo itself, grey, 32x32, centred: no model, instant and deterministic
   (tests; a floor to compare against);
 * ``text:<encoder>`` — :func:`fewshot.text.encoder.load_encoder` (``all-MiniLM-L6-v2`` packaged
@@ -64,11 +65,11 @@ class BackboneEmbedder:
 
     def __init__(self, backbone: str = DEFAULT_BACKBONE):
         try:
-            from ..engine.features import ImageEmbedder
+            from ..engine.features import image_embedder
         except ImportError as exc:
             raise ImportError(f"image backbone {backbone!r} needs fewshot.engine.features and the vision extra: "
                               "pip install 'fewshot[vision]' (or use --backbone pixels)") from exc
-        self.model = ImageEmbedder(backbone=backbone)
+        self.model = image_embedder(backbone)
         self.name = f"image:{backbone}"
         self.dim = int(self.model.dim)
 
