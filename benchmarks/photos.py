@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 
 from fewshot.data import LabeledDataset  # noqa: E402
 from fewshot.data.images import IMAGE_SUFFIXES  # noqa: E402
-from fewshot.engine.features import ImageEmbedder  # noqa: E402
+from fewshot.engine.features import ImageEmbedder, image_embedder  # noqa: E402
 from fewshot.methods.frozen import centroid_scores, logistic_scores, power_transform, soft_kmeans_scores  # noqa: E402
 from fewshot.tasks.episodes import TaskSet  # noqa: E402
 
@@ -160,8 +160,8 @@ def stage_throughput(args) -> None:
 def embed_all(norm: str, crop: float, exclude: tuple[str, ...] = (), backbone: str = "efficientnet_lite0",
               precision: str = "float32"):
     paths, labels, names = folder_files(DATA / "images" / "mpeg7", exclude)
-    emb = ImageEmbedder(backbone, normalization=norm, crop=crop, precision=precision, cache_dir=RUNS / "cache",
-                        progress=False)
+    emb = image_embedder(backbone, normalization=norm, crop=crop, precision=precision, cache_dir=RUNS / "cache",
+                         progress=False)
     c0 = cpu()
     feats = emb.embed_files(paths)
     return feats, labels, names, cpu() - c0
@@ -269,8 +269,11 @@ def split_base_novel(names: list[str], seed: int = 0) -> tuple[list[int], list[i
 
 def stage_finetune(args) -> None:
     """Per-task fine-tuning of the last blocks on the augmented support (P>M>F's "F"), on the first
-    ``--tasks`` of the fixed 5w1s tasks (all 70 classes)."""
-    from fewshot.methods.pmf import finetune_on_support
+    ``--tasks`` of the fixed 5w1s tasks (all 70 classes). The trunk activations of every image are
+    computed once (``pixels_and_trunks``) and shared by all tasks; ``--augment features`` makes the
+    pseudo-queries from them (:func:`feature_map_augment`), ``pixels`` runs the trunk on
+    ``--copies`` augmented photos per support image in every task."""
+    from fewshot.methods.pmf import finetune_on_activations, finetune_on_support
 
     load0 = os.getloadavg()
     emb, pix, t, labels, names = pixels_and_trunks(args.norm, args.crop)
@@ -279,23 +282,30 @@ def stage_finetune(args) -> None:
     ds = as_dataset(labels, names)
     for way in [int(w) for w in args.ways.split(",")]:
         taskset = TaskSet.generate(ds, way, 1, 15, args.tasks, seed=0)
-        accs, accs_t, c0 = [], [], cpu()
+        accs, c0 = {"L2N": [], "transductive CL2N": [], "power transform + transductive soft k-means": []}, cpu()
         for t_ in taskset:
             s_idx = torch.tensor(t_.support).reshape(-1)
             q_idx = torch.tensor(t_.query).reshape(-1)
             s_y, q_y = torch.arange(way), torch.arange(way).repeat_interleave(15)
-            model = finetune_on_support(emb.model, pix[s_idx], s_y, emb.normalize, start=start, steps=args.steps,
-                                        lr=args.lr, copies=args.copies)
+            if args.augment == "features":
+                model = finetune_on_activations(emb.model, h_all[s_idx], s_y, start=start, steps=args.steps, lr=args.lr,
+                                                copies=args.copies)
+            else:
+                model = finetune_on_support(emb.model, pix[s_idx], s_y, emb.normalize, start=start, steps=args.steps,
+                                            lr=args.lr, copies=args.copies, augment="pixels")
             with torch.inference_mode():
                 fs = model.tail(h_all[s_idx], start)
                 fq = model.tail(h_all[q_idx], start)
-            accs.append((centroid_scores(fs, s_y, fq).argmax(1) == q_y).float().mean().item())
-            accs_t.append((centroid_scores(fs, s_y, fq, mean=torch.cat([fs, fq]).mean(0)).argmax(1) == q_y).float().mean().item())
-        n = len(accs)
+            for name, scores in (("L2N", centroid_scores(fs, s_y, fq)),
+                                 ("transductive CL2N", centroid_scores(fs, s_y, fq, mean=torch.cat([fs, fq]).mean(0))),
+                                 ("power transform + transductive soft k-means", soft_kmeans_scores(fs, s_y, fq))):
+                accs[name].append((scores.argmax(1) == q_y).float().mean().item())
+        n = len(taskset)
         res = {name: {"acc": float(np.mean(a)), "ci95": float(1.96 * np.std(a, ddof=1) / np.sqrt(n))}
-               for name, a in (("L2N", accs), ("transductive CL2N", accs_t))}
+               for name, a in accs.items()}
         record({"stage": "finetune", "way": way, "shot": 1, "tasks": n, "start": start, "steps": args.steps, "lr": args.lr,
-                "copies": args.copies, "cpu_s_per_task": (cpu() - c0) / n, **res, "load": [load0, os.getloadavg()]})
+                "copies": args.copies, "augment": args.augment, "cpu_s_per_task": (cpu() - c0) / n, **res,
+                "load": [load0, os.getloadavg()]})
 
 
 def stage_metatrain(args) -> None:
@@ -463,8 +473,9 @@ def stage_report(args) -> None:
                 out.append(f"| {k} | {pct(hs5[k])} | {pct(gs5[k])} | {pct(hs20[k])} | {pct(gs20[k])} |")
         out.append("")
     cols = ("frozen centroid (L2N)", "SimpleShot CL2N (base-class mean)", "power transform + transductive soft k-means")
-    bb = [(b, heads_of(5, b, p), heads_of(20, b, p)) for b in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-          for p in ("float32", "bfloat16")]
+    backbones = dict.fromkeys(["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+                              + [r["backbone"] for r in rows if r.get("stage") == "heads"])  # ensembles (A+B) too
+    bb = [(b, heads_of(5, b, p), heads_of(20, b, p)) for b in backbones for p in ("float32", "bfloat16")]
     if sum(1 for _, x, y in bb if x[0] and y[0]) > 1:
         out += ["## Which shipped network (stage `heads --backbone`)", "",
                 "| backbone | precision | tasks | " + " | ".join(f"{c} 5w1s %" for c in cols) + " | "
@@ -491,11 +502,16 @@ def stage_report(args) -> None:
     if ft:
         out += ["## Fine-tuning the last blocks on each support set (stage `finetune`)", "",
                 "All 70 classes, the first tasks of the same fixed 5w1s task set as above; augmented copies of the "
-                "support (affine, flip, brightness/contrast) as pseudo-queries, cosine ProtoNet loss, Adam.", "",
-                "| blocks tuned | steps | lr | copies | tasks | L2N % | transductive CL2N % | CPU s/task |", "|---|---|---|---|---|---|---|---|"]
+                "support as pseudo-queries, cosine ProtoNet loss, Adam. `pixels`: the copies are augmented photos (affine, flip, brightness/contrast) run through the trunk in every task; `features`: "
+                "flips and one-cell shifts of the support's cached trunk activations (`feature_map_augment`; "
+                "every image's trunk activations computed once for all tasks).", "",
+                "| blocks tuned | augment | steps | lr | copies | tasks | L2N % | transductive CL2N % | soft k-means % "
+                "| CPU s/task |", "|---|---|---|---|---|---|---|---|---|---|"]
+        skm = "power transform + transductive soft k-means"
         for r in ft:
-            out.append(f"| {r['start']}-15 + head | {r['steps']} | {r['lr']} | {r['copies']} | {r['tasks']} | {pct(r['L2N'])} | "
-                       f"{pct(r['transductive CL2N'])} | {r['cpu_s_per_task']:.2f} |")
+            out.append(f"| {r['start']}-15 + head | {r.get('augment', 'pixels')} | {r['steps']} | {r['lr']} | {r['copies']} | "
+                       f"{r['tasks']} | {pct(r['L2N'])} | {pct(r['transductive CL2N'])} | "
+                       f"{pct(r[skm]) if skm in r else '-'} | {r['cpu_s_per_task']:.2f} |")
         out.append("")
     o = latest(stage="openset")
     if o:
@@ -542,14 +558,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--norm", default="tf")
     ap.add_argument("--crop", type=float, default=1.0)
-    ap.add_argument("--backbone", default="efficientnet_lite0")
+    ap.add_argument("--backbone", default="efficientnet_lite0",
+                    help="stage heads: a pretrained network or an ensemble A+B (features concatenated, see docs/photos.md)")
     ap.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
                     help="stage heads: the feature extractor's precision (features cached per precision)")
     ap.add_argument("--heads", default="all", help=f"stage heads: comma-separated, from {', '.join(HEAD_KEYS)} (default all)")
     ap.add_argument("--start", type=int, default=15, help="first block adapted (the ones before stay frozen)")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--copies", type=int, default=8)
+    ap.add_argument("--copies", type=int, default=4)
+    ap.add_argument("--augment", default="features", choices=("features", "pixels"),
+                    help="stage finetune: augment the cached trunk activations or the photos (trunk per copy)")
     ap.add_argument("--ways", default="5")
     ap.add_argument("--episodes", type=int, default=300)
     ap.add_argument("--train-way", type=int, default=5)

@@ -4,7 +4,8 @@ Both follow P>M>F (Hu et al. 2022, "Pushing the Limits of Simple Pipelines for F
 
 * :func:`finetune_on_support` ("F"): per task, train ``blocks[start:]`` and the head so that
   augmented copies of each support image land nearest their class prototype (the prototype of
-  the un-augmented support), with a cosine ProtoNet loss.
+  the un-augmented support), with a cosine ProtoNet loss. :func:`finetune_on_activations` does
+  it from cached trunk activations, augmenting the activation maps (:func:`feature_map_augment`).
 * :func:`meta_train` ("M"): episodic ProtoNet training (Snell et al. 2017) of the same blocks on a
   user's base classes.
 
@@ -56,6 +57,79 @@ def train_only_tail(model: EfficientNetLite, start: int) -> list[torch.nn.Parame
     return params
 
 
+def feature_map_augment(h: torch.Tensor, generator: torch.Generator, max_shift: int = 1) -> torch.Tensor:
+    """Augment trunk activations ``[B, C, h, w]`` instead of pixels: each map is mirrored
+    left-right (p = 0.5) and shifted by up to ``max_shift`` cells each way (edges replicated).
+
+    The counterpart of pixel flips and translations (one cell of lite0's 7x7 block-15 input is
+    32 px at 224 px) that needs no trunk pass per view. It is an approximation: the trunk's
+    filters are not mirror-symmetric, so a mirrored map is not the map of the mirrored photo.
+    """
+    if h.ndim != 4:
+        raise ValueError(f"feature_map_augment takes activations [B, C, h, w]; got shape {tuple(h.shape)}")
+    b, _, height, width = h.shape
+    flip = torch.rand(b, generator=generator) < 0.5
+    h = torch.where(flip[:, None, None, None], h.flip(-1), h)
+    if max_shift == 0:
+        return h
+    padded = F.pad(h, (max_shift,) * 4, mode="replicate")
+    dy, dx = (torch.randint(0, 2 * max_shift + 1, (2, b), generator=generator)).tolist()
+    return torch.stack([padded[i, :, y:y + height, x:x + width] for i, (y, x) in enumerate(zip(dy, dx))])
+
+
+def finetune_on_activations(
+    model: EfficientNetLite,
+    support: torch.Tensor,
+    support_y: torch.Tensor,
+    start: int = 15,
+    steps: int = 10,
+    lr: float = 1e-4,
+    copies: int = 4,
+    scale: float = 10.0,
+    views: torch.Tensor | None = None,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = feature_map_augment,
+    seed: int = 0,
+) -> EfficientNetLite:
+    """A copy of ``model`` whose ``blocks[start:]`` + head are fine-tuned from cached trunk activations.
+
+    Only the tail runs per step: the frozen trunk's activations ``support = model.trunk(x, start)``
+    ``[S, C, h, w]`` are computed once per image (and can be kept across tasks), not per task or step.
+
+    Args:
+        support: trunk activations of the support images; ``support_y [S]`` labels ``0..way-1``.
+        views: trunk activations of augmented copies (the pseudo-queries) ``[copies * S, C, h, w]``,
+            ordered like ``support.repeat(copies, 1, 1, 1)``; ``None``: ``augment`` makes them from
+            ``support`` (:func:`feature_map_augment`; ``augment=None``: un-augmented copies).
+        copies, steps, lr, scale: as :func:`finetune_on_support`.
+    """
+    model = copy.deepcopy(model).eval()
+    if steps == 0:
+        return model
+    g = torch.Generator().manual_seed(seed)
+    if views is None:
+        views = support.repeat(copies, 1, 1, 1)
+        if augment is not None:
+            views = augment(views, g)
+    if views.shape[0] != copies * support.shape[0] or views.shape[1:] != support.shape[1:]:
+        raise ValueError(f"views must be [{copies} * {support.shape[0]}, {', '.join(map(str, support.shape[1:]))}] "
+                         f"(copies x support activations); got {tuple(views.shape)}")
+    support, views = support.clone(), views.clone()  # inference tensors cannot enter autograd
+    way = int(support_y.max()) + 1
+    y_views = support_y.repeat(copies)
+    params = train_only_tail(model, start)
+    opt = torch.optim.Adam(params, lr=lr)
+    for _ in range(steps):
+        feats = model.tail(torch.cat([support, views]), start)
+        protos = class_means(feats[: len(support_y)], support_y, way)
+        loss = F.cross_entropy(cosine_logits(feats[len(support_y):], protos, scale), y_views)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 def finetune_on_support(
     model: EfficientNetLite,
     support: torch.Tensor,
@@ -64,8 +138,9 @@ def finetune_on_support(
     start: int = 15,
     steps: int = 10,
     lr: float = 1e-4,
-    copies: int = 8,
+    copies: int = 4,
     scale: float = 10.0,
+    augment: str = "features",
     augmenter: Augmenter | None = None,
     seed: int = 0,
 ) -> EfficientNetLite:
@@ -76,32 +151,25 @@ def finetune_on_support(
         normalize: ``uint8`` images -> network input (e.g. ``ImageEmbedder.normalize``).
         copies: augmented copies per support image (the pseudo-queries).
         steps, lr: Adam steps and learning rate (0 steps: the model unchanged).
+        augment: ``"features"``: the trunk runs on the support only and the copies are
+            :func:`feature_map_augment` views of its activations; ``"pixels"``: ``augmenter``
+            (default :func:`photo_augmenter`) transforms the images and the trunk runs on every
+            copy (``copies + 1`` times the trunk cost).
     """
-    model = copy.deepcopy(model).eval()
+    if augment not in ("features", "pixels"):
+        raise ValueError(f"augment must be 'features' or 'pixels'; got {augment!r}")
+    if augmenter is not None and augment != "pixels":
+        raise ValueError("augmenter= transforms pixels: pass augment='pixels' with it")
     if steps == 0:
-        return model
-    g = torch.Generator().manual_seed(seed)
-    augmenter = augmenter or photo_augmenter()
-    way = int(support_y.max()) + 1
+        return copy.deepcopy(model).eval()
     with torch.inference_mode():
-        x = support.float() / 255
-        aug = augmenter(x.repeat(copies, 1, 1, 1), g)
-        h_support = model.trunk(normalize((x * 255).round().to(torch.uint8)), start)
-        h_aug = model.trunk(normalize((aug * 255).round().to(torch.uint8)), start)
-    h_support, h_aug = h_support.clone(), h_aug.clone()  # inference tensors cannot enter autograd
-    y_aug = support_y.repeat(copies)
-    params = train_only_tail(model, start)
-    opt = torch.optim.Adam(params, lr=lr)
-    for _ in range(steps):
-        feats = model.tail(torch.cat([h_support, h_aug]), start)
-        protos = class_means(feats[: len(support_y)], support_y, way)
-        loss = F.cross_entropy(cosine_logits(feats[len(support_y):], protos, scale), y_aug)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+        h_support = model.trunk(normalize(support), start)
+        views = None
+        if augment == "pixels":
+            g = torch.Generator().manual_seed(seed)
+            aug = (augmenter or photo_augmenter())(support.float().div(255).repeat(copies, 1, 1, 1), g)
+            views = model.trunk(normalize((aug * 255).round().to(torch.uint8)), start)
+    return finetune_on_activations(model, h_support, support_y, start, steps, lr, copies, scale, views=views, seed=seed)
 
 
 def meta_train(
