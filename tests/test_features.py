@@ -144,3 +144,19 @@ def test_serve_builds_an_ensemble_image_embedder(tmp_path, monkeypatch):
     assert emb.name == "image:efficientnet_lite0+efficientnet_lite1" and emb.dim == 2560
     f = emb.embed([Image.open(_write(tmp_path / "a.png", 0))])
     assert f.shape == (1, 2560) and torch.allclose(f.norm(dim=1), torch.ones(1))
+
+
+def test_trunk_activations_of_files_are_cached_and_continue_to_the_features(tmp_path, monkeypatch):
+    files = [_write(tmp_path / f"{i}.png", i) for i in range(3)]
+    emb = ImageEmbedder(cache_dir=tmp_path / "c", batch_size=2, progress=False)
+    h = emb.trunk_files(files, 15)
+    assert h.shape == (3, 192, 7, 7) and h.dtype == torch.float32
+    with torch.no_grad():
+        x = emb.normalize(emb.preprocess([Image.open(p) for p in files]))
+        torch.testing.assert_close(h, emb.model.trunk(x, 15), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(emb.model.tail(h, 15), emb.model.features(x), rtol=1e-4, atol=1e-4)
+    monkeypatch.setattr(emb.model, "trunk", lambda *a: pytest.fail("trunk recomputed"))
+    assert torch.equal(emb.trunk_files(files[::-1], 15), h.flip(0))  # second run: from the cache
+    assert {p.name.split("-")[-1] for p in (tmp_path / "c" / "features").iterdir()} >= {"trunk15"}
+    with pytest.raises(ValueError, match="upto"):
+        emb.trunk_files(files, 17)

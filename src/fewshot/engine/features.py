@@ -108,9 +108,11 @@ class ImageEmbedder:
         suffix = "" if model is None else f"+{tag}" if tag else "+custom"
         self.name = f"{backbone}{suffix}"
         key = {"v": _CACHE_VERSION, "name": self.name, "res": self.resolution, "norm": normalization, "crop": crop}
+        digest = lambda k: f"{self.name}-{hashlib.sha1(json.dumps(k, sort_keys=True).encode()).hexdigest()[:12]}"  # noqa: E731
+        self.base_key = digest(key)  # float32, before BatchNorm folding: trunk activations' cache (trunk_files)
         if precision != "float32":  # float32 keys stay as before BatchNorm folding (same features to rounding)
             key["precision"] = precision
-        self.cache_key = f"{self.name}-{hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]}"
+        self.cache_key = digest(key)
         use_cache = cache and (model is None or tag is not None)
         self._cache = Path(cache_dir or default_cache_dir()) / "features" / self.cache_key if use_cache else None
 
@@ -143,28 +145,53 @@ class ImageEmbedder:
     # ------------------------------------------------------------------ files, cached
     def embed_files(self, paths: Sequence[str | Path]) -> torch.Tensor:
         """Image files -> features ``[N, dim]``; cached by file content, decoded at most once."""
-        feats: list[torch.Tensor | None] = [None] * len(paths)
+        return self._cached(paths, self._cache, (self.dim,), self.embed_tensor)
+
+    def trunk_files(self, paths: Sequence[str | Path], upto: int) -> torch.Tensor:
+        """Image files -> the frozen trunk's activations ``model.trunk(x, upto)`` ``[N, C, h, w]``.
+
+        What fine-tuning the last blocks starts from (:func:`fewshot.methods.pmf.finetune_on_activations`):
+        float32, the un-folded ``model``, so they equal the trunk run inside fine-tuning. Cached by
+        file content like the features (under their own key), so a photo in several support sets
+        runs the trunk once.
+        """
+        if not 0 <= upto <= len(self.model.blocks):
+            raise ValueError(f"upto must be in 0..{len(self.model.blocks)}; got {upto}")
+        cache = None if self._cache is None else self._cache.with_name(f"{self.base_key}-trunk{upto}")
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                return torch.cat([self.model.trunk(self.normalize(x[i:i + self.batch_size]), upto)
+                                  for i in range(0, x.shape[0], self.batch_size)])
+
+        return self._cached(paths, cache, None, run)  # the key names the block: no shape to check
+
+    def _cached(self, paths: Sequence[str | Path], cache: Path | None, shape: tuple[int, ...] | None,
+                compute) -> torch.Tensor:
+        """``compute(uint8 images) -> [B, *shape]`` of each file, cached under ``cache`` by file content
+        (a cached entry of another ``shape`` is recomputed; ``None``: not checked)."""
+        out: list[torch.Tensor | None] = [None] * len(paths)
         todo: list[tuple[int, str, Path]] = []
         for i, p in enumerate(paths):
             digest = hashlib.sha256(Path(p).read_bytes()).hexdigest()
-            cached = self._load(digest)
+            cached = self._load(cache, digest, shape)
             if cached is not None:
-                feats[i] = cached
+                out[i] = cached
             else:
                 todo.append((i, digest, Path(p)))
         bar = self._bar(len(todo))
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start:start + self.batch_size]
             images = [load_photo(path, self.max_pixels) for _, _, path in chunk]
-            out = self.embed_tensor(self.preprocess(images))
-            for (i, digest, _), f in zip(chunk, out):
-                feats[i] = f.clone()
-                self._store(digest, feats[i])
+            result = compute(self.preprocess(images))
+            for (i, digest, _), f in zip(chunk, result):
+                out[i] = f.contiguous().clone()
+                self._store(cache, digest, out[i])
             if bar is not None:
                 bar.update(len(chunk))
         if bar is not None:
             bar.close()
-        return torch.stack(feats) if feats else torch.empty(0, self.dim)  # type: ignore[arg-type]
+        return torch.stack(out) if out else torch.empty(0, *(shape or ()))  # type: ignore[arg-type]
 
     def _bar(self, total: int):
         show = self.progress if self.progress is not None else (sys.stderr.isatty() and total > self.batch_size)
@@ -174,14 +201,14 @@ class ImageEmbedder:
 
         return tqdm(total=total, desc=f"embedding ({self.name})", unit="img")
 
-    def _path(self, digest: str) -> Path:
-        assert self._cache is not None
-        return self._cache / digest[:2] / f"{digest}.safetensors"
+    @staticmethod
+    def _path(cache: Path, digest: str) -> Path:
+        return cache / digest[:2] / f"{digest}.safetensors"
 
-    def _load(self, digest: str) -> torch.Tensor | None:
-        if self._cache is None:
+    def _load(self, cache: Path | None, digest: str, shape: tuple[int, ...] | None) -> torch.Tensor | None:
+        if cache is None:
             return None
-        path = self._path(digest)
+        path = self._path(cache, digest)
         if not path.exists():
             return None
         try:
@@ -189,12 +216,12 @@ class ImageEmbedder:
         except Exception:  # a truncated cache entry is recomputed, never trusted
             path.unlink(missing_ok=True)
             return None
-        return f if f.shape == (self.dim,) else None
+        return f if shape is None or f.shape == shape else None
 
-    def _store(self, digest: str, f: torch.Tensor) -> None:
-        if self._cache is None:
+    def _store(self, cache: Path | None, digest: str, f: torch.Tensor) -> None:
+        if cache is None:
             return
-        path = self._path(digest)
+        path = self._path(cache, digest)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
