@@ -502,9 +502,10 @@ def stage_report(args) -> None:
     if ft:
         out += ["## Fine-tuning the last blocks on each support set (stage `finetune`)", "",
                 "All 70 classes, the first tasks of the same fixed 5w1s task set as above; augmented copies of the "
-                "support as pseudo-queries, cosine ProtoNet loss, Adam. `pixels`: the copies are augmented photos (affine, flip, brightness/contrast) run through the trunk in every task; `features`: "
-                "flips and one-cell shifts of the support's cached trunk activations (`feature_map_augment`; "
-                "every image's trunk activations computed once for all tasks).", "",
+                "support as pseudo-queries, cosine ProtoNet loss, Adam. `pixels`: the copies are augmented photos "
+                "(affine, flip, brightness/contrast) run through the trunk in every task; `features`: flips and "
+                "one-cell shifts of the support's cached trunk activations (`feature_map_augment`; every image's "
+                "trunk activations computed once for all tasks).", "",
                 "| blocks tuned | augment | steps | lr | copies | tasks | L2N % | transductive CL2N % | soft k-means % "
                 "| CPU s/task |", "|---|---|---|---|---|---|---|---|---|---|"]
         skm = "power transform + transductive soft k-means"
