@@ -80,7 +80,7 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--method") from exc
     spec = backbone
-    if "+" in backbone:
+    if backbone and "+" in backbone:
         raise click.UsageError(f"--backbone {backbone}: an ensemble (A+B) is a frozen feature extractor for "
                                "eval/predict --backbone; train one network (e.g. --backbone efficientnet_lite0)")
     if backbone in PRETRAINED_RESOLUTION:
