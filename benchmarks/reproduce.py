@@ -213,20 +213,20 @@ def report(args, rows: list[tuple[str, dict, dict]]) -> str:
              "Training: the defaults of `fewshot train` (20-way 1-shot 5-query episodes or mini-batches of 128, Adam 1e-3, "
              "cosine schedule, the method's default backbone and options) on the background set without the six held-out "
              "alphabets (Armenian, Bengali, Cyrillic, Futurama, Hebrew, Tifinagh), x4 rotations, 28x28. Evaluation: the last "
-             f"checkpoint on {args.tasks} fixed tasks per setting from the held-out alphabets (5 queries per class), "
+             "checkpoint on the first N of one list of fixed tasks per setting (N in the tasks column) from the held-out alphabets (5 queries per class), "
              "accuracy (%) ± 95% CI. Published: the paper's Vinyals-split numbers (20 evaluation alphabets, full training on a "
              "GPU): a different test set, so the comparison is indicative.", "",
              f"**Budget: {args.budget_cpu_min:g} CPU-minutes of training per method** (process CPU time, all threads; "
              f"torch threads = {args.threads}); the steps that fit were measured on the machine before each run. "
              "Load average (1/5/15 min) at the start and end of each training is in the last column: the machine is "
              "shared, and a higher load makes each CPU-second slower.", "",
-             "| method | steps | train CPU s (validation excluded) | 5w1s | 5w5s | 20w1s | 20w5s | published 5w1s / 5w5s / 20w1s / 20w5s | load start -> end |",
-             "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+             "| method | steps | train CPU s (validation excluded) | tasks | 5w1s | 5w5s | 20w1s | 20w5s | published 5w1s / 5w5s / 20w1s / 20w5s | load start -> end |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for name, tr, ev in rows:
         pub = " / ".join("–" if v is None else f"{v:g}" for v in METHODS[name][2])
         load = f"{'/'.join(f'{v:.1f}' for v in tr['load_start'])} -> {'/'.join(f'{v:.1f}' for v in tr['load_end'])}"
         steps = f"{tr['steps']} of {tr['planned_steps']} (stopped: CPU cap)" if tr.get("stopped") else tr["steps"]
-        lines.append(f"| {_label(name, ev)} | {steps} | {tr['cpu_s']:.0f} | " + " | ".join(_fmt(ev.get(f'{w}w{s}s')) for w, s in SETTINGS)
+        lines.append(f"| {_label(name, ev)} | {steps} | {tr['cpu_s']:.0f} | {ev['tasks']} | " + " | ".join(_fmt(ev.get(f'{w}w{s}s')) for w, s in SETTINGS)
                      + f" | {pub} ({METHODS[name][3]}) | {load} |")
     if any(ev.get("overrides") for _, _, ev in rows):
         lines += ["", "(eval: ...): evaluated with these options instead of the ones stored in the checkpoint (the method's "
