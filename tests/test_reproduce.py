@@ -61,7 +61,7 @@ def test_the_report_names_the_overrides_and_keeps_the_notes(reproduce, tmp_path,
     args = SimpleNamespace(argv=["--eval-only"], tasks=4, budget_cpu_min=3, threads=1, val_tasks=5,
                            methods=["maml", "protonet"])
     text = reproduce.report(args, [("maml", tr, ev)])
-    assert "| maml (eval: test_inner_steps=10) | 5 of 9 (stopped: CPU cap) | 271 | 90.0 ± 1.0 |" in text
+    assert "| maml (eval: test_inner_steps=10) | 5 of 9 (stopped: CPU cap) | 271 | 4 | 90.0 ± 1.0 |" in text
     assert "(eval: ...): evaluated with these options instead of the ones stored in the checkpoint" in text
     assert "Not run at this budget (no cached result): protonet." in text
     assert text.endswith("\n\n## Notes on this run\n\n- written by hand.\n")
