@@ -53,6 +53,8 @@ FROZEN = {
     "logreg + label names": ("logreg", {"label_names": True}),
     "logreg + EDA x2": ("logreg", {"augment": 2}),
     "logreg + label names + self-training": ("logreg", {"label_names": True, "self_train": 0.75}),
+    # the self_training preset (the CLI default): C=30 picked on validation data
+    "self_training (logreg C=30 + label names + self-training)": ("logreg", {"label_names": True, "self_train": 0.75, "C": 30.0}),
 }
 ADAPTIVE = {
     "setfit (256 pairs) + label names": ("setfit", {"max_pairs": 256, "label_names": True}),

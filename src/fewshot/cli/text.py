@@ -7,7 +7,7 @@ import click
 from . import main
 from .common import Fraction, check_device, echo_json, parse_params
 
-METHOD_HELP = ("self_training (logreg + class names as examples + pseudo-labelled unlabelled texts: eval uses the rest of "
+METHOD_HELP = ("self_training (logreg C=30 + class names as examples + pseudo-labelled unlabelled texts: eval uses the rest of "
                "--train, predict the --unlabelled file) | prototype | knn | logreg | setfit, or any registered method that "
                "works on embeddings; with any of them "
                "-p label_names=true (class names as examples), -p self_train=0.75 (pseudo-label the unlabelled texts), "
