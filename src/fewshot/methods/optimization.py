@@ -257,11 +257,16 @@ class MAML(GradientMetaLearner):
 
 class FOMAML(GradientMetaLearner):
     """First-order MAML: the inner gradients are constants, so the meta-gradient is the query-loss
-    gradient at the adapted weights (the second-order term is dropped)."""
+    gradient at the adapted weights (the second-order term is dropped).
+
+    Defaults are Finn et al.'s 20-way Omniglot inner loop (5 steps of 0.1), the way ``fewshot train``
+    samples by default. With MAML's 5-way single step of 0.4 the first-order meta-gradient carries
+    almost no signal at 20-way: 12% training accuracy after 1,500 steps, against 63% after 150 steps
+    with 5 x 0.1 (benchmarks/results/reproduce.md)."""
 
     name = "fomaml"
 
-    def __init__(self, backbone: nn.Module | None = None, way: int = 5, inner_steps: int = 1, inner_lr: float = 0.4,
+    def __init__(self, backbone: nn.Module | None = None, way: int = 5, inner_steps: int = 5, inner_lr: float = 0.1,
                  test_inner_steps: int | None = 10, feature_dim: int | None = None, first_order: bool = True,
                  test_inner_lr: float | None = 0.1):
         if not first_order:
