@@ -167,8 +167,8 @@ class GradientMetaLearner(FewShotMethod):
         self._check_way(self.task_way)
         self._require_head(support_x)
         steps = self.inner_steps if self.test_inner_steps is None else self.test_inner_steps
-        lrs = self.inner_lrs() if self.test_inner_lr is None else self.test_inner_lr
-        fast = self.adapt(support_x, support_y, steps, create_graph=False, detach=True, lrs=lrs)  # enables grad inside
+        # test_inner_lr None: adapt's default, the training rates (inner_lrs)
+        fast = self.adapt(support_x, support_y, steps, create_graph=False, detach=True, lrs=self.test_inner_lr)  # enables grad inside
         self.fast = {n: p.detach() for n, p in fast.items()}
         return self
 
