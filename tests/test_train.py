@@ -217,6 +217,17 @@ def test_validation_refuses_a_single_class_and_holds_out_at_least_two(tmp_path):
         holdout_classes(data.subset_classes([0, 1, 2]), 0.5)
 
 
+def test_within_group_validation_shrinks_the_way_to_the_largest_validation_group():
+    # 14 validation classes over 5 groups (Omniglot small1's 10% hold-out): 20-way within-alphabet
+    # training must still validate, on tasks drawn from one group like the training episodes.
+    data = make_blobs_dataset(num_classes=14, per_class=6)
+    data.groups = torch.tensor([0] * 7 + [1] * 3 + [2] * 2 + [3, 4])
+    tasks = validation_tasks(data, TrainConfig(way=20, shot=1, query=2, val_tasks=5, within="group"))
+    assert tasks.meta["way"] == 7
+    for task in tasks:
+        assert len({int(data.groups[c]) for c in task.classes}) == 1
+
+
 @pytest.mark.parametrize("precision", ["float16", "bf16", ""])
 def test_an_unknown_precision_is_refused_when_the_config_is_built(precision):
     with pytest.raises(ValueError, match=rf"unknown precision '{precision}' in the training configuration; choose float32 or bfloat16"):

@@ -8,6 +8,8 @@ validation tasks. :func:`validation_tasks` refuses a validation set with fewer t
 
 from __future__ import annotations
 
+import torch
+
 from ..data.dataset import LabeledDataset
 from ..tasks.episodes import TaskSet
 from .config import TrainConfig
@@ -30,8 +32,13 @@ def holdout_classes(data: LabeledDataset, fraction: float, seed: int = 0) -> tup
 
 def validation_tasks(val_data: LabeledDataset, cfg: TrainConfig) -> TaskSet:
     """The fixed validation task set: ``cfg.val_way`` (default: the training way, shrunk to the
-    validation classes) -way ``cfg.val_shot`` (default: training shot) -shot tasks."""
-    way = cfg.val_way or min(cfg.way, val_data.num_classes)
+    validation classes — with ``cfg.within``, to the validation classes of the largest group)
+    -way ``cfg.val_shot`` (default: training shot) -shot tasks."""
+    available = val_data.num_classes
+    if cfg.within is not None and val_data.groups is not None:
+        # A 10% class hold-out spreads over the groups (Omniglot's small1: 14 classes, at most 7 per alphabet).
+        available = int(torch.bincount(val_data.groups).max())
+    way = cfg.val_way or min(cfg.way, available)
     if way < MIN_VAL_CLASSES:
         raise ValueError(f"validation needs tasks of at least {MIN_VAL_CLASSES} classes, but the validation set has "
                          f"{val_data.num_classes} class(es) (val_way={way}): a 1-way task is always right. Hold out "
