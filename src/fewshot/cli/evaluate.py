@@ -39,6 +39,23 @@ def build_untrained(name: str, params: tuple[str, ...], device: str):
     return method.to(dev), {"method": method.name, "data": {}}, dev
 
 
+def run_evaluation(method, episodes, device, trained_size: int | None, size: int | None, what: str, **kwargs):
+    """:func:`~fewshot.engine.evaluate.evaluate`, its failures as a ClickException naming ``what``
+    was evaluated: a task the method cannot take (``ValueError``, e.g. more classes than a fixed
+    head has) or images at another size than the run was trained on that its network refuses."""
+    from ..engine.evaluate import evaluate
+
+    try:
+        return evaluate(method, episodes, device, **kwargs)
+    except ValueError as exc:
+        raise click.ClickException(f"{what}: {exc}") from exc
+    except RuntimeError as exc:
+        if trained_size is None or size is None or size == trained_size:
+            raise
+        raise click.ClickException(f"the run was trained on {trained_size}-px images and its network does not take "
+                                   f"{size}-px ones ({exc}); drop --image-size to decode at {trained_size} px") from exc
+
+
 @main.command("eval")
 @click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False))
 @pretrained_option
@@ -59,7 +76,8 @@ def build_untrained(name: str, params: tuple[str, ...], device: str):
 @click.option("--checkpoint", default="best", show_default=True, help="best | last")
 @click.option("--confusion", is_flag=True, help="include the per-class confusion matrix (JSON)")
 @click.option("--plot-episode", type=click.Path(dir_okay=False), default=None, help="save the first task as an episode grid PNG")
-@click.option("--invert/--no-invert", default=None, help="folder datasets: invert the images (default: as the run's training data)")
+@click.option("--invert/--no-invert", default=None, help="folder datasets: invert the images (default: as the run's training data); --lake-runs: "
+                   "map ink to 1 as for Omniglot (default: on)")
 @device_option
 @threads_option
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
@@ -78,8 +96,10 @@ def eval_cmd(run_dir, backbone, method_name, params, dataset, split, data_dir, i
       fewshot eval --method bpl --image-size 105 --lake-runs all_runs.zip --json
     """
     apply_threads(threads)
+    import torch
+
     from ..data import ImageSpec, load_lake_runs
-    from ..engine.evaluate import evaluate
+    from ..data.images import check_polarity
     from ..tasks.episodes import TaskSet, lake_episodes
 
     if run_dir is not None:
@@ -106,12 +126,17 @@ def eval_cmd(run_dir, backbone, method_name, params, dataset, split, data_dir, i
     overrides = info.get("overrides", {})  # a run evaluated with -p: the options it replaced
     note = f" (with {', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else ""
     if lake_runs:
-        spec = ImageSpec.from_dict(image) if image else ImageSpec(image_size or 28, 1, True)
+        # Lake's pages are Omniglot's (dark ink on white): ink = 1 unless --no-invert, at the run's size and channels
+        spec = ImageSpec(image_size or image.get("size", 28), image.get("channels", 1), True if invert is None else invert)
         try:
-            runs = load_lake_runs(lake_runs, ImageSpec(spec.size, 1, True))
+            runs = load_lake_runs(lake_runs, spec)
+            if invert is None and runs:
+                check_polarity(torch.cat([torch.cat([r.support, r.query]) for r in runs]),
+                               info.get("data", {}).get("pixel_mean"), f"Lake's runs ({lake_runs})")
         except (FileNotFoundError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
-        res = evaluate(method, lake_episodes(runs), dev)
+        res = run_evaluation(method, lake_episodes(runs), dev, image.get("size"), spec.size,
+                             f"Lake's runs ({runs[0].support.shape[0]}-way 1-shot)")
         out = {"run": run_dir, "method": info["method"], "overrides": overrides, "protocol": "lake-20-runs", **res.to_dict(),
                "per_run": [100.0 * (1.0 - acc) for acc in res.per_task]}  # each run's error %
         if as_json:
@@ -134,9 +159,10 @@ def eval_cmd(run_dir, backbone, method_name, params, dataset, split, data_dir, i
                     taskset.save(task_file)
                 except OSError as exc:
                     raise click.BadParameter(f"cannot write {task_file}: {exc.strerror or exc}", param_hint="--task-file") from exc
-        res = evaluate(method, taskset.episodes(data), dev, confusion=confusion)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
+    res = run_evaluation(method, taskset.episodes(data), dev, image.get("size"), data.x.shape[-1] if data.x.ndim == 4 else None,
+                         f"{taskset.meta.get('way', way)}-way {taskset.meta.get('shot', shot)}-shot tasks", confusion=confusion)
     if plot_episode:
         from ..engine.plots import plot_episode as draw
         from ..methods.base import inference_context

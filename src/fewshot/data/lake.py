@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .archive import FileTree
@@ -70,8 +71,8 @@ def load_lake_runs(path: str | Path, spec: ImageSpec = ImageSpec(size=28, channe
                 labels[test_index[q]] = train_index[t]
             runs.append(LakeRun(
                 run_name,
-                torch.stack([torch.from_numpy(decode_image(tree.read(n), spec, f"{tree.path}: {n}")) for n in train_files]),
-                torch.stack([torch.from_numpy(decode_image(tree.read(n), spec, f"{tree.path}: {n}")) for n in test_files]),
+                torch.from_numpy(np.stack([decode_image(tree.read(n), spec, f"{tree.path}: {n}") for n in train_files])),
+                torch.from_numpy(np.stack([decode_image(tree.read(n), spec, f"{tree.path}: {n}") for n in test_files])),
                 labels,
             ))
     return runs
