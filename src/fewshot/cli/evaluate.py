@@ -72,7 +72,8 @@ def run_evaluation(method, episodes, device, trained_size: int | None, size: int
 @click.option("--tasks", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the task set (same seed = same tasks)")
 @click.option("--task-file", type=click.Path(dir_okay=False), default=None, help="load the task set from this JSON (written if it does not exist)")
-@click.option("--lake-runs", type=click.Path(exists=True), default=None, help="Lake's all_runs.zip or its folder: report the 20-run error instead")
+@click.option("--lake-runs", type=click.Path(exists=True), default=None, help="Lake's all_runs.zip or its folder: report the 20-run error instead (with RUN_DIR, "
+                   "--backbone or --method)")
 @click.option("--checkpoint", default="best", show_default=True, help="best | last")
 @click.option("--confusion", is_flag=True, help="include the per-class confusion matrix (JSON)")
 @click.option("--plot-episode", type=click.Path(dir_okay=False), default=None, help="save the first task as an episode grid PNG")
@@ -93,6 +94,7 @@ def eval_cmd(run_dir, backbone, method_name, params, dataset, split, data_dir, i
       fewshot eval runs/proto --lake-runs all_runs.zip --json
       fewshot eval runs/maml --dataset omniglot -p test_inner_steps=10 -p test_inner_lr=0.1
       fewshot eval --backbone efficientnet_lite0 --dataset folder:photos/ --way 5 --shot 1 --json
+      fewshot eval --backbone efficientnet_lite0+efficientnet_lite1 --lake-runs all_runs.zip --json
       fewshot eval --method bpl --image-size 105 --lake-runs all_runs.zip --json
     """
     apply_threads(threads)
@@ -108,12 +110,13 @@ def eval_cmd(run_dir, backbone, method_name, params, dataset, split, data_dir, i
                                    "override an evaluation setting), or --backbone / --method instead of a run")
         method, info, dev = load_run(run_dir, checkpoint, device, params)
     elif backbone is not None:
-        if lake_runs:
-            raise click.UsageError("--lake-runs needs a trained RUN_DIR or a --method with nothing to train")
         from ..utils import resolve_device
-        from .pretrained import feature_dataset, feature_method
+        from .pretrained import feature_dataset, feature_lake_runs, feature_method
 
-        data = feature_dataset(backbone, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, quiet=as_json)
+        if lake_runs:
+            runs = feature_lake_runs(backbone, lake_runs, image_size, quiet=as_json)
+        else:
+            data = feature_dataset(backbone, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, quiet=as_json)
         method, dev = feature_method(method_name, params, transductive=True), resolve_device(device)
         method.to(dev)
         info = {"method": f"{method.name} on {backbone} features"}
@@ -126,18 +129,20 @@ def eval_cmd(run_dir, backbone, method_name, params, dataset, split, data_dir, i
     overrides = info.get("overrides", {})  # a run evaluated with -p: the options it replaced
     note = f" (with {', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else ""
     if lake_runs:
-        # Lake's pages are Omniglot's (dark ink on white): ink = 1 unless --no-invert, at the run's size and channels
-        spec = ImageSpec(image_size or image.get("size", 28), image.get("channels", 1), True if invert is None else invert)
-        try:
-            runs = load_lake_runs(lake_runs, spec)
-            if invert is None and runs:
-                check_polarity(torch.cat([torch.cat([r.support, r.query]) for r in runs]),
-                               info.get("data", {}).get("pixel_mean"), f"Lake's runs ({lake_runs})")
-        except (FileNotFoundError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from exc
-        res = run_evaluation(method, lake_episodes(runs), dev, image.get("size"), spec.size,
+        if backbone is None:
+            # Lake's pages are Omniglot's (dark ink on white): ink = 1 unless --no-invert, at the run's size and channels
+            spec = ImageSpec(image_size or image.get("size", 28), image.get("channels", 1), True if invert is None else invert)
+            try:
+                runs = load_lake_runs(lake_runs, spec)
+                if invert is None and runs:
+                    check_polarity(torch.cat([torch.cat([r.support, r.query]) for r in runs]),
+                                   info.get("data", {}).get("pixel_mean"), f"Lake's runs ({lake_runs})")
+            except (FileNotFoundError, ValueError) as exc:
+                raise click.ClickException(str(exc)) from exc
+        res = run_evaluation(method, lake_episodes(runs), dev, image.get("size"), image_size,
                              f"Lake's runs ({runs[0].support.shape[0]}-way 1-shot)")
-        out = {"run": run_dir, "method": info["method"], "overrides": overrides, "protocol": "lake-20-runs", **res.to_dict(),
+        out = {"run": run_dir, "backbone": backbone, "method": info["method"], "overrides": overrides,
+               "protocol": "lake-20-runs", **res.to_dict(),
                "per_run": [100.0 * (1.0 - acc) for acc in res.per_task]}  # each run's error %
         if as_json:
             echo_json(out)

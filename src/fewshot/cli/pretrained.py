@@ -54,6 +54,20 @@ def feature_dataset(backbone: str, dataset: str, split: str, data_dir: str | Non
         raise click.ClickException(str(exc)) from exc
 
 
+def feature_lake_runs(backbone: str, path: str, image_size: int | None, quiet: bool = False):
+    """Lake's runs with each image replaced by the pretrained features ``[D]`` of its page as drawn
+    (dark ink on white, at ``image_size``, default its native 105 px)."""
+    from ..data import ImageSpec, LakeRun, load_lake_runs
+    from ..engine.features import embed_pixels
+
+    emb = embedder(backbone, quiet)
+    try:
+        runs = load_lake_runs(path, ImageSpec(image_size or 105, 1, False))
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    return [LakeRun(r.name, embed_pixels(emb, r.support), embed_pixels(emb, r.query), r.query_labels) for r in runs]
+
+
 def feature_method(method: str | None, params: tuple[str, ...], transductive: bool = False):
     """The classifier on features (identity backbone): ``--method`` and ``-p``, or the default
     (``transductive``: ``eval``'s, which may use a task's queries together)."""

@@ -29,8 +29,9 @@ ALL_RUNS = RemoteFile(
 
 @dataclass
 class LakeRun:
-    """One 20-way 1-shot run: ``support [20, C, H, W]`` (class j = row j), ``query [20, C, H, W]``,
-    ``query_labels [20]`` (index of the true support image)."""
+    """One 20-way 1-shot run: ``support [20, C, H, W]`` (class j = row j), ``query [20, C, H, W]``
+    (``uint8`` images, or features ``[20, D]`` once embedded), ``query_labels [20]`` (index of the
+    true support image)."""
 
     name: str
     support: torch.Tensor

@@ -312,23 +312,28 @@ def embed_dataset(embedder: "ImageEmbedder | ConcatEmbedder", data: "LabeledData
     Data stored with ink = 255 (``info["image"]["invert"]``, e.g. Omniglot) is shown to the network
     as drawn: dark ink on a light page.
     """
-    from PIL import Image
-
     from ..data.dataset import LabeledDataset
 
-    invert = bool(data.info.get("image", {}).get("invert", False))
-    feats = []
-    for i in range(0, len(data), embedder.batch_size):
-        x = data.x[i:i + embedder.batch_size]
-        if x.dtype != torch.uint8:
-            x = (x.float().clamp(0, 1) * 255).round().to(torch.uint8)
-        if invert:
-            x = 255 - x
-        arrays = [a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy() for a in x]
-        feats.append(embedder.embed_images([Image.fromarray(a) for a in arrays]))
-    x = torch.cat(feats) if feats else torch.empty(0, embedder.dim)
+    x = embed_pixels(embedder, data.x, invert=bool(data.info.get("image", {}).get("invert", False)))
     return LabeledDataset(x, data.y, data.class_names, data.groups, data.group_names,
                           {**data.info, "features": embedder.name}, data.item_meta)
+
+
+def embed_pixels(embedder: "ImageEmbedder | ConcatEmbedder", x: torch.Tensor, invert: bool = False) -> torch.Tensor:
+    """Images ``[N, C, H, W]`` (``uint8``, or floats in ``[0, 1]``; C = 1 or 3) -> features ``[N, dim]``;
+    ``invert``: stored with ink = 255, shown to the network as drawn."""
+    from PIL import Image
+
+    feats = []
+    for i in range(0, len(x), embedder.batch_size):
+        b = x[i:i + embedder.batch_size]
+        if b.dtype != torch.uint8:
+            b = (b.float().clamp(0, 1) * 255).round().to(torch.uint8)
+        if invert:
+            b = 255 - b
+        arrays = [a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy() for a in b]
+        feats.append(embedder.embed_images([Image.fromarray(a) for a in arrays]))
+    return torch.cat(feats) if feats else torch.empty(0, embedder.dim)
 
 
 def embed_folder(embedder: "ImageEmbedder | ConcatEmbedder", root: str | Path) -> "LabeledDataset":

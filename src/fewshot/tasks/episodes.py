@@ -221,8 +221,12 @@ def augment_episode(episode: Episode, augmenter: "Augmenter", generator: torch.G
 
 def lake_episodes(runs: Iterable[LakeRun]) -> Iterator[Episode]:
     """Lake et al.'s runs as episodes: ``way`` = the run's training images (one per class, class j
-    = image j), 1 shot, its test images as queries (``query_y`` = index of the true class)."""
+    = image j), 1 shot, its test images as queries (``query_y`` = index of the true class).
+    ``uint8`` images are scaled to ``[0, 1]``; features (runs embedded beforehand) are kept as they are."""
+    def scaled(x: torch.Tensor) -> torch.Tensor:
+        return x.float().div(255) if x.dtype == torch.uint8 else x
+
     for run in runs:
         way, q = run.support.shape[0], run.query.shape[0]
-        yield Episode(run.support.float().div(255), torch.arange(way), run.query.float().div(255),
+        yield Episode(scaled(run.support), torch.arange(way), scaled(run.query),
                       run.query_labels.long(), torch.arange(way), torch.arange(way), torch.arange(q))
