@@ -114,6 +114,8 @@ def eval_cmd(run_dir, backbone, method_name, params, dataset, split, data_dir, i
         from .pretrained import feature_dataset, feature_lake_runs, feature_method
 
         if lake_runs:
+            if invert is not None:
+                raise click.UsageError("--invert/--no-invert: a pretrained backbone sees Lake's pages as drawn (dark on white)")
             runs = feature_lake_runs(backbone, lake_runs, image_size, quiet=as_json)
         else:
             data = feature_dataset(backbone, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, quiet=as_json)
