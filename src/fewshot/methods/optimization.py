@@ -167,10 +167,13 @@ class GradientMetaLearner(FewShotMethod):
         self._check_way(self.task_way)
         self._require_head(support_x)
         steps = self.inner_steps if self.test_inner_steps is None else self.test_inner_steps
-        # test_inner_lr None: adapt's default, the training rates (inner_lrs)
-        fast = self.adapt(support_x, support_y, steps, create_graph=False, detach=True, lrs=self.test_inner_lr)  # enables grad inside
+        fast = self.adapt(support_x, support_y, steps, create_graph=False, detach=True, lrs=self.test_lrs())  # enables grad inside
         self.fast = {n: p.detach() for n, p in fast.items()}
         return self
+
+    def test_lrs(self) -> LR | None:
+        """The step sizes at evaluation: ``test_inner_lr``, or None for the training ones (:meth:`inner_lrs`)."""
+        return self.test_inner_lr
 
     def scores(self, query_x: torch.Tensor) -> torch.Tensor:
         if self.fast is None:
@@ -296,16 +299,28 @@ def _lr_key(name: str) -> str:
 class MetaSGD(GradientMetaLearner):
     """Meta-SGD (Li et al. 2017): a learned learning rate for every coordinate of every adapted
     parameter (tensors ``lrs[name]`` shaped like the parameter, initialised to ``inner_lr``),
-    meta-trained together with the initialisation; one inner step by default."""
+    meta-trained together with the initialisation; one inner step in training, as in the paper.
+
+    At evaluation: ``test_inner_steps`` steps of the learned rates times ``test_lr_scale`` (default
+    10 x 0.25, MAML's 10 x 0.1 against its 0.4). The rates are learned for the support loss of the
+    training tasks, a mean over their items: ``fewshot train`` samples 20-way 1-shot, and on a 5-way
+    1-shot support set the same rates take a step about 4x larger per class. Evaluated with the paper's
+    single learned step, a 3-minute model scored 78.9% at 5-way 1-shot; with a quarter of the rates
+    89.7%; with 10 steps of a quarter 92.0% (and 68.4 -> 76.8% at 20-way 1-shot, where it was trained;
+    docs/optimization.md). ``test_inner_steps=1, test_lr_scale=1`` is the paper's evaluation."""
 
     name = "meta_sgd"
     aliases = ('meta-sgd',)
 
-    eval_params = frozenset({"test_inner_steps"})  # no test_inner_lr option
+    eval_params = frozenset({"test_inner_steps", "test_lr_scale"})  # no test_inner_lr: the rates are learned
 
     def __init__(self, backbone: nn.Module | None = None, way: int = 5, inner_steps: int = 1, inner_lr: float = 0.4,
-                 test_inner_steps: int | None = None, first_order: bool = False, feature_dim: int | None = None):
+                 test_inner_steps: int | None = 10, first_order: bool = False, feature_dim: int | None = None,
+                 test_lr_scale: float = 0.25):
+        if not test_lr_scale > 0:
+            raise ValueError(f"test_lr_scale must be > 0, got {test_lr_scale}")
         super().__init__(backbone, way, inner_steps, inner_lr, test_inner_steps, first_order, feature_dim)
+        self.test_lr_scale = test_lr_scale
 
     def _build_head(self, feature_dim: int) -> None:
         super()._build_head(feature_dim)
@@ -314,6 +329,9 @@ class MetaSGD(GradientMetaLearner):
 
     def inner_lrs(self) -> LR:
         return {n: self.lrs[_lr_key(n)] for n in self.adapted_params()}
+
+    def test_lrs(self) -> LR:
+        return {n: self.test_lr_scale * lr for n, lr in self.inner_lrs().items()}
 
 
 class Reptile(GradientMetaLearner):
