@@ -173,7 +173,7 @@ def test_meta_sgd_learns_per_coordinate_rates():
 def test_meta_sgd_evaluates_with_a_fraction_of_the_learned_rates():
     # The rates are learned for the training support loss, a mean over its items: trained 20-way 1-shot
     # and evaluated with the paper's single learned step, a 5-way 1-shot support set (a quarter of the
-    # items) took a step ~4x too large: 78.9% held-out; 10 steps of a quarter of the rates 92.0% (docs/optimization.md).
+    # items) took a step ~4x too large: 78% held-out; 10 steps of a quarter of the rates 92% (docs/optimization.md).
     m = tiny("meta-sgd", dtype=torch.float32)
     assert (m.inner_steps, m.inner_lr, m.test_inner_steps, m.test_lr_scale) == (1, 0.4, 10, 0.25)
     with torch.no_grad():

@@ -304,10 +304,10 @@ class MetaSGD(GradientMetaLearner):
     At evaluation: ``test_inner_steps`` steps of the learned rates times ``test_lr_scale`` (default
     10 x 0.25, MAML's 10 x 0.1 against its 0.4). The rates are learned for the support loss of the
     training tasks, a mean over their items: ``fewshot train`` samples 20-way 1-shot, and on a 5-way
-    1-shot support set the same rates take a step about 4x larger per class. Evaluated with the paper's
-    single learned step, a 3-minute model scored 78.9% at 5-way 1-shot; with a quarter of the rates
-    89.7%; with 10 steps of a quarter 92.0% (and 68.4 -> 76.8% at 20-way 1-shot, where it was trained;
-    docs/optimization.md). ``test_inner_steps=1, test_lr_scale=1`` is the paper's evaluation."""
+    1-shot support set the same rates take a step about 4x larger per class. A 3-minute model scored
+    78% at 5-way 1-shot with the paper's single learned step and 92% with 10 steps of a quarter of the
+    rates (68 -> 77% at 20-way 1-shot, where it was trained; docs/optimization.md).
+    ``test_inner_steps=1, test_lr_scale=1`` is the paper's evaluation."""
 
     name = "meta_sgd"
     aliases = ('meta-sgd',)
