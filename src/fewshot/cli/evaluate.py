@@ -24,6 +24,34 @@ def load_run(run_dir: str, checkpoint: str, device: str, params: tuple[str, ...]
     return method.to(dev), info, dev
 
 
+def load_runs(run_dirs: tuple[str, ...], checkpoint: str, device: str, params: tuple[str, ...] = ()):
+    """:func:`load_run` for one run; for several, their :class:`~fewshot.methods.ensemble.ScoreEnsemble`
+    (each run loaded with the same checkpoint tag and ``params``), refused unless every run was trained
+    on the same image spec. ``info`` is the first run's, its ``method`` naming every member."""
+    from ..data import ImageSpec
+    from ..methods.ensemble import ScoreEnsemble
+
+    loaded = [load_run(r, checkpoint, device, params) for r in run_dirs]
+    if len(loaded) == 1:
+        return loaded[0]
+
+    def spec(info) -> tuple[ImageSpec | None, str]:
+        image = (info.get("data") or {}).get("image")
+        if not image:
+            return None, "non-image data"
+        s = ImageSpec.from_dict(image)
+        return s, f"{s.size}-px {s.channels}-channel images{' (inverted)' if s.invert else ''}"
+
+    first, said = spec(loaded[0][1])
+    for run, (_, info, _) in zip(run_dirs[1:], loaded[1:]):
+        other, says = spec(info)
+        if other != first:
+            raise click.ClickException(f"{run} was trained on {says} but {run_dirs[0]} on {said}: an ensemble's runs "
+                                       "must share their image size, channels and inversion")
+    info = {**loaded[0][1], "method": "+".join(info["method"] for _, info, _ in loaded)}
+    return ScoreEnsemble([m for m, _, _ in loaded]), info, loaded[0][2]
+
+
 def build_untrained(name: str, params: tuple[str, ...], device: str):
     """A method with nothing to train (no backbone, no parameters), built from its name and ``-p`` options."""
     from ..methods import build_method
@@ -57,7 +85,7 @@ def run_evaluation(method, episodes, device, trained_size: int | None, size: int
 
 
 @main.command("eval")
-@click.argument("run_dir", required=False, type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dirs", nargs=-1, type=click.Path(exists=True, file_okay=False))
 @pretrained_option
 @click.option("--method", "method_name", default=None,
               help="with --backbone: the classifier on its features (default: protonet, cosine); alone: a method "
@@ -82,16 +110,20 @@ def run_evaluation(method, episodes, device, trained_size: int | None, size: int
 @device_option
 @threads_option
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-def eval_cmd(run_dir, backbone, method_name, params, dataset, split, data_dir, image_size, alphabets, exclude_alphabets,
+def eval_cmd(run_dirs, backbone, method_name, params, dataset, split, data_dir, image_size, alphabets, exclude_alphabets,
              skip_bad, way, shot, query, within, tasks, seed, task_file, lake_runs, checkpoint, confusion, plot_episode, invert, device,
              threads, as_json):
     """Evaluate a trained run: accuracy ± 95% CI over a fixed task set, or Lake's protocol.
+
+    Several RUN_DIRs are evaluated as one ensemble: each run fits the support set and the ensemble
+    scores a query by the sum of the runs' log-softmax scores (the runs must share their image spec).
 
     \b
     Examples:
       fewshot eval runs/proto --dataset omniglot --split background --alphabets heldout \\
           --way 20 --shot 1 --within alphabet --tasks 1000 --seed 0 --json
       fewshot eval runs/proto --lake-runs all_runs.zip --json
+      fewshot eval runs/proto-s1 runs/proto-s2 runs/proto-s3 --lake-runs all_runs.zip --json
       fewshot eval runs/maml --dataset omniglot -p test_inner_steps=10 -p test_inner_lr=0.1
       fewshot eval --backbone efficientnet_lite0 --dataset folder:photos/ --way 5 --shot 1 --json
       fewshot eval --backbone efficientnet_lite0+efficientnet_lite1 --lake-runs all_runs.zip --json
@@ -104,11 +136,12 @@ def eval_cmd(run_dir, backbone, method_name, params, dataset, split, data_dir, i
     from ..data.images import check_polarity
     from ..tasks.episodes import TaskSet, lake_episodes
 
-    if run_dir is not None:
+    run_dir = run_dirs[0] if run_dirs else None
+    if run_dirs:
         if backbone is not None or method_name:
             raise click.UsageError("a run directory records its own method and backbone: give RUN_DIR alone (-p to "
                                    "override an evaluation setting), or --backbone / --method instead of a run")
-        method, info, dev = load_run(run_dir, checkpoint, device, params)
+        method, info, dev = load_runs(run_dirs, checkpoint, device, params)
     elif backbone is not None:
         from ..utils import resolve_device
         from .pretrained import feature_dataset, feature_lake_runs, feature_method
@@ -130,6 +163,9 @@ def eval_cmd(run_dir, backbone, method_name, params, dataset, split, data_dir, i
     image = info.get("data", {}).get("image", {})
     overrides = info.get("overrides", {})  # a run evaluated with -p: the options it replaced
     note = f" (with {', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else ""
+    if len(run_dirs) > 1:
+        note += f" (ensemble of {len(run_dirs)} runs)"
+    ensemble = {"runs": list(run_dirs)} if len(run_dirs) > 1 else {}
     if lake_runs:
         if backbone is None:
             # Lake's pages are Omniglot's (dark ink on white): ink = 1 unless --no-invert, at the run's size and channels
@@ -143,7 +179,7 @@ def eval_cmd(run_dir, backbone, method_name, params, dataset, split, data_dir, i
                 raise click.ClickException(str(exc)) from exc
         res = run_evaluation(method, lake_episodes(runs), dev, image.get("size"), image_size,
                              f"Lake's runs ({runs[0].support.shape[0]}-way 1-shot)")
-        out = {"run": run_dir, "backbone": backbone, "method": info["method"], "overrides": overrides,
+        out = {"run": run_dir, **ensemble, "backbone": backbone, "method": info["method"], "overrides": overrides,
                "protocol": "lake-20-runs", **res.to_dict(),
                "per_run": [100.0 * (1.0 - acc) for acc in res.per_task]}  # each run's error %
         if as_json:
@@ -180,7 +216,7 @@ def eval_cmd(run_dir, backbone, method_name, params, dataset, split, data_dir, i
         with inference_context(method):
             pred = method.fit(ep.support_x, ep.support_y).predict(ep.query_x)
         draw(ep, pred.cpu(), plot_episode)
-    out = {"run": run_dir, "backbone": backbone, "method": info["method"], "overrides": overrides, "dataset": dataset, "split": split,
+    out = {"run": run_dir, **ensemble, "backbone": backbone, "method": info["method"], "overrides": overrides, "dataset": dataset, "split": split,
            "way": taskset.meta.get("way", way), "shot": taskset.meta.get("shot", shot),
            "query": taskset.meta.get("query", query), "within": within, "seed": seed, **res.to_dict()}
     if as_json:
