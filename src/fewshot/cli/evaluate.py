@@ -28,19 +28,15 @@ def load_runs(run_dirs: tuple[str, ...], checkpoint: str, device: str, params: t
     """:func:`load_run` for one run; for several, their :class:`~fewshot.methods.ensemble.ScoreEnsemble`
     (each run loaded with the same checkpoint tag and ``params``), refused unless every run was trained
     on the same image spec. ``info`` is the first run's, its ``method`` naming every member."""
-    from ..data import ImageSpec
     from ..methods.ensemble import ScoreEnsemble
 
     loaded = [load_run(r, checkpoint, device, params) for r in run_dirs]
     if len(loaded) == 1:
         return loaded[0]
 
-    def spec(info) -> tuple[ImageSpec | None, str]:
-        image = (info.get("data") or {}).get("image")
-        if not image:
-            return None, "non-image data"
-        s = ImageSpec.from_dict(image)
-        return s, f"{s.size}-px {s.channels}-channel images{' (inverted)' if s.invert else ''}"
+    def spec(info):
+        s = run_image_spec(info)
+        return s, ("non-image data" if s is None else f"{s.size}-px {s.channels}-channel images{' (inverted)' if s.invert else ''}")
 
     first, said = spec(loaded[0][1])
     for run, (_, info, _) in zip(run_dirs[1:], loaded[1:]):
