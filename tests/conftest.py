@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -12,6 +14,15 @@ import torch
 from fewshot.data import LabeledDataset
 
 torch.set_num_threads(1)  # tiny models: one thread is fastest, and CI has 2 cores
+
+def load_benchmark(name: str) -> ModuleType:
+    """The script ``benchmarks/<name>.py`` imported as a module (its helpers are tested, nothing is run)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 #: ../shared/data beside the checkout (this machine and CI have it), or $FEWSHOT_DATA.
 SHARED_DATA = Path(os.environ.get("FEWSHOT_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from fewshot.nn.efficientnet import EfficientNetLite
 
+from conftest import load_benchmark
+
 
 @pytest.fixture(scope="module")
 def photos():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "photos.py"
-    spec = importlib.util.spec_from_file_location("photos_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("photos")
 
 
 def test_trunk_activations_equal_the_unfolded_trunk_and_features(photos):

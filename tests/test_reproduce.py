@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -13,16 +11,12 @@ from fewshot.engine.build import build_run
 from fewshot.engine.trainer import TrainConfig
 from fewshot.tasks.episodes import TaskSet
 
-from conftest import make_blobs_dataset
+from conftest import load_benchmark, make_blobs_dataset
 
 
 @pytest.fixture(scope="module")
 def reproduce():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce.py"
-    spec = importlib.util.spec_from_file_location("reproduce_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("reproduce")
 
 
 @pytest.fixture(scope="module")
