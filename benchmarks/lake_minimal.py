@@ -14,7 +14,8 @@ small1), 1000 fixed tasks (seed 0), from the run's best checkpoint (validation o
 training classes). Target in issue #13: ≤ 15% error.
 
 ``--ensemble CONFIG`` evaluates the trained seeds of one config together on the same tasks
-(the sum of their log-softmax scores), and each alone, with the support set enlarged by the
+(:class:`~fewshot.methods.ensemble.ScoreEnsemble`: the sum of their log-softmax scores, as
+``fewshot eval RUN RUN ...``), and each alone, with the support set enlarged by the
 ``characters`` augmentation preset (``--support-copies``: 1 = the original support only).
 
 ``--setting original`` trains on the background set minus the six held-out alphabets instead
@@ -120,7 +121,9 @@ def ensemble_one(config: str, seeds: list[int], copies: int, args) -> dict:
     from fewshot.data import load_omniglot
     from fewshot.data.augment import Augmenter
     from fewshot.engine.checkpoint import load_checkpoint
+    from fewshot.engine.evaluate import evaluate
     from fewshot.methods.augmented import AugmentedSupport
+    from fewshot.methods.ensemble import ScoreEnsemble
     from fewshot.tasks.episodes import TaskSet
 
     torch.set_num_threads(args.threads)
@@ -131,19 +134,11 @@ def ensemble_one(config: str, seeds: list[int], copies: int, args) -> dict:
     methods = []
     for seed in seeds:
         method, _ = load_checkpoint(run_dir(args.out, args.setting, config, seed), "best")
-        method.eval()
         methods.append(AugmentedSupport(method, Augmenter.characters(), copies=copies, seed=seed) if copies > 1 else method)
     load0, c0 = os.getloadavg(), time.process_time()
-    hits = np.zeros((len(methods) + 1, len(taskset)))
-    with torch.inference_mode():
-        for t, ep in enumerate(taskset.episodes(data)):
-            total = 0
-            for m, method in enumerate(methods):
-                logp = torch.log_softmax(method.fit(ep.support_x, ep.support_y).scores(ep.query_x), 1)
-                hits[m, t] = (logp.argmax(1) == ep.query_y).float().mean()
-                total = total + logp
-            hits[-1, t] = (total.argmax(1) == ep.query_y).float().mean()
-    err = 100 * (1 - hits)
+    # each seed alone, then all of them as one ScoreEnsemble (the sum of their log-softmax scores)
+    results = [evaluate(m, taskset.episodes(data), "cpu") for m in [*methods, ScoreEnsemble(methods)]]
+    err = 100 * (1 - np.array([r.per_task for r in results]))
     ci = 1.96 * err.std(1, ddof=1) / np.sqrt(len(taskset))
     rec = {"config": config, "seeds": seeds, "copies": copies, "tasks": len(taskset), "cpu_s": time.process_time() - c0,
            "threads": args.threads, "load": [load0, os.getloadavg()], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
