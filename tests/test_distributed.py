@@ -45,9 +45,9 @@ def _train(out: Path, args: list[str], world: int) -> None:
     procs = [subprocess.Popen(cmd, env={**env, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": str(world),
                                         "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in range(world)]
-    for p in procs:
+    for rank, p in enumerate(procs):
         _, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err.decode()[-2000:]
+        assert p.returncode == 0, f"process {rank} of {world}: " + err.decode()[-2000:]
 
 
 @pytest.mark.parametrize("method", ["protonet", "maml"])

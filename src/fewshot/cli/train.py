@@ -72,6 +72,7 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
     apply_threads(threads)
     from ..data import with_rotations
     from ..engine.build import build_run
+    from ..engine.distributed import close as close_process_group
     from ..engine.validation import holdout_classes
     from ..methods import canonical_name
 
@@ -119,6 +120,8 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
         records = trainer.fit(resume=resume, override=override)
     except (OSError, ValueError, FloatingPointError) as exc:
         raise click.ClickException(str(exc)) from exc
+    finally:
+        close_process_group()
     if plots and records:
         from ..engine.plots import plot_training_curves
 

@@ -13,6 +13,7 @@ Process 0 alone validates, logs and writes checkpoints.
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -102,10 +103,14 @@ def from_env(device: str | torch.device = "auto") -> Distributed:
         if gpu:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if gpu else "gloo")
-        atexit.register(_close)
+        atexit.register(close)  # a fallback: the train command closes the group itself when it is done
     return Distributed(dist.get_rank(), dist.get_world_size())
 
 
-def _close() -> None:
-    if dist.is_initialized():
+def close() -> None:
+    """Leave the process group (a no-op outside one). Called while the interpreter is fully alive:
+    a gloo group left to interpreter finalisation can abort the process (``terminate called without
+    an active exception``) after its work is done; unreferenced work objects are collected first."""
+    if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
