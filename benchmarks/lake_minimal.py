@@ -24,7 +24,11 @@ minimal setting does not cost the full one anything.
 
 Every run is a pair of CLI commands (printed in the table's JSON cache); CPU time is the children's
 process CPU (user + system, all threads) from ``resource.getrusage``. Runs are cached in
-``--out/<config>-s<seed>/``; the table is ``benchmarks/results/lake_minimal.md``.
+``--out/<config>-s<seed>/`` (checkpoints); each run's record (numbers and commands) is also written to
+``benchmarks/results/lake_minimal/<config>-s<seed>.json`` (committed), and the table,
+``benchmarks/results/lake_minimal.md``, is built from those records. A run with a record is not trained
+again when its cache is gone (another machine): delete its record to rerun it; ``--ensemble`` needs
+the runs' checkpoints.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+#: the committed records the table is built from: one JSON file per run, named like its cache folder
+RECORDS = RESULTS / "lake_minimal"
 
 #: name -> extra `fewshot train` flags on top of the minimal setting's
 CONFIGS: dict[str, list[str]] = {
@@ -91,9 +97,10 @@ def run_dir(out: str, setting: str, config: str, seed: int) -> Path:
 
 def run_one(config: str, seed: int, args) -> dict:
     out = run_dir(args.out, args.setting, config, seed)
-    result = out / "lake_minimal.json"
-    if result.exists():
-        return json.loads(result.read_text())
+    result, record = out / "lake_minimal.json", RECORDS / f"{out.name}.json"
+    for done in (result, record):  # cached here, or recorded by a run whose cache is gone
+        if done.exists():
+            return json.loads(done.read_text())
     if out.exists():
         shutil.rmtree(out)  # an unfinished run of this script (the cache file is written last)
     flags = CONFIGS[config]
@@ -113,6 +120,7 @@ def run_one(config: str, seed: int, args) -> dict:
     rec["load"] = [load0, os.getloadavg()]
     rec["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     result.write_text(json.dumps(rec, indent=1))
+    record_runs(Path(args.out))
     return rec
 
 
@@ -129,6 +137,10 @@ def ensemble_one(config: str, seeds: list[int], copies: int, args) -> dict:
     from fewshot.methods.ensemble import ScoreEnsemble
     from fewshot.tasks.episodes import TaskSet
 
+    for seed in seeds:
+        if not (run_dir(args.out, args.setting, config, seed) / "lake_minimal.json").exists():
+            sys.exit(f"no finished run of {config} seed {seed} in {args.out}: train it first (--configs {config} --seeds {seed}; "
+                     f"if its record is in {RECORDS}, delete it: the record has no checkpoint)")
     torch.set_num_threads(args.threads)
     flags = CONFIGS[config]
     size = int(image_size_of(flags)[1]) if "--image-size" in flags else 28
@@ -150,11 +162,23 @@ def ensemble_one(config: str, seeds: list[int], copies: int, args) -> dict:
     rec["setting"] = args.setting
     path = Path(args.out) / f"ensemble-{'' if args.setting == 'minimal' else args.setting + '-'}{config}-{'_'.join(map(str, seeds))}-copies{copies}.json"
     path.write_text(json.dumps(rec, indent=1))
+    record_runs(Path(args.out))
     return rec
 
 
-def report(out: Path) -> str:
-    recs = [json.loads(p.read_text()) for p in sorted(out.glob("*/lake_minimal.json"))]
+def record_runs(out: Path) -> None:
+    """Copy the finished runs of the cache ``out`` (``*/lake_minimal.json``, ``ensemble-*.json``) to
+    :data:`RECORDS`, where the record is missing or differs (the cache is the run's own)."""
+    for path in [*out.glob("*/lake_minimal.json"), *out.glob("ensemble-*.json")]:
+        record = RECORDS / (f"{path.parent.name}.json" if path.name == "lake_minimal.json" else path.name)
+        if not record.exists() or record.read_text() != path.read_text():
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.write_text(path.read_text())
+
+
+def report(records: Path) -> str:
+    """The table of the runs recorded in ``records`` (``<run>.json`` and ``ensemble-*.json``), then the notes."""
+    recs = [json.loads(p.read_text()) for p in sorted(records.glob("*.json")) if not p.name.startswith("ensemble-")]
     order = {c: i for i, c in enumerate(CONFIGS)}
     settings = list(SETTINGS)
     recs.sort(key=lambda r: (settings.index(r.get("setting", "minimal")), order.get(r["config"], 99), r["seed"]))
@@ -180,7 +204,7 @@ def report(out: Path) -> str:
               "| config | seeds | mean error % | min | max |", "|---|---|---|---|---|"]
     for c, errs in by.items():
         lines.append(f"| {c} | {len(errs)} | {np.mean(errs):.2f} | {min(errs):.2f} | {max(errs):.2f} |")
-    ens = [json.loads(p.read_text()) for p in sorted(out.glob("ensemble-*.json"))]
+    ens = [json.loads(p.read_text()) for p in sorted(records.glob("ensemble-*.json"))]
     if ens:
         lines += ["", "## Ensembles of seeds and support augmentation (`--ensemble`)", "",
                   "Same 20w1s within-alphabet tasks; each model's log-softmax scores summed. Support copies: the support "
@@ -229,7 +253,8 @@ def main() -> None:
                 print(f"{config} seed {seed}: train {rec['train_cpu_s']:.0f} CPU-s, 20w1s within alphabet error "
                       f"{100 - w['acc'] * 100:.2f} ± {w['ci95'] * 100:.2f}%", flush=True)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "lake_minimal.md").write_text(report(Path(args.out)))
+    record_runs(Path(args.out))  # runs cached before their records were written
+    (RESULTS / "lake_minimal.md").write_text(report(RECORDS))
 
 
 if __name__ == "__main__":

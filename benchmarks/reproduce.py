@@ -2,7 +2,7 @@
 
     python benchmarks/reproduce.py                          # the full protocol: 30 CPU-minutes per method
     python benchmarks/reproduce.py --budget-cpu-min 2 --tasks 200 --methods protonet,maml
-    python benchmarks/reproduce.py --report-only            # rebuild the table and plot from cached runs
+    python benchmarks/reproduce.py --report-only            # rebuild the table and plot from the records
     python benchmarks/reproduce.py --eval-only --methods maml   # re-evaluate cached runs, train nothing
 
 For each method: train with the defaults of ``fewshot train`` (20-way 1-shot 5-query episodes, Adam
@@ -21,10 +21,14 @@ accuracy-vs-CPU-time plot (training CPU time, validation excluded).
 The budget is process CPU time (``time.process_time``: all threads) with ``torch.set_num_threads``
 (default 2, as the issue asks; on an oversubscribed machine use ``--threads 1``: at load 6-8 on 2
 cores, ProtoNet 20w1s cost 0.64 CPU s and 1.5 s wall per step with 2 threads against 0.18 CPU s and
-0.37 s wall with 1, the second thread spinning instead of working). Each finished run is cached in ``--out/<method>/`` (its checkpoint,
+0.37 s wall with 1, the second thread spinning instead of working). Each finished run is cached in ``--out/<budget>/<method>/`` (its checkpoint,
 ``train.json`` and ``eval.json``); rerunning skips what is done, so the protocol can be run in
-turns. Results: ``benchmarks/results/reproduce.md`` (ending with the hand-written notes kept in
-``reproduce_notes.md``: edit that file, not the table) and ``reproduce_5w1s_vs_cpu.png``.
+turns. Its record (``train.json`` and ``eval.json``: numbers only) is also written to
+``benchmarks/results/reproduce/<budget>/<method>.json`` (committed), and the table is built from
+those records: a recorded run whose cache is gone (another machine) is not trained or evaluated
+again (delete its record to rerun it). Results: ``benchmarks/results/reproduce.md`` (ending with the
+hand-written notes kept in ``reproduce_notes.md``: edit that file, not the table) and
+``reproduce_5w1s_vs_cpu.png`` (rows whose record has no learning curve are left out of it, and named).
 Published numbers are on the Vinyals split (the 20 evaluation alphabets), a different and larger
 test set than these six held-out background alphabets: compare trends, not decimals.
 """
@@ -75,6 +79,8 @@ EVAL_OPTIONS: dict[str, dict] = {}
 #: a training stops at this multiple of the CPU budget (a misjudged step cost must not run on for hours)
 MAX_BUDGET_FACTOR = 1.5
 NOTES = RESULTS / "reproduce_notes.md"
+#: the committed records the table is built from: <budget>/<method>.json, {"train": train.json, "eval": eval.json}
+RECORDS = RESULTS / "reproduce"
 #: Santoro et al.'s MANN is trained and tested on 5-way sequences: its row comes from
 #: benchmarks/model_based.py mann (accuracy by instance), not from this protocol.
 MANN_RESULTS = RESULTS / "model_based_mann_5way.md"
@@ -199,6 +205,12 @@ def evaluate_one(name: str, out: Path, test, tasks: int, tasksets: dict) -> dict
     return res
 
 
+def save_record(path: Path, tr: dict, ev: dict) -> None:
+    """Write a run's committed record: its ``train.json`` and ``eval.json`` (numbers; the checkpoint stays in the cache)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"train": tr, "eval": ev}, indent=1))
+
+
 def _fmt(acc) -> str:
     return "–" if acc is None else f"{acc[0]:.1f} ± {acc[1]:.1f}"
 
@@ -241,20 +253,28 @@ def report(args, rows: list[tuple[str, dict, dict]]) -> str:
                   "time before its planned steps (the probe misjudged the step cost) and stopped there, with its checkpoint."]
     missing = [n for n in args.methods if n not in {r[0] for r in rows}]
     if missing:
-        lines += ["", "Not run at this budget (no cached result): " + ", ".join(missing) + "."]
+        lines += ["", "Not run at this budget (no record): " + ", ".join(missing) + "."]
+    # a record reconstructed from an earlier table has no learning curve: its row is not in the plot
+    curves = [(name, tr["curve"]) for name, tr, _ in rows if tr.get("curve") and tr["steps"]]
+    no_curve = [name for name, tr, _ in rows if tr.get("curve") is None]
+    plot = (f"Plot: `reproduce_5w1s_vs_cpu.png` (held-out 5-way 1-shot accuracy on {args.val_tasks} tasks during training against "
+            "training CPU time).")
+    if no_curve and curves:
+        plot += f" Not in it (their records, reconstructed from an earlier table, have no learning curve): {', '.join(no_curve)}."
+    elif no_curve:
+        plot += (" None of these records has its learning curve (they were reconstructed from an earlier table): the plot "
+                 "was not redrawn; it is the one drawn when these runs were made.")
     lines += ["", "MANN (5-way sequences, accuracy by instance) is measured by `benchmarks/model_based.py mann`: "
-              "see `model_based_mann_5way.md`.", "",
-              f"Plot: `reproduce_5w1s_vs_cpu.png` (held-out 5-way 1-shot accuracy on {args.val_tasks} tasks during training against "
-              "training CPU time).", ""]
-    fig, ax = subplots(figsize=(6.5, 4.2))
-    for name, tr, _ in rows:
-        if tr["curve"] and tr["steps"]:
-            ax.plot([c / 60 for _, c, _ in tr["curve"]], [100 * a for _, _, a in tr["curve"]], marker=".", label=name)
-    ax.set(xlabel="training CPU minutes", ylabel="held-out 5w1s accuracy (%)", title="Omniglot, held-out alphabets")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(RESULTS / "reproduce_5w1s_vs_cpu.png", dpi=110)
+              "see `model_based_mann_5way.md`.", "", plot, ""]
+    if curves or not no_curve:
+        fig, ax = subplots(figsize=(6.5, 4.2))
+        for name, curve in curves:
+            ax.plot([c / 60 for _, c, _ in curve], [100 * a for _, _, a in curve], marker=".", label=name)
+        ax.set(xlabel="training CPU minutes", ylabel="held-out 5w1s accuracy (%)", title="Omniglot, held-out alphabets")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+        fig.tight_layout()
+        fig.savefig(RESULTS / "reproduce_5w1s_vs_cpu.png", dpi=110)
     if NOTES.exists():  # hand-written notes live in their own file: regenerating the table keeps them
         lines += [NOTES.read_text().rstrip("\n"), ""]
     text = "\n".join(lines)
@@ -272,8 +292,8 @@ def main() -> None:
     ap.add_argument("--val-tasks", type=int, default=100, help="tasks per evaluation during training")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/reproduce", help="cache of finished runs (one folder per method and budget)")
-    ap.add_argument("--report-only", action="store_true", help="rebuild the table and plot from the cache (no training, "
-                    "no evaluation: each row as its eval.json was computed)")
+    ap.add_argument("--report-only", action="store_true", help="rebuild the table and plot from the records (no training, "
+                    "no evaluation, no data: each row as its eval.json was computed; a cached run is recorded first)")
     ap.add_argument("--eval-only", action="store_true", help="train nothing: evaluate the cached runs again where their "
                     "eval.json is missing or was computed with other --tasks or evaluation options")
     args = ap.parse_args()
@@ -288,23 +308,26 @@ def main() -> None:
 
     from fewshot.tasks.episodes import TaskSet
 
-    train, test = _data(os.environ.get("FEWSHOT_DATA"))
-    tasksets = {(w, s): TaskSet.generate(test, w, s, 5, args.tasks, seed=0) for w, s in SETTINGS}
+    if not args.report_only:
+        train, test = _data(os.environ.get("FEWSHOT_DATA"))
+        tasksets = {(w, s): TaskSet.generate(test, w, s, 5, args.tasks, seed=0) for w, s in SETTINGS}
     root = Path(args.out) / f"budget{args.budget_cpu_min:g}min_seed{args.seed}"
     rows = []
     for name in args.methods:
-        out = root / name
-        if args.report_only:
-            if not (out / "eval.json").exists():
-                continue
-            tr, ev = (json.loads((out / f).read_text()) for f in ("train.json", "eval.json"))
-            rows.append((name, tr, ev))
+        out, record = root / name, RECORDS / root.name / f"{name}.json"
+        if (out / "eval.json").exists():  # a cached run (perhaps from before records were written) is recorded as cached
+            save_record(record, *(json.loads((out / f).read_text()) for f in ("train.json", "eval.json")))
+        if args.report_only or (record.exists() and not (out / "train.json").exists()):
+            if record.exists():  # as recorded; a run whose cache is gone is not trained or evaluated again
+                rec = json.loads(record.read_text())
+                rows.append((name, rec["train"], rec["eval"]))
             continue
         if args.eval_only and not (out / "train.json").exists():
             continue
         out.mkdir(parents=True, exist_ok=True)
         tr = train_one(name, train, test, out, 60 * args.budget_cpu_min, args.seed, args.curve_points, args.val_tasks)
         ev = evaluate_one(name, out, test, args.tasks, tasksets)
+        save_record(record, tr, ev)
         rows.append((name, tr, ev))
         print(name, json.dumps({k: v for k, v in ev.items()}), f"train {tr['cpu_s']:.0f} CPU s", flush=True)
         report(args, rows)

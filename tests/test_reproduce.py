@@ -57,7 +57,46 @@ def test_the_report_names_the_overrides_and_keeps_the_notes(reproduce, tmp_path,
     text = reproduce.report(args, [("maml", tr, ev)])
     assert "| maml (eval: test_inner_steps=10) | 5 of 9 (stopped: CPU cap) | 271 | 4 | 90.0 ± 1.0 |" in text
     assert "(eval: ...): evaluated with these options instead of the ones stored in the checkpoint" in text
-    assert "Not run at this budget (no cached result): protonet." in text
+    assert "Not run at this budget (no record): protonet." in text
     assert text.endswith("\n\n## Notes on this run\n\n- written by hand.\n")
     assert (tmp_path / "reproduce.md").read_text() == text
     assert reproduce.report(args, [("maml", tr, ev)]) == text  # regenerating keeps the notes, once
+
+
+def test_report_only_builds_the_table_from_the_records_and_plots_the_rows_with_a_curve(reproduce, tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce, "RESULTS", tmp_path)
+    monkeypatch.setattr(reproduce, "NOTES", tmp_path / "no_notes.md")
+    monkeypatch.setattr(reproduce, "RECORDS", tmp_path / "reproduce")
+    records = tmp_path / "reproduce" / "budget3min_seed0"
+    records.mkdir(parents=True)
+    load = {"load_start": [1.0, 1.0, 1.0], "load_end": [2.0, 2.0, 2.0]}
+    # a record as main writes it, and one reconstructed from an earlier table (no curve, no eval options)
+    reproduce.save_record(records / "protonet.json", {"steps": 40, "planned_steps": 40, "stopped": None, "cpu_s": 170.2,
+                                                      "curve": [[20, 80.0, 0.9], [40, 170.0, 0.95]], **load},
+                          {"tasks": 10, "overrides": {}, "eval_options": {}, "5w1s": [95.0, 1.0], "20w5s": [90.0, 2.0]})
+    (records / "maml.json").write_text(json.dumps({"train": {"steps": 787, "stopped": None, "cpu_s": 195, **load},
+                                                   "eval": {"tasks": 100, "overrides": {"test_inner_steps": 10}, "5w1s": [93.2, 1.4]},
+                                                   "source": "reconstructed from reproduce.md"}))
+    cached = tmp_path / "runs" / "budget3min_seed0" / "matching"  # a run cached before records were written
+    cached.mkdir(parents=True)
+    (cached / "train.json").write_text(json.dumps({"steps": 30, "stopped": None, "cpu_s": 160.0, "curve": [[30, 160.0, 0.8]], **load}))
+    (cached / "eval.json").write_text(json.dumps({"tasks": 10, "overrides": {}, "5w1s": [85.0, 3.0]}))
+    argv = ["reproduce.py", "--report-only", "--budget-cpu-min", "3", "--threads", "1", "--out", str(tmp_path / "runs"),
+            "--methods", "protonet,maml,matching,siamese"]
+    monkeypatch.setattr("sys.argv", argv)
+    reproduce.main()
+    text = (tmp_path / "reproduce.md").read_text()
+    assert "| protonet | 40 | 170 | 10 | 95.0 ± 1.0 | – | – | 90.0 ± 2.0 |" in text
+    assert "| maml (eval: test_inner_steps=10) | 787 | 195 | 100 | 93.2 ± 1.4 | – | – | – |" in text
+    assert "| matching | 30 | 160 | 10 | 85.0 ± 3.0 |" in text
+    assert json.loads((records / "matching.json").read_text())["eval"]["5w1s"] == [85.0, 3.0]
+    assert "Not run at this budget (no record): siamese." in text
+    assert "Not in it (their records, reconstructed from an earlier table, have no learning curve): maml." in text
+    assert (tmp_path / "reproduce_5w1s_vs_cpu.png").exists()
+
+    # only reconstructed records: the plot drawn from the runs is kept, not replaced by an empty one
+    (tmp_path / "reproduce_5w1s_vs_cpu.png").write_bytes(b"the runs' plot")
+    monkeypatch.setattr("sys.argv", [*argv[:-1], "maml"])
+    reproduce.main()
+    assert (tmp_path / "reproduce_5w1s_vs_cpu.png").read_bytes() == b"the runs' plot"
+    assert "the plot was not redrawn" in (tmp_path / "reproduce.md").read_text()
