@@ -41,7 +41,7 @@ PUBLISHED = {  # Omniglot 5-way 1-shot, 5-way 5-shot (original papers, 20 evalua
 METHOD_PARAMS = {
     "maml": {"inner_steps": 1, "inner_lr": 0.4, "test_inner_steps": 3},
     "fomaml": {"inner_steps": 1, "inner_lr": 0.4, "test_inner_steps": 3},
-    "meta-sgd": {"inner_steps": 1, "inner_lr": 0.4},
+    "meta-sgd": {"inner_steps": 1, "inner_lr": 0.4, "test_lr_scale": 0.25},  # 10 x 0.25 suits rates from 0.4
     "anil": {"inner_steps": 5, "inner_lr": 0.4, "test_inner_steps": 10},
     "reptile": {"inner_steps": 3, "inner_lr": 0.1, "test_inner_steps": 20},
     "lstm-meta": {"inner_steps": 5},
