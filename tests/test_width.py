@@ -124,3 +124,14 @@ def test_relation_conv4_by_name_takes_the_datas_channels():
     name, kw = backbone_spec_for("relation_conv4", (3, 16, 16), hidden=8)
     assert kw == {"in_channels": 3, "hidden": 8}
     assert build_backbone(name, **kw)(torch.zeros(2, 3, 16, 16)).shape == (2, 8, 2, 2)
+
+
+def test_a_wide_run_resumes_with_its_width_and_refuses_another(data, tmp_path):
+    run = train(data, tmp_path / "run", "protonet", "--width", "128")
+    args = ["train", "--method", "protonet", "--data-dir", str(data), "--image-size", "16", "--shot", "1", "--query", "1",
+            "--episodes", "2", "--batch-size", "8", "--val-fraction", "0", "--seed", "0", "--out", str(run), "--resume",
+            "--override", *FAST]  # --override: 2 episodes instead of 1
+    res = invoke(args, code=1)
+    assert "the method and backbone of a run cannot change" in res.output and "128" in res.output
+    invoke(args + ["--width", "128"])
+    assert json.loads((run / "last.json").read_text())["state"]["step"] == 2
