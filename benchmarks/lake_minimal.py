@@ -53,6 +53,7 @@ CONFIGS: dict[str, list[str]] = {
     "augment-6000": ["--augment", "characters", "--episodes", "6000"],
     "within+augment-6000": ["--within", "alphabet", "--augment", "characters", "--episodes", "6000"],
     "augment-56px": ["--augment", "characters", "--image-size", "56"],
+    "wide-within+augment": ["--within", "alphabet", "--augment", "characters", "--width", "128"],
 }
 #: the evaluation (Lake's runs: 20-way 1-shot within one alphabet)
 EVAL_TASKS = [("20w1s within alphabet", ["--way", "20", "--shot", "1", "--within", "alphabet"]),
