@@ -66,6 +66,7 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
       fewshot train --method protonet --dataset omniglot --split background_small1 --way 20 --shot 1 \\
           --episodes 3000 --out runs/proto-minimal
       fewshot train ... --out runs/proto --resume        # after a crash
+      fewshot train --method protonet --split background_small1 --width 128 --out runs/proto-wide   # Conv4, 128 channels
       fewshot train --method matching --exclude-alphabets heldout --no-rotations --dropout 0.1 \\
           --schedule plateau --plateau-factor 0.5 --plateau-patience 2 --val-every 200 --out runs/book
       fewshot train --backbone efficientnet_lite0 --dataset folder:base_classes/ -p distance=cosine \\
