@@ -143,6 +143,13 @@ def T(root):
         "plateau factor, other schedule": (train + ["--plateau-factor", "0.5"], "apply to --schedule plateau"),
         "dropout 1": (train + ["--dropout", "1"], "--dropout"),
         "dropout, mlp backbone": (train + ["--backbone", "mlp", "--dropout", "0.1"], "--dropout applies to the conv4"),
+        "width 0": (train + ["--width", "0"], "--width"),
+        "width, mlp backbone": (train + ["--backbone", "mlp", "--width", "128"],
+                                "--width applies to the conv4 and relation_conv4 backbones, but this run's backbone is mlp; "
+                                "drop --width or pass --backbone conv4"),
+        "width, no backbone (knn)": (train + ["--method", "knn", "--width", "128"], "backbone is none; drop --width"),
+        "dropout, relation_conv4": (train + ["--method", "relation", "--dropout", "0.1"],
+                                    "--dropout applies to the conv4 backbone, but this run's backbone is relation_conv4"),
     }
 
 

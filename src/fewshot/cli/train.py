@@ -25,6 +25,8 @@ from .pretrained import DEFAULT_TRAINABLE_BLOCKS, PRETRAINED_RESOLUTION
 @click.option("--val-split", default=None, help="validate on this Omniglot split/alphabets instead, e.g. 'background:heldout'")
 @click.option("--backbone", default=None, help="conv4 | mlp | identity | relation_conv4 | siamese_mnist | efficientnet_lite0/1/2 (pretrained; default: chosen by the method for the data)")
 @click.option("--dropout", type=Fraction(0, 1), default=None, help="conv4 backbone: dropout with this probability after every block (default: none)")
+@click.option("--width", type=click.IntRange(min=1), default=None,
+              help="conv4 / relation_conv4 backbone: channels per block (default: the backbone's, 64; 32 for lstm_meta)")
 @click.option("--trainable-blocks", type=click.IntRange(min=0), default=None, help="pretrained backbones: fine-tune the last N of the 16 blocks and the head (default 4; the rest stay frozen)")
 @click.option("-p", "--param", "params", multiple=True, help="method option KEY=VALUE, repeatable (e.g. -p distance=cosine)")
 @click.option("--lr", type=FiniteFloat(), default=1e-3, show_default=True)
@@ -53,7 +55,7 @@ from .pretrained import DEFAULT_TRAINABLE_BLOCKS, PRETRAINED_RESOLUTION
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.option("--json", "as_json", is_flag=True, help="print the final record as JSON")
 def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, skip_bad, way, shot, query, episodes,
-              within, rotations, val_fraction, val_split, backbone, trainable_blocks, params, lr, optimizer, schedule, plateau_factor, plateau_patience, dropout, tasks_per_step,
+              within, rotations, val_fraction, val_split, backbone, trainable_blocks, params, lr, optimizer, schedule, plateau_factor, plateau_patience, dropout, width, tasks_per_step,
               batch_size, augment, grad_clip, precision, val_every, val_tasks, seed, device, threads, out_dir, resume, override, checkpoint_every, plots, quiet, as_json):
     """Train a method and write checkpoints (safetensors + JSON) and logs to --out.
 
@@ -64,6 +66,7 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
       fewshot train --method protonet --dataset omniglot --split background_small1 --way 20 --shot 1 \\
           --episodes 3000 --out runs/proto-minimal
       fewshot train ... --out runs/proto --resume        # after a crash
+      fewshot train --method protonet --split background_small1 --width 128 --out runs/proto-wide   # Conv4, 128 channels
       fewshot train --method matching --exclude-alphabets heldout --no-rotations --dropout 0.1 \\
           --schedule plateau --plateau-factor 0.5 --plateau-patience 2 --val-every 200 --out runs/book
       fewshot train --backbone efficientnet_lite0 --dataset folder:base_classes/ -p distance=cosine \\
@@ -93,8 +96,7 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
     if schedule != "plateau" and (plateau_factor is not None or plateau_patience is not None):
         raise click.UsageError("--plateau-factor/--plateau-patience apply to --schedule plateau")
     data = load_dataset_arg(dataset, split, data_dir, image_size, alphabets, exclude_alphabets, skip_bad=skip_bad)
-    if dropout is not None:
-        spec = _with_dropout(method, spec, data.item_shape, dropout)
+    spec = _with_conv4_options(method, spec, data.item_shape, dropout=dropout, hidden=width)
     cfg = TrainConfig(steps=episodes, way=way, shot=shot, query=query, within="group" if within else None,
                       tasks_per_step=tasks_per_step, batch_size=batch_size, augment=augment, optimizer=optimizer,
                       lr=lr, schedule=schedule, grad_clip=grad_clip, precision=precision, val_every=val_every, val_tasks=val_tasks,
@@ -133,10 +135,21 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
         click.echo(f"trained {method} for {episodes} steps -> {out_dir}  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in final.items()))
 
 
-def _with_dropout(method: str, backbone: str | tuple[str, dict] | None, item_shape: tuple[int, ...],
-                  dropout: float) -> tuple[str, dict]:
-    """The backbone spec of the run (``--backbone``, or the method's default for the data) with
-    ``dropout``; only the conv4 backbone has it."""
+#: the backbone options `fewshot train` sets, by flag -> the conv4-family backbones that have them
+CONV4_OPTIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "dropout": ("--dropout", "the conv4 backbone", ("conv4",)),
+    "hidden": ("--width", "the conv4 and relation_conv4 backbones", ("conv4", "relation_conv4")),
+}
+
+
+def _with_conv4_options(method: str, backbone: str | tuple[str, dict] | None, item_shape: tuple[int, ...],
+                        **options: float | int | None) -> str | tuple[str, dict] | None:
+    """The backbone spec of the run (``--backbone``, or the method's default for the data) with the
+    ``options`` that are not None set (keys of :data:`CONV4_OPTIONS`: ``dropout``, ``hidden``);
+    ``backbone`` unchanged when all are None. A backbone without one of them is a usage error."""
+    options = {key: value for key, value in options.items() if value is not None}
+    if not options:
+        return backbone
     from ..methods import method_class
     from ..nn.backbones import backbone_spec_for
 
@@ -144,7 +157,9 @@ def _with_dropout(method: str, backbone: str | tuple[str, dict] | None, item_sha
         spec = backbone
     else:
         spec = backbone_spec_for(backbone, item_shape) if backbone else method_class(method).default_backbone(item_shape)
-    if spec is None or spec[0] != "conv4":
-        raise click.UsageError(f"--dropout applies to the conv4 backbone, but this run's backbone is "
-                               f"{spec[0] if spec else 'none'}; drop --dropout or pass --backbone conv4")
-    return "conv4", {**spec[1], "dropout": dropout}
+    for key in options:
+        flag, which, names = CONV4_OPTIONS[key]
+        if spec is None or spec[0] not in names:
+            raise click.UsageError(f"{flag} applies to {which}, but this run's backbone is "
+                                   f"{spec[0] if spec else 'none'}; drop {flag} or pass --backbone conv4")
+    return spec[0], {**spec[1], **options}

@@ -275,8 +275,10 @@ class RelationNet(FewShotMethod):
 
     @classmethod
     def default_backbone(cls, item_shape: tuple[int, ...]) -> tuple[str, dict] | None:
+        from ..nn.backbones import backbone_spec_for
+
         if len(item_shape) == 3 and min(item_shape[1:]) >= 16:
-            return "relation_conv4", {"in_channels": int(item_shape[0])}
+            return backbone_spec_for("relation_conv4", item_shape)
         return super().default_backbone(item_shape)
 
     def setup(self, dataset) -> None:

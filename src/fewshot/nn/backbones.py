@@ -144,7 +144,7 @@ def default_backbone_for(item_shape: tuple[int, ...]) -> tuple[str, dict]:
 
 def backbone_spec_for(name: str, item_shape: tuple[int, ...], **kwargs) -> tuple[str, dict]:
     """Complete a backbone spec with the input size it needs for items of ``item_shape``."""
-    if name == "conv4":
+    if name in ("conv4", "relation_conv4"):
         kwargs.setdefault("in_channels", int(item_shape[0]))
     elif name == "siamese_mnist":
         kwargs.setdefault("in_channels", int(item_shape[0]))
