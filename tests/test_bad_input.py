@@ -148,6 +148,14 @@ def T(root):
                                 "--width applies to the conv4 and relation_conv4 backbones, but this run's backbone is mlp; "
                                 "drop --width or pass --backbone conv4"),
         "width, no backbone (knn)": (train + ["--method", "knn", "--width", "128"], "backbone is none; drop --width"),
+        "eval --backbone --invert (task set)": (["eval", "--backbone", "efficientnet_lite0", "--dataset", f"folder:{root / 'rgb'}",
+                                                 "--way", "3", "--query", "1", "--tasks", "2", "--invert"],
+                                                "--invert/--no-invert apply to a trained RUN_DIR.*drop the flag"),
+        "eval --backbone --no-invert (task set)": (["eval", "--backbone", "efficientnet_lite0", "--dataset", f"folder:{root / 'rgb'}",
+                                                    "--way", "3", "--query", "1", "--tasks", "2", "--no-invert"],
+                                                   "--invert/--no-invert apply to a trained RUN_DIR.*drop the flag"),
+        "eval --backbone --invert (Lake's runs)": (["eval", "--backbone", "efficientnet_lite0", "--lake-runs", str(root / "support"),
+                                                   "--invert"], "--invert/--no-invert apply to a trained RUN_DIR"),
         "dropout, relation_conv4": (train + ["--method", "relation", "--dropout", "0.1"],
                                     "--dropout applies to the conv4 backbone, but this run's backbone is relation_conv4"),
     }

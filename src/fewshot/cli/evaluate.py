@@ -102,7 +102,7 @@ def run_evaluation(method, episodes, device, trained_size: int | None, size: int
 @click.option("--confusion", is_flag=True, help="include the per-class confusion matrix (JSON)")
 @click.option("--plot-episode", type=click.Path(dir_okay=False), default=None, help="save the first task as an episode grid PNG")
 @click.option("--invert/--no-invert", default=None, help="folder datasets: invert the images (default: as the run's training data); --lake-runs: "
-                   "map ink to 1 as for Omniglot (default: on)")
+                   "map ink to 1 as for Omniglot (default: on); refused with --backbone (it sees images as drawn)")
 @device_option
 @threads_option
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
@@ -142,9 +142,12 @@ def eval_cmd(run_dirs, backbone, method_name, params, dataset, split, data_dir, 
         from ..utils import resolve_device
         from .pretrained import feature_dataset, feature_lake_runs, feature_method
 
+        if invert is not None:
+            # --invert chooses how a trained run's images are decoded (as its training data); a pretrained
+            # network is shown every image as drawn (folders as stored, Omniglot's and Lake's pages dark on white)
+            raise click.UsageError("--invert/--no-invert apply to a trained RUN_DIR: a pretrained --backbone sees images "
+                                   "as drawn (Omniglot's and Lake's pages dark on white); drop the flag")
         if lake_runs:
-            if invert is not None:
-                raise click.UsageError("--invert/--no-invert: a pretrained backbone sees Lake's pages as drawn (dark on white)")
             runs = feature_lake_runs(backbone, lake_runs, image_size, quiet=as_json)
         else:
             data = feature_dataset(backbone, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, quiet=as_json)
