@@ -254,3 +254,44 @@ def test_max_cpu_seconds_stops_cleanly_with_a_checkpoint_and_says_so(tmp_path, m
     assert records[-1]["step"] == 40 and "stopped" not in records[-1]
     with pytest.raises(ValueError, match="max_cpu_seconds must be > 0"):
         TrainConfig(max_cpu_seconds=0)
+
+
+def test_max_cpu_seconds_counts_the_cpu_of_a_run_across_resumes(tmp_path, monkeypatch):
+    import itertools
+
+    import fewshot.engine.trainer as trainer_module
+
+    clock = itertools.count()  # one CPU second per training step (see the test above)
+    monkeypatch.setattr(trainer_module.time, "process_time", lambda: float(next(clock)))
+
+    def counting(trainer):  # the training steps it takes
+        real, taken = trainer.method.training_step, []
+        trainer.method.training_step = lambda batch: (taken.append(1), real(batch))[1]
+        return trainer, taken
+
+    crash_at_step(make_trainer(tmp_path, steps=40, max_cpu_seconds=6.5), 6)  # killed in step 6; last: step 5
+    resumed, taken = counting(make_trainer(tmp_path, steps=40, max_cpu_seconds=6.5))
+    records = resumed.fit(resume=True)
+    assert len(taken) == 2 and records[-1]["step"] == 7  # 5 + 2 CPU s: the cap, not 6.5 more
+    assert records[-1]["stopped"].startswith("max_cpu_seconds=6.5 spent (7.0 CPU s) after 7 of 40 steps")
+    assert json.loads((tmp_path / "last.json").read_text())["state"]["cpu_seconds"] == 7.0  # saved like the step
+    again, taken = counting(make_trainer(tmp_path, steps=40, max_cpu_seconds=6.5))
+    records = again.fit(resume=True)  # nothing left: no step, and it says so
+    assert taken == [] and records[-1]["step"] == 7 and "already spent (7.0 CPU s)" in records[-1]["stopped"]
+    more, taken = counting(make_trainer(tmp_path, steps=40, max_cpu_seconds=9.5))  # a higher cap continues
+    assert more.fit(resume=True)[-1]["step"] == 10 and len(taken) == 3
+
+
+def test_a_checkpoint_without_recorded_cpu_time_resumes_counting_from_zero(tmp_path, monkeypatch):
+    import itertools
+
+    import fewshot.engine.trainer as trainer_module
+
+    clock = itertools.count()
+    monkeypatch.setattr(trainer_module.time, "process_time", lambda: float(next(clock)))
+    crash_at_step(make_trainer(tmp_path, steps=40, max_cpu_seconds=6.5), 6)  # last: step 5, 5 CPU s
+    info = json.loads((tmp_path / "last.json").read_text())
+    del info["state"]["cpu_seconds"]  # as saved before the CPU time was recorded
+    (tmp_path / "last.json").write_text(json.dumps(info))
+    records = make_trainer(tmp_path, steps=40, max_cpu_seconds=6.5).fit(resume=True)
+    assert records[-1]["step"] == 12 and "(7.0 CPU s) after 12 of 40" in records[-1]["stopped"]

@@ -20,7 +20,8 @@ class TrainConfig:
     checkpoint is written every ``checkpoint_every`` steps, or (None) every ``checkpoint_seconds``
     seconds, and at the end. ``max_cpu_seconds`` (None: no limit) stops the run early, cleanly,
     once its training steps have used that much process CPU time (all threads; validation and
-    checkpoints excluded; counted from the start of this ``fit``, also when resuming): the step it
+    checkpoints excluded; counted over the whole run: the checkpoints record it, ``state.cpu_seconds``,
+    and a resumed run counts on from there, or from 0 for a checkpoint without it): the step it
     ends on is validated and saved as ``last`` like a final step, and its log record says why.
     """
 

@@ -74,15 +74,19 @@ class RunDir:
     # ------------------------------------------------------------------ checkpoints
     def save(self, tag: str, method: FewShotMethod, cfg: TrainConfig, step: int, best: float,
              optimizer: torch.optim.Optimizer | None = None, window: list | None = None,
-             schedule: dict | None = None) -> None:
+             schedule: dict | None = None, cpu_seconds: float | None = None) -> None:
         """Checkpoint ``tag``; ``window``: the (loss, accuracy) of the steps since the last log line,
         so a resumed run logs exactly what an uninterrupted one would; ``schedule``: the state of a
-        learning-rate schedule that has one (:meth:`fewshot.engine.config.Plateau.state`)."""
+        learning-rate schedule that has one (:meth:`fewshot.engine.config.Plateau.state`);
+        ``cpu_seconds``: the CPU time the run's training steps have used up to ``step`` (what
+        ``max_cpu_seconds`` caps, counted on across resumes)."""
         spec = {**method_spec(method, self.backbone), "train_config": asdict(cfg), "data": self.data,
                 "validation": self.validation}
         state = {"step": step, "best_val": best, "window": list(window or []), "overrides": self.overrides}
         if schedule is not None:
             state["schedule"] = schedule
+        if cpu_seconds is not None:
+            state["cpu_seconds"] = cpu_seconds
         save_checkpoint(self.path, tag, method, spec, state, optimizer)
 
     #: settings that do not change what a run computes: free to differ on resume
@@ -90,10 +94,11 @@ class RunDir:
 
     def start(self, resume: bool, method: FewShotMethod, cfg: TrainConfig,
               optimizer: torch.optim.Optimizer | None, override: bool = False
-              ) -> tuple[int, float, list[dict], list, dict | None]:
-        """``(step, best validation accuracy, log records, loss window, schedule state)`` to start
+              ) -> tuple[int, float, list[dict], list, dict | None, float]:
+        """``(step, best validation accuracy, log records, loss window, schedule state, training-step
+        CPU seconds so far)`` to start
         from: a fresh run, or with ``resume`` the ``last`` checkpoint (weights, optimiser and RNG
-        state restored).
+        state restored; a run saved before the CPU time was recorded has spent 0 s).
 
         Resuming refuses settings that differ from the run's (training configuration, data,
         validation; the method, its options and backbone can never change), unless ``override``:
@@ -107,7 +112,7 @@ class RunDir:
                                         "drop --resume to start the run")
             self.path.mkdir(parents=True, exist_ok=True)
             self.write_log([])
-            return 0, -1.0, [], [], None
+            return 0, -1.0, [], [], None, 0.0
         if not resume:
             raise FileExistsError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
         saved = read_checkpoint_info(self.path, "last")
@@ -144,7 +149,7 @@ class RunDir:
         records = self.read_log(upto=state["step"])
         self.write_log(records)  # drop lines logged after the checkpoint
         return (state["step"], state.get("best_val", -1.0), records, [tuple(w) for w in state.get("window", [])],
-                state.get("schedule"))
+                state.get("schedule"), float(state.get("cpu_seconds", 0.0)))
 
     # ------------------------------------------------------------------ metrics
     def read_log(self, upto: int) -> list[dict]:

@@ -94,15 +94,21 @@ class Trainer:
                              "(train in float32)")
         low_precision = BackboneAutocast(method.backbone, cfg.precision)
         optimizer = build_optimizer(trainable, cfg) if trainable else None
-        start, self.best, records, window, schedule_state = self._start(resume, optimizer, override)
+        start, self.best, records, window, schedule_state, self._cpu = self._start(resume, optimizer, override)
         self.plateau = Plateau.from_config(cfg, schedule_state) if cfg.schedule == "plateau" else None
         method.train()
         main = self.dist.is_main
-        bar = tqdm(range(start, steps), initial=start, total=steps, disable=not cfg.progress or steps == 0 or not main,
+        # the step the run ends on: earlier when max_cpu_seconds is spent (a resumed run counts on from
+        # the CPU time its checkpoint recorded, so it may already be spent: then no step is taken)
+        spent = cfg.max_cpu_seconds is not None and start < steps and self._cpu >= cfg.max_cpu_seconds
+        end = start if spent else steps
+        if spent:
+            records.append({"step": start, "stopped": f"max_cpu_seconds={cfg.max_cpu_seconds:g} already spent "
+                            f"({self._cpu:.1f} CPU s) after {start} of {steps} steps; raise it (or set None) to continue"})
+        bar = tqdm(range(start, end), initial=start, total=steps, disable=not cfg.progress or steps == 0 or not main,
                    desc=f"train {method.name}", dynamic_ncols=True)
         self._saved_at = time.monotonic()
-        t0, n_items, cpu = time.perf_counter(), 0, 0.0
-        end = steps  # the step the run ends on: earlier when max_cpu_seconds is spent
+        t0, n_items = time.perf_counter(), 0
         for step in bar:
             c0 = time.process_time()
             lr = (cfg.lr if self.plateau is None else self.plateau.lr) * lr_factor(step, cfg)
@@ -117,18 +123,18 @@ class Trainer:
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.grad_clip)
             optimizer.step()
-            cpu += time.process_time() - c0  # the steps' CPU time: validation and checkpoints excluded
+            self._cpu += time.process_time() - c0  # the steps' CPU time: validation and checkpoints excluded
             window.append((out.loss, out.accuracy))
             done = step + 1
             record = None
-            if cfg.max_cpu_seconds is not None and done < steps and cpu >= cfg.max_cpu_seconds:
+            if cfg.max_cpu_seconds is not None and done < steps and self._cpu >= cfg.max_cpu_seconds:
                 end = done  # finish here as on a last step: validate, log, save ``last``
             if done % cfg.log_every == 0 or done == end:
                 loss, acc = _window_means(window)  # the only host synchronisation of the logging
                 record = {"step": done, "loss": loss, "accuracy": acc, "lr": lr,
                           "items_per_s": n_items / max(time.perf_counter() - t0, 1e-9)}
                 if end < steps:
-                    record["stopped"] = (f"max_cpu_seconds={cfg.max_cpu_seconds:g} spent ({cpu:.1f} CPU s) after "
+                    record["stopped"] = (f"max_cpu_seconds={cfg.max_cpu_seconds:g} spent ({self._cpu:.1f} CPU s) after "
                                          f"{done} of {steps} steps")
                 window = []
                 bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}", refresh=False)
@@ -142,12 +148,12 @@ class Trainer:
         if main and steps == 0 and not records:  # nothing to train, fresh run: validate and save the method once
             records += self._end_of_step(0, 0, {"step": 0}, None)
         if main and self.val_tasks is None:
-            self.run.save("best", method, cfg, end, self.best)  # no validation: best is last
+            self.run.save("best", method, cfg, end, self.best, cpu_seconds=self._cpu)  # no validation: best is last
         self.dist.barrier()  # the last checkpoint is complete when any process returns
         return records
 
     def _start(self, resume: bool, optimizer: torch.optim.Optimizer | None,
-               override: bool) -> tuple[int, float, list[dict], list, dict | None]:
+               override: bool) -> tuple[int, float, list[dict], list, dict | None, float]:
         """``run.start`` in process 0; the other processes restore the same checkpoint (or start fresh)
         and then take process 0's weights."""
         if not self.dist.active:
@@ -158,9 +164,9 @@ class Trainer:
             state = self.run.start(resume, self.method, self.cfg, optimizer, override)
         elif resume and had_run:
             saved = restore_training(self.run.path, "last", self.method, optimizer)
-            state = (saved["step"], -1.0, [], [], saved.get("schedule"))
+            state = (saved["step"], -1.0, [], [], saved.get("schedule"), float(saved.get("cpu_seconds", 0.0)))
         else:
-            state = (0, -1.0, [], [], None)
+            state = (0, -1.0, [], [], None, 0.0)
         self.dist.barrier()
         self.dist.broadcast(self.method)
         return state
@@ -183,13 +189,13 @@ class Trainer:
                 self.plateau.step(res.accuracy)
             if res.accuracy > self.best:
                 self.best = res.accuracy
-                self.run.save("best", self.method, cfg, done, self.best)
+                self.run.save("best", self.method, cfg, done, self.best, cpu_seconds=self._cpu)
         if record is not None:
             self.run.append_log(record)
         if due:
             self.run.save("last", self.method, cfg, done, self.best, optimizer,
                           None if window is None else [(float(l), float(a)) for l, a in window],
-                          None if self.plateau is None else self.plateau.state())
+                          None if self.plateau is None else self.plateau.state(), self._cpu)
             self._saved_at = time.monotonic()
         return [record] if record is not None else []
 
