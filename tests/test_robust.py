@@ -402,3 +402,24 @@ def test_a_corrupt_image_inside_omniglot_is_named(tmp_path):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 30)
     with pytest.raises(ValueError, match=bad.name):
         load_omniglot("background", data_dir=tmp_path, cache=False)
+
+
+def test_eval_of_a_method_without_a_run_decodes_a_folder_with_invert(tmp_path, monkeypatch):
+    """No run records a decoding for ``--method``: ``--invert`` chooses it (it was dropped there)."""
+    import numpy as np
+
+    import fewshot.data
+    from conftest import write_png
+
+    rng = np.random.default_rng(0)
+    for c in range(3):
+        for i in range(3):
+            write_png(tmp_path / "pics" / f"c{c}" / f"{i}.png", rng.integers(0, 80, (16, 16), np.uint8))
+    real, specs = fewshot.data.load_image_folder, []
+    monkeypatch.setattr(fewshot.data, "load_image_folder", lambda root, spec, **kw: (specs.append(spec), real(root, spec, **kw))[1])
+    args = ["eval", "--method", "knn", "--dataset", f"folder:{tmp_path / 'pics'}", "--image-size", "16", "--way", "2",
+            "--query", "1", "--tasks", "2", "--device", "cpu", "--json"]
+    for flag, inverted in ((["--invert"], True), (["--no-invert"], False), ([], False)):
+        res = cli(args + flag)
+        assert res.exit_code == 0, res.output
+        assert specs[-1].invert is inverted and specs[-1].size == 16

@@ -78,9 +78,10 @@ def report_skipped(data: LabeledDataset) -> None:
 def load_dataset_arg(dataset: str, split: str, data_dir: str | None, image_size: int | None,
                      alphabets: str | None = None, exclude_alphabets: str | None = None,
                      channels: int | None = None, spec: ImageSpec | None = None,
-                     skip_bad: bool = False) -> LabeledDataset:
+                     skip_bad: bool = False, invert: bool | None = None) -> LabeledDataset:
     """Load the data named on the command line (without augmentation); a folder dataset is decoded
-    with ``spec`` (a trained run's, see :func:`run_image_spec`) when given."""
+    with ``spec`` (a trained run's, see :func:`run_image_spec`) when given, else at ``image_size``
+    (default 84), ``channels`` (default 3) and ``invert`` (``--invert``; default off)."""
     from ..data import ImageSpec, load_digits_images, load_image_folder, load_mnist, load_omniglot
 
     try:
@@ -94,7 +95,8 @@ def load_dataset_arg(dataset: str, split: str, data_dir: str | None, image_size:
         if dataset == "digits":
             return load_digits_images()
         if dataset.startswith("folder:"):
-            data = load_image_folder(dataset[7:], spec or ImageSpec(size=image_size or 84, channels=channels or 3),
+            data = load_image_folder(dataset[7:], spec or ImageSpec(size=image_size or 84, channels=channels or 3,
+                                                                    invert=bool(invert)),
                                      skip_bad=skip_bad)
             report_skipped(data)
             return data

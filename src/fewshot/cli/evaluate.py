@@ -189,7 +189,7 @@ def eval_cmd(run_dirs, backbone, method_name, params, dataset, split, data_dir, 
     if backbone is None:
         data = load_dataset_arg(dataset, split, data_dir, image_size or image.get("size"), alphabets, exclude_alphabets,
                                 channels=image.get("channels"), spec=run_image_spec(info, image_size, invert),
-                                skip_bad=skip_bad)
+                                skip_bad=skip_bad, invert=invert)  # invert: a --method without a run has no spec
         check_run_fits(data, info, invert, f"--dataset {dataset}")
     try:
         if task_file and Path(task_file).exists():
