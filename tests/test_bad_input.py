@@ -156,6 +156,9 @@ def T(root):
                                                    "--invert/--no-invert apply to a trained RUN_DIR.*drop the flag"),
         "eval --backbone --invert (Lake's runs)": (["eval", "--backbone", "efficientnet_lite0", "--lake-runs", str(root / "support"),
                                                    "--invert"], "--invert/--no-invert apply to a trained RUN_DIR"),
+        "eval --backbone --skip-bad": (["eval", "--backbone", "efficientnet_lite0", "--dataset", f"folder:{root / 'rgb'}",
+                                        "--way", "3", "--query", "1", "--tasks", "2", "--skip-bad"],
+                                       "--skip-bad applies to a trained RUN_DIR.*not to --backbone"),
         "dropout, relation_conv4": (train + ["--method", "relation", "--dropout", "0.1"],
                                     "--dropout applies to the conv4 backbone, but this run's backbone is relation_conv4"),
     }

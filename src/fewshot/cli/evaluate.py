@@ -147,6 +147,9 @@ def eval_cmd(run_dirs, backbone, method_name, params, dataset, split, data_dir, 
             # network is shown every image as drawn (folders as stored, Omniglot's and Lake's pages dark on white)
             raise click.UsageError("--invert/--no-invert apply to a trained RUN_DIR: a pretrained --backbone sees images "
                                    "as drawn (Omniglot's and Lake's pages dark on white); drop the flag")
+        if skip_bad:
+            raise click.UsageError("--skip-bad applies to a trained RUN_DIR's folder decoding, not to --backbone (as in "
+                                   "predict): drop it, and remove or replace any image that cannot be decoded")
         if lake_runs:
             runs = feature_lake_runs(backbone, lake_runs, image_size, quiet=as_json)
         else:
