@@ -235,13 +235,19 @@ def test_an_unknown_precision_is_refused_when_the_config_is_built(precision):
     assert TrainConfig(precision="bfloat16").precision == "bfloat16"
 
 
-def test_max_cpu_seconds_stops_cleanly_with_a_checkpoint_and_says_so(tmp_path, monkeypatch):
+@pytest.fixture
+def fake_cpu_clock(monkeypatch):
+    """The trainer's CPU clock advances one second per call: a step reads it before and after its
+    work, so each training step costs one CPU second (``monkeypatch.undo()`` restores the real one)."""
     import itertools
 
     import fewshot.engine.trainer as trainer_module
 
-    clock = itertools.count()  # one CPU second per call: a step reads it before and after its work
+    clock = itertools.count()
     monkeypatch.setattr(trainer_module.time, "process_time", lambda: float(next(clock)))
+
+
+def test_max_cpu_seconds_stops_cleanly_with_a_checkpoint_and_says_so(tmp_path, monkeypatch, fake_cpu_clock):
     records = make_trainer(tmp_path, steps=40, max_cpu_seconds=6.5, checkpoint_every=100, log_every=5).fit()
     monkeypatch.undo()
     assert records[-1]["step"] == 7 and "val_accuracy" in records[-1]  # the last step is validated and logged
@@ -256,14 +262,7 @@ def test_max_cpu_seconds_stops_cleanly_with_a_checkpoint_and_says_so(tmp_path, m
         TrainConfig(max_cpu_seconds=0)
 
 
-def test_max_cpu_seconds_counts_the_cpu_of_a_run_across_resumes(tmp_path, monkeypatch):
-    import itertools
-
-    import fewshot.engine.trainer as trainer_module
-
-    clock = itertools.count()  # one CPU second per training step (see the test above)
-    monkeypatch.setattr(trainer_module.time, "process_time", lambda: float(next(clock)))
-
+def test_max_cpu_seconds_counts_the_cpu_of_a_run_across_resumes(tmp_path, fake_cpu_clock):
     def counting(trainer):  # the training steps it takes
         real, taken = trainer.method.training_step, []
         trainer.method.training_step = lambda batch: (taken.append(1), real(batch))[1]
@@ -282,13 +281,7 @@ def test_max_cpu_seconds_counts_the_cpu_of_a_run_across_resumes(tmp_path, monkey
     assert more.fit(resume=True)[-1]["step"] == 10 and len(taken) == 3
 
 
-def test_a_checkpoint_without_recorded_cpu_time_resumes_counting_from_zero(tmp_path, monkeypatch):
-    import itertools
-
-    import fewshot.engine.trainer as trainer_module
-
-    clock = itertools.count()
-    monkeypatch.setattr(trainer_module.time, "process_time", lambda: float(next(clock)))
+def test_a_checkpoint_without_recorded_cpu_time_resumes_counting_from_zero(tmp_path, fake_cpu_clock):
     crash_at_step(make_trainer(tmp_path, steps=40, max_cpu_seconds=6.5), 6)  # last: step 5, 5 CPU s
     info = json.loads((tmp_path / "last.json").read_text())
     del info["state"]["cpu_seconds"]  # as saved before the CPU time was recorded
