@@ -191,6 +191,13 @@ def run_mann_model(args, name: str) -> dict:
         kw.update(slots=args.slots, width=args.width, heads=args.heads)
     method = build_method(name, **kw)
     method.setup(train)
+    augment = None
+    if args.augment != "none":  # Santoro et al. translate and rotate the characters of each training episode
+        from fewshot.data.augment import Augmenter
+        from fewshot.tasks.episodes import augment_episode
+
+        augmenter, aug_gen = Augmenter.preset(args.augment), torch.Generator().manual_seed(args.seed)
+        augment = lambda ep: augment_episode(ep, augmenter, aug_gen)  # noqa: E731
     if args.optimizer == "rmsprop":  # Santoro et al.
         opt = torch.optim.RMSprop(method.parameters(), lr=args.lr, alpha=0.95, momentum=0.9)
     else:
@@ -199,6 +206,8 @@ def run_mann_model(args, name: str) -> dict:
     losses, accs = [], []
     while time.process_time() - t0 < args.cpu_seconds and time.perf_counter() - w0 < args.wall_seconds:
         eps = [tr_sampler.episode(it * args.batch + j) for j in range(args.batch)]
+        if augment is not None:
+            eps = [augment(ep) for ep in eps]
         opt.zero_grad(set_to_none=True)
         out = method.training_step(eps)
         torch.nn.utils.clip_grad_norm_(method.parameters(), 10.0)
@@ -218,19 +227,19 @@ def run_mann_model(args, name: str) -> dict:
     res = {"model": name, "config": method.config(), "iterations": it, "episodes": it * args.batch, "cpu_s": cpu,
            "wall_s": wall, "log": log, "final_by_instance": final, "test_episodes": args.test_episodes,
            "params": sum(p.numel() for p in method.parameters()), "optimizer": args.optimizer, "lr": args.lr,
-           "batch": args.batch, "load_start": load0, "load_end": os.getloadavg()}
+           "batch": args.batch, "augment": args.augment, "load_start": load0, "load_end": os.getloadavg()}
     (RESULTS / f"mann_{name}_{args.way}way{args.suffix}.json").write_text(json.dumps(res, indent=1))
     return res
 
 
 def mann_report(args) -> None:
 
-    runs = {}
-    for name in ("mann", "lstm_seq"):
-        path = RESULTS / f"mann_{name}_{args.way}way.json"
-        if path.exists():
-            runs[name] = json.loads(path.read_text())
-    label = {"mann": "MANN (LRUA)", "lstm_seq": "LSTM"}
+    runs, label = {}, {}
+    for name, title in (("mann", "MANN (LRUA)"), ("lstm_seq", "LSTM")):
+        for suffix, extra in (("", ""), ("_augment", " + augmentation")):  # --suffix _augment --augment characters
+            path = RESULTS / f"mann_{name}_{args.way}way{suffix}.json"
+            if path.exists():
+                runs[name + suffix], label[name + suffix] = json.loads(path.read_text()), title + extra
     lines = ["# MANN (LRUA) vs LSTM on Omniglot sequence episodes", "",
              f"{args.way}-way episodes of {args.instances} instances per class ({args.way * args.instances} steps), labels shuffled per "
              f"episode and shown one step late; {args.image_size}x{args.image_size} raw pixels; trained on the background set "
@@ -379,6 +388,8 @@ def main() -> None:
     p.add_argument("--test-episodes", type=int, default=320)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--wall-seconds", type=float, default=float("inf"), help="also stop training after this wall time (shared machines)")
+    p.add_argument("--augment", choices=["none", "characters"], default="none",
+                   help="augment every training episode's images (the `characters` preset: affine + elastic)")
     p.set_defaults(fn=run_mann)
     p = sub.add_parser("metanet", help="Meta Networks 1-shot")
     p.add_argument("--cpu-seconds", type=float, default=400)

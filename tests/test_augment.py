@@ -91,3 +91,11 @@ def test_augment_episode_keeps_labels_and_is_seeded():
     assert torch.equal(a.support_y, ep.support_y) and torch.equal(a.query_y, ep.query_y)
     c = augment_episode(ep, Augmenter.characters(), torch.Generator().manual_seed(3), queries=False)
     assert torch.equal(c.query_x, ep.query_x)
+
+
+def test_augment_episode_without_queries():
+    """Sequence episodes (MANN) have support only: an empty query set stays empty."""
+    ep = EpisodeSampler(make_blobs_dataset(size=16), way=3, shot=4, query=0, seed=0).episode(0)
+    a = augment_episode(ep, Augmenter.characters(), torch.Generator().manual_seed(3))
+    assert a.query_x.shape == ep.query_x.shape and len(a.query_x) == 0
+    assert a.support_x.shape == ep.support_x.shape and not torch.equal(a.support_x, ep.support_x)

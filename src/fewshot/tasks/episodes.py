@@ -215,7 +215,7 @@ def augment_episode(episode: Episode, augmenter: "Augmenter", generator: torch.G
                     queries: bool = True) -> Episode:
     """The same episode with its support (and, with ``queries``, query) images augmented: one fresh
     draw per image, labels and indices unchanged (for episodic training)."""
-    qx = augmenter(episode.query_x, generator) if queries else episode.query_x
+    qx = augmenter(episode.query_x, generator) if queries and len(episode.query_x) else episode.query_x
     return dataclasses.replace(episode, support_x=augmenter(episode.support_x, generator), query_x=qx)
 
 
