@@ -63,6 +63,7 @@ CONFIGS: dict[str, list[str]] = {
     # classes drawn within one alphabet give a 7-way task at ~96%: too easy to pick a checkpoint by)
     "within+augment-6000-noval": ["--within", "alphabet", "--augment", "characters", "--episodes", "6000", "--val-fraction", "0"],
     "wide-within+augment-noval": ["--within", "alphabet", "--augment", "characters", "--width", "128", "--val-fraction", "0"],
+    "wide-within+augment-6000-noval": ["--within", "alphabet", "--augment", "characters", "--width", "128", "--episodes", "6000", "--val-fraction", "0"],
 }
 #: the evaluation (Lake's runs: 20-way 1-shot within one alphabet)
 EVAL_TASKS = [("20w1s within alphabet", ["--way", "20", "--shot", "1", "--within", "alphabet"]),
