@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 import pytest
 from click.testing import CliRunner
 
@@ -244,3 +245,27 @@ def test_self_training_preset_is_logreg_c30_with_label_names_and_overridable():
     clf = build_text_classifier(HashingEncoder(), "self_training")
     assert (clf.head.C, clf.label_names, clf.self_train) == (30.0, True, 0.75)
     assert build_text_classifier(HashingEncoder(), "self_training", C="5", self_train="0.5").head.C == 5.0
+
+
+def test_center_subtracts_the_mean_of_everything_seen_at_fit():
+    """center=True: embeddings are L2-normalised minus the mean of the support + unlabelled pool
+    (SimpleShot's CL2N); predictions use the same transform, and without it nothing changes."""
+    import torch.nn.functional as F
+
+    from fewshot.text import HashingEncoder, TextClassifier
+
+    ds = make_intents(per_class=10)
+    one = ds.k_shot(2, seed=0)
+    labels = [ds.class_names[c] for c in one.y.tolist()]
+    enc = HashingEncoder()
+    plain = TextClassifier(enc, "logreg", self_train=0.5).fit(one.texts, labels, unlabelled=ds.texts)
+    assert plain.mean_ is None and torch.equal(plain.embed(ds.texts[:3]), enc.encode(ds.texts[:3]))
+    clf = TextClassifier(enc, "logreg", self_train=0.5, center=True).fit(one.texts, labels, unlabelled=ds.texts)
+    seen = F.normalize(torch.cat([enc.encode(one.texts), enc.encode(ds.texts)]), dim=1)
+    assert torch.allclose(clf.mean_, seen.mean(0), atol=1e-6)
+    assert torch.allclose(clf.embed(ds.texts[:3]), F.normalize(enc.encode(ds.texts[:3]), dim=1) - clf.mean_, atol=1e-6)
+    truth = np.array([ds.class_names[c] for c in ds.y.tolist()])
+    assert np.mean(np.array(clf.predict(ds.texts)) == truth) > 0.8
+    # Without a pool the support's own mean is used.
+    alone = TextClassifier(enc, "prototype", center=True).fit(one.texts, labels)
+    assert torch.allclose(alone.mean_, F.normalize(enc.encode(one.texts), dim=1).mean(0), atol=1e-6)

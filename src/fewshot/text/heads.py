@@ -138,7 +138,8 @@ class TextClassifier:
     """
 
     def __init__(self, encoder, head: FewShotMethod | str = "prototype", label_names: bool = False, augment: int = 0,
-                 augment_seed: int = 0, self_train: float = 0.0, self_train_rounds: int = 2, **head_params):
+                 augment_seed: int = 0, self_train: float = 0.0, self_train_rounds: int = 2, center: bool = False,
+                 **head_params):
         if augment < 0:
             raise ValueError(f"augment must be >= 0 (augmented copies per support text), got {augment}")
         if not 0.0 <= self_train <= 1.0 or self_train_rounds < 1:
@@ -147,12 +148,19 @@ class TextClassifier:
         self.encoder = encoder
         self.head = build_head(head, **head_params) if isinstance(head, str) else head
         self.label_names, self.augment, self.augment_seed = label_names, augment, augment_seed
-        self.self_train, self.self_train_rounds = self_train, self_train_rounds
+        self.self_train, self.self_train_rounds, self.center = self_train, self_train_rounds, center
         self.classes_: list[str] = []
         self.prototypes_: torch.Tensor | None = None
+        self.mean_: torch.Tensor | None = None
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        return self.encoder.encode(list(texts))
+        """Embeddings ``[N, D]``; with ``center``, L2-normalised and minus the mean fitted by :meth:`fit`."""
+        return self._centered(self.encoder.encode(list(texts)))
+
+    def _centered(self, x: torch.Tensor) -> torch.Tensor:
+        # Centering on the data's own mean (SimpleShot's CL2N) spreads embeddings that all share one
+        # dominant direction, so cosines and the head's normalised features separate classes better.
+        return x if self.mean_ is None else F.normalize(x.float(), dim=1) - self.mean_
 
     def support_texts(self, texts: Sequence[str], labels: Sequence) -> tuple[list[str], list[str]]:
         """The texts the head is fitted on: the support set, plus ``augment`` EDA copies of each
@@ -178,12 +186,18 @@ class TextClassifier:
         self.classes_ = sorted({str(lab) for lab in labels})
         index = {c: i for i, c in enumerate(self.classes_)}
         y = torch.tensor([index[str(lab)] for lab in labels], dtype=torch.long)
+        self.mean_ = None
         x = self.embed(texts)
+        u = self.embed(unlabelled) if self.self_train > 0 and unlabelled else None
+        if self.center:  # the mean of all the texts seen: the unlabelled pool when there is one
+            seen = x if u is None else torch.cat([x, u])
+            self.mean_ = F.normalize(seen.float(), dim=1).mean(0)
+            x, u = self._centered(x), None if u is None else self._centered(u)
         self.prototypes_ = F.normalize(class_means(F.normalize(x, dim=1), y, len(self.classes_)), dim=1)
         with inference_context(self.head):
             self.head.eval().fit(x, y)
-            if self.self_train > 0 and unlabelled:
-                self._self_train(x, y, self.embed(unlabelled))
+            if u is not None:
+                self._self_train(x, y, u)
         return self
 
     def _self_train(self, x: torch.Tensor, y: torch.Tensor, u: torch.Tensor) -> None:

@@ -1,0 +1,98 @@
+"""Choosing text settings on validation data only (never a test split): the numbers behind
+docs/text.md's "Choosing encoder and settings on validation data".
+
+BANKING77 has no validation split: a fixed 20% of each intent's training utterances (seed 0) is
+scored, and the K-shot support and the unlabelled pool come from the other 80%. CLINC150 uses its
+``val`` split; out-of-scope: per K-shot seed the threshold is chosen on the first half of each
+intent's val utterances (in-scope accuracy within 2 points of no rejection) and applied to the
+other half plus ``oos_val`` (OOS recall, AUROC). Mean over K-shot seeds 0..N-1. Each variant is a
+set of :func:`fewshot.text.setfit.build_text_classifier` params; embeddings come from the cache.
+
+    python benchmarks/text_select.py --encoder minilm+mpnet --variants self_training,center
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+torch.set_num_threads(1)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from fewshot.text import evaluate_kshot, load_encoder, load_text_dataset  # noqa: E402
+from fewshot.text.setfit import build_text_classifier  # noqa: E402
+
+BASE = {"label_names": True, "self_train": 0.75, "C": 30.0}
+#: variant name -> (head, params)
+VARIANTS = {
+    "self_training": ("logreg", BASE),
+    "center": ("logreg", {**BASE, "center": True}),
+    "C100": ("logreg", {**BASE, "C": 100.0}),
+    "center+C100": ("logreg", {**BASE, "center": True, "C": 100.0}),
+    "rounds3": ("logreg", {**BASE, "self_train_rounds": 3}),
+    "center+rounds3": ("logreg", {**BASE, "center": True, "self_train_rounds": 3}),
+}
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def validation_splits(name: str, data_dir: str | None) -> dict:
+    """``train`` (support + pool), ``val`` (scored), and for CLINC150 ``threshold`` / ``oos`` data."""
+    splits = load_text_dataset(name, data_dir)
+    if name == "clinc150":
+        val = splits["val"].in_scope()
+        y = val.y.numpy()
+        first = np.concatenate([np.flatnonzero(y == c)[: (y == c).sum() // 2] for c in range(val.num_classes)])
+        rest = np.setdiff1d(np.arange(len(val)), first)
+        return {"train": splits["train"], "val": val.subset(rest), "threshold": val.subset(np.sort(first)),
+                "oos": splits["oos_val"]}
+    train = splits["train"]
+    y, rng = train.y.numpy(), np.random.default_rng(0)
+    held = np.concatenate([rng.choice(np.flatnonzero(y == c), int(round(0.2 * (y == c).sum())), replace=False)
+                           for c in range(train.num_classes)])
+    keep = np.setdiff1d(np.arange(len(train)), held)
+    return {"train": train.subset(keep), "val": train.subset(np.sort(held))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--encoder", default="minilm")
+    ap.add_argument("--datasets", default="banking77,clinc150")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--shots", default="5,10")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--out", default=str(RESULTS / "text_select.json"))
+    args = ap.parse_args()
+    enc = load_encoder(args.encoder)
+    out = Path(args.out)
+    rows = json.loads(out.read_text()) if out.exists() else []
+    for dataset in args.datasets.split(","):
+        s = validation_splits(dataset, args.data_dir)
+        for shot in map(int, args.shots.split(",")):
+            for variant in args.variants.split(","):
+                head, params = VARIANTS[variant]
+                load0 = os.getloadavg()[0]
+                res = evaluate_kshot(lambda seed: build_text_classifier(enc, head, **params), s["train"], s["val"], shot,
+                                     range(args.seeds), val=s.get("threshold"), oos_test=s.get("oos"))
+                row = {"dataset": dataset, "shot": shot, "variant": variant, "params": {"head": head, **params},
+                       "encoder": args.encoder, "seeds": args.seeds, "accuracy": res.accuracy, "ci95": res.ci95,
+                       "fit_cpu_s": res.fit_cpu_seconds, "load": [load0, os.getloadavg()[0]],
+                       "oos": {k: {m: o[m] for m in ("oos_recall", "in_scope_accuracy", "auroc")} for k, o in (res.oos or {}).items()},
+                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+                rows = [r for r in rows if (r["dataset"], r["shot"], r["variant"], r["encoder"]) != (dataset, shot, variant, args.encoder)]
+                rows.append(row)
+                out.write_text(json.dumps(rows, indent=1))
+                oos = "".join(f"  OOS[{k}] {100 * o['oos_recall']:.1f} at {100 * o['in_scope_accuracy']:.1f}"
+                              for k, o in row["oos"].items())
+                print(f"{dataset} {shot}-shot {args.encoder} {variant}: {100 * res.accuracy:.2f} ± {100 * res.ci95:.2f}"
+                      f"  fit {res.fit_cpu_seconds:.1f} CPU s{oos}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
