@@ -12,7 +12,8 @@ from fewshot.engine.build import build_run
 from fewshot.engine.checkpoint import load_checkpoint
 from fewshot.engine.evaluate import evaluate
 from fewshot.engine.precision import BackboneAutocast
-from fewshot.engine.trainer import TrainConfig, lr_factor
+from fewshot.engine.rundir import StartState
+from fewshot.engine.trainer import TrainConfig, build_optimizer, lr_factor
 from fewshot.engine.validation import holdout_classes, validation_tasks
 from fewshot.methods import ProtoNet
 from fewshot.nn.backbones import build_backbone
@@ -112,6 +113,19 @@ def test_bfloat16_training_changes_only_the_arithmetic(tmp_path):
     assert torch.allclose(params(runs["float32"].method), params(runs["bfloat16"].method), atol=0.05)
     with pytest.raises(ValueError, match="precision"):
         make_trainer(tmp_path / "bad", steps=1, precision="float16").fit()
+
+
+def test_the_start_state_reads_a_checkpoints_training_state(tmp_path):
+    state = {"step": 5, "best_val": 0.5, "window": [[1.0, 0.25]], "schedule": {"lr": 0.1}, "cpu_seconds": 3}
+    assert StartState.saved(state, [{"step": 5}]) == (5, 0.5, [{"step": 5}], [(1.0, 0.25)], {"lr": 0.1}, 3.0)
+    assert StartState.saved({"step": 5}) == (5, -1.0, [], [], None, 0.0)  # saved before those were recorded
+    a, b = StartState.fresh(), StartState.fresh()
+    assert a == (0, -1.0, [], [], None, 0.0) and a.records is not b.records and a.window is not b.window
+    crash_at_step(make_trainer(tmp_path, steps=40, log_every=10), 8)  # last: step 5, 5 steps since the last log
+    t = make_trainer(tmp_path, steps=40, log_every=10)
+    start = t.run.start(True, t.method, t.cfg, build_optimizer(t.method.parameters(), t.cfg))
+    assert isinstance(start, StartState) and start.step == 5 and start.records == [] and len(start.window) == 5
+    assert start.cpu_seconds > 0 and start.cpu_seconds == json.loads((tmp_path / "last.json").read_text())["state"]["cpu_seconds"]
 
 
 def test_refuses_to_overwrite_a_run_without_resume(tmp_path):

@@ -9,7 +9,7 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -17,6 +17,33 @@ from ..methods.base import FewShotMethod
 from ..methods.params import coerce_params
 from .checkpoint import method_spec, read_checkpoint_info, restore_training, save_checkpoint
 from .config import TrainConfig
+
+
+class StartState(NamedTuple):
+    """Where a training run starts (or resumes): the step, the best validation accuracy so far (-1:
+    none), the log records up to the step, the (loss, accuracy) window of the steps since the last
+    log line, the learning-rate schedule's state (None: none) and the training steps' CPU seconds."""
+
+    step: int
+    best_val: float
+    records: list[dict]
+    window: list[tuple[float, float]]
+    schedule: dict | None
+    cpu_seconds: float
+
+    @classmethod
+    def fresh(cls) -> StartState:
+        """A new run's start (new lists each time: the trainer extends them)."""
+        return cls(0, -1.0, [], [], None, 0.0)
+
+    @classmethod
+    def saved(cls, state: dict[str, Any], records: list[dict] | None = None) -> StartState:
+        """The start state a checkpoint's training state ``state`` records (what
+        :func:`fewshot.engine.checkpoint.restore_training` returns), with the log ``records`` up to
+        its step (none: ``[]``). A run saved before the CPU time was recorded has spent 0 s."""
+        return cls(state["step"], state.get("best_val", -1.0), list(records or []),
+                   [tuple(w) for w in state.get("window", [])], state.get("schedule"),
+                   float(state.get("cpu_seconds", 0.0)))
 
 
 class RunDir:
@@ -94,11 +121,9 @@ class RunDir:
 
     def start(self, resume: bool, method: FewShotMethod, cfg: TrainConfig,
               optimizer: torch.optim.Optimizer | None, override: bool = False
-              ) -> tuple[int, float, list[dict], list, dict | None, float]:
-        """``(step, best validation accuracy, log records, loss window, schedule state, training-step
-        CPU seconds so far)`` to start
-        from: a fresh run, or with ``resume`` the ``last`` checkpoint (weights, optimiser and RNG
-        state restored; a run saved before the CPU time was recorded has spent 0 s).
+              ) -> StartState:
+        """The :class:`StartState` to start from: a fresh run, or with ``resume`` the ``last``
+        checkpoint (weights, optimiser and RNG state restored).
 
         Resuming refuses settings that differ from the run's (training configuration, data,
         validation; the method, its options and backbone can never change), unless ``override``:
@@ -112,7 +137,7 @@ class RunDir:
                                         "drop --resume to start the run")
             self.path.mkdir(parents=True, exist_ok=True)
             self.write_log([])
-            return 0, -1.0, [], [], None, 0.0
+            return StartState.fresh()
         if not resume:
             raise FileExistsError(f"{self.path} already holds a run; pass --resume to continue it or choose another --out")
         saved = read_checkpoint_info(self.path, "last")
@@ -148,8 +173,7 @@ class RunDir:
             self.overrides.append({"step": state["step"], "changes": {k: list(v) for k, v in changes.items()}})
         records = self.read_log(upto=state["step"])
         self.write_log(records)  # drop lines logged after the checkpoint
-        return (state["step"], state.get("best_val", -1.0), records, [tuple(w) for w in state.get("window", [])],
-                state.get("schedule"), float(state.get("cpu_seconds", 0.0)))
+        return StartState.saved(state, records)
 
     # ------------------------------------------------------------------ metrics
     def read_log(self, upto: int) -> list[dict]:

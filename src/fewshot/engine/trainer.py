@@ -21,7 +21,7 @@ from .config import Plateau, TrainConfig, lr_factor
 from .distributed import Distributed
 from .evaluate import evaluate
 from .precision import BackboneAutocast, autocast_dtype
-from .rundir import RunDir
+from .rundir import RunDir, StartState
 
 __all__ = ["Trainer", "TrainConfig", "build_optimizer", "lr_factor"]
 
@@ -94,8 +94,9 @@ class Trainer:
                              "(train in float32)")
         low_precision = BackboneAutocast(method.backbone, cfg.precision)
         optimizer = build_optimizer(trainable, cfg) if trainable else None
-        start, self.best, records, window, schedule_state, self._cpu = self._start(resume, optimizer, override)
-        self.plateau = Plateau.from_config(cfg, schedule_state) if cfg.schedule == "plateau" else None
+        state = self._start(resume, optimizer, override)
+        start, self.best, records, window, self._cpu = state.step, state.best_val, state.records, state.window, state.cpu_seconds
+        self.plateau = Plateau.from_config(cfg, state.schedule) if cfg.schedule == "plateau" else None
         method.train()
         main = self.dist.is_main
         # the step the run ends on: earlier when max_cpu_seconds is spent (a resumed run counts on from
@@ -153,9 +154,9 @@ class Trainer:
         return records
 
     def _start(self, resume: bool, optimizer: torch.optim.Optimizer | None,
-               override: bool) -> tuple[int, float, list[dict], list, dict | None, float]:
-        """``run.start`` in process 0; the other processes restore the same checkpoint (or start fresh)
-        and then take process 0's weights."""
+               override: bool) -> StartState:
+        """``run.start`` in process 0; the other processes restore the same checkpoint (or start fresh),
+        without its log records (process 0 alone logs), and then take process 0's weights."""
         if not self.dist.active:
             return self.run.start(resume, self.method, self.cfg, optimizer, override)
         had_run = self.run.has_run()
@@ -163,10 +164,9 @@ class Trainer:
         if self.dist.is_main:
             state = self.run.start(resume, self.method, self.cfg, optimizer, override)
         elif resume and had_run:
-            saved = restore_training(self.run.path, "last", self.method, optimizer)
-            state = (saved["step"], -1.0, [], [], saved.get("schedule"), float(saved.get("cpu_seconds", 0.0)))
+            state = StartState.saved(restore_training(self.run.path, "last", self.method, optimizer))
         else:
-            state = (0, -1.0, [], [], None, 0.0)
+            state = StartState.fresh()
         self.dist.barrier()
         self.dist.broadcast(self.method)
         return state
