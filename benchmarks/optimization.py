@@ -141,7 +141,8 @@ def run_method(name: str, args, train, test, tasksets: dict) -> dict:
     records = trainer.fit()
     m = trainer.method
     train_s = time.perf_counter() - t0
-    res = {"method": name, "backbone": f"Conv4-{BACKBONE_HIDDEN.get(name, 64)}", "params": METHOD_PARAMS.get(name, {}), "train_s": train_s, "steps": args.steps,
+    res = {"method": name, "backbone": f"Conv4-{BACKBONE_HIDDEN.get(name, 64)}", "params": METHOD_PARAMS.get(name, {}),
+           "config": m.config(), "train_s": train_s, "steps": args.steps,
            "tasks_per_step": args.tasks_per_step, "final_train_loss": records[-1]["loss"],
            "final_train_acc": records[-1]["accuracy"]}
     for key, ts in tasksets.items():
@@ -160,6 +161,7 @@ def controls(test, tasksets: dict, n: int = 50) -> dict:
     for name in ("maml", "reptile"):
         m = build(name, 0)
         m.setup(test)
+        out[f"{name}@config"] = m.config()  # the protocol it ran, defaults included
         for key, ts in tasksets.items():
             sub = TaskSet(ts.tasks[:n], ts.meta)
             r = evaluate(m, sub.episodes(test))
@@ -183,6 +185,33 @@ def maml_test_steps(run_dir: Path, test, n: int = 40) -> list[tuple]:
             r = evaluate(m, ts.episodes(test))
             rows.append((shot, steps, lr, r.accuracy, r.ci95))
     return rows
+
+
+def inner_label(config: dict) -> str:
+    """The table's "train/test steps, lr" of a method from its config (``method.config()``, defaults
+    included, as the result cache records it): e.g. ``1/3, 0.4/0.1`` (a separate test rate),
+    ``1/10, learned from 0.4, test x 0.25`` (Meta-SGD's ``test_lr_scale``); ``–`` without an inner loop."""
+    steps = config.get("inner_steps")
+    if steps is None:
+        return "–"
+    test = config.get("test_inner_steps")
+    test = steps if test is None else test  # None: as many as in training
+    lr, test_lr = config.get("inner_lr"), config.get("test_inner_lr")
+    if lr is None:
+        rate = "learned"
+    elif "test_lr_scale" in config:
+        rate = f"learned from {lr:g}, test x {config['test_lr_scale']:g}"
+    else:
+        rate = f"{lr:g}" if test_lr is None or test_lr == lr else f"{lr:g}/{test_lr:g}"
+    return f"{steps}/{test}, {rate}"
+
+
+def eval_protocol(config: dict) -> str:
+    """``N steps of LR``: the test-time inner loop of a config (see :func:`inner_label`)."""
+    steps = config.get("test_inner_steps")
+    steps = config["inner_steps"] if steps is None else steps
+    lr = config.get("test_inner_lr") or config["inner_lr"]
+    return f"{steps} steps of {lr:g}"
 
 
 def fmt(acc) -> str:
@@ -244,9 +273,8 @@ def main() -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        p = r.get("params", {})
-        inner = (f"{p.get('inner_steps', '')}/{p.get('test_inner_steps') or p.get('inner_steps', '')}, "
-                 f"{p.get('inner_lr', 'learned')}") if p else "–"
+        # a cache written before the config was recorded: its params (its evaluation had the defaults of then)
+        inner = inner_label(r.get("config") or r.get("params", {}))
         pub = PUBLISHED.get(r["method"], (None, None))
         a1, a5 = r["5w1s"], r["5w5s"]
         bb = r.get("backbone", "Conv4-64")
@@ -257,9 +285,8 @@ def main() -> None:
         lines += ["", "Control — the same evaluation protocol on an *untrained* Conv4 (first 50 tasks): what test-time "
                   "adaptation alone gives.", "", "| protocol | 5-way 1-shot | 5-way 5-shot |", "|---|---|---|"]
         for name in ("maml", "reptile"):
-            p = METHOD_PARAMS[name]
             a1, a5 = ctrl[f"{name}@5w1s"], ctrl[f"{name}@5w5s"]
-            lines.append(f"| {name} ({p['test_inner_steps']} steps of {p['inner_lr']}), no meta-training | "
+            lines.append(f"| {name} ({eval_protocol(ctrl.get(f'{name}@config') or METHOD_PARAMS[name])}), no meta-training | "
                          f"{100 * a1['accuracy']:.1f} ± {100 * a1['ci95']:.1f} | {100 * a5['accuracy']:.1f} ± {100 * a5['ci95']:.1f} |")
     if cost:
         lines += ["", "## Cost per meta-step, measured side by side in one run (5-way 1-shot 5-query, Conv4, 1 thread)", "",
