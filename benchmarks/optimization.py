@@ -181,7 +181,7 @@ def maml_test_steps(run_dir: Path, test, n: int = 40) -> list[tuple]:
     for shot in (1, 5):
         ts = TaskSet.generate(test, 5, shot, 5, n, seed=0)
         for steps, lr in ((0, 0.4), (1, 0.4), (3, 0.4), (3, 0.1), (10, 0.1)):
-            m.test_inner_steps, m.inner_lr = steps, lr
+            m.test_inner_steps, m.test_inner_lr = steps, lr  # the evaluation's rate (inner_lr: training's)
             r = evaluate(m, ts.episodes(test))
             rows.append((shot, steps, lr, r.accuracy, r.ci95))
     return rows

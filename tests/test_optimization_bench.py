@@ -35,3 +35,24 @@ def test_the_label_shows_test_rates_that_differ_from_training(bench):
     assert bench.inner_label({"inner_steps": 5, "test_inner_steps": None}) == "5/5, learned"  # the LSTM meta-learner
     assert bench.inner_label({"inner_steps": 1, "inner_lr": 0.4}) == "1/1, 0.4"  # a cache with params only
     assert bench.eval_protocol({"inner_steps": 3, "inner_lr": 0.1, "test_inner_steps": 20}) == "20 steps of 0.1"
+
+
+def test_the_maml_diagnostic_evaluates_with_the_step_sizes_it_reports(bench, monkeypatch):
+    import fewshot.engine.checkpoint as checkpoint
+    from fewshot.engine.evaluate import EvalResult
+
+    from conftest import make_blobs_dataset
+
+    data = make_blobs_dataset(num_classes=5, per_class=10, size=28)
+    trained = bench.build("maml", 0)
+    trained.setup(data)
+    monkeypatch.setattr(checkpoint, "checkpoint_weights", lambda run_dir, tag: trained.state_dict())
+    seen = []
+
+    def evaluate(m, episodes):  # what each evaluation adapts with, instead of running it
+        seen.append((m.test_inner_steps, m.test_lrs() if m.test_lrs() is not None else m.inner_lr))
+        return EvalResult(accuracy=0.5, ci95=0.1, tasks=1, trials=1, error=50.0)
+
+    monkeypatch.setattr(bench, "evaluate", evaluate)
+    rows = bench.maml_test_steps("unused", data, n=2)
+    assert [(steps, lr) for _, steps, lr, _, _ in rows] == seen
