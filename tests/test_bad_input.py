@@ -24,7 +24,7 @@ def w(tmp_path_factory):
     """A workspace: tiny Omniglot, a trained image run, a 3-channel run, support folders, text files."""
     root = tmp_path_factory.mktemp("bad")
     make_omniglot(root / "data" / "omniglot", alphabets={"Alpha": 6, "Beta": 6}, drawers=5)
-    train = ["train", "--dataset", "omniglot", "--data-dir", str(root / "data"), "--way", "4", "--query", "2",
+    train = ["train", "--threads", "1", "--dataset", "omniglot", "--data-dir", str(root / "data"), "--way", "4", "--query", "2",
              "--episodes", "2", "--val-fraction", "0", "--quiet", "--device", "cpu"]
     assert CliRunner().invoke(main, train + ["--out", str(root / "run")], env=ENV).exit_code == 0
     rgb = root / "rgb"
@@ -34,7 +34,7 @@ def w(tmp_path_factory):
             (rgb / f"c{c}").mkdir(parents=True, exist_ok=True)
             from PIL import Image
             Image.fromarray(rng.integers(0, 255, (16, 16, 3), np.uint8)).save(rgb / f"c{c}" / f"{i}.png")
-    res = CliRunner().invoke(main, ["train", "--dataset", f"folder:{rgb}", "--image-size", "16", "--way", "3",
+    res = CliRunner().invoke(main, ["train", "--threads", "1", "--dataset", f"folder:{rgb}", "--image-size", "16", "--way", "3",
                                     "--query", "1", "--episodes", "1", "--val-fraction", "0", "--quiet", "--device",
                                     "cpu", "--out", str(root / "run3")], env=ENV)
     assert res.exit_code == 0, res.output
@@ -76,15 +76,17 @@ def w(tmp_path_factory):
 
 
 def T(root):
-    train = ["train", "--dataset", "omniglot", "--data-dir", str(root / "data"), "--way", "4", "--query", "2",
+    train = ["train", "--threads", "1", "--dataset", "omniglot", "--data-dir", str(root / "data"), "--way", "4", "--query", "2",
              "--episodes", "2", "--val-fraction", "0", "--quiet", "--out", str(root / "new")]
-    ev = ["eval", str(root / "run"), "--dataset", "omniglot", "--data-dir", str(root / "data"), "--way", "3", "--query", "2", "--tasks", "2"]
-    pr = ["predict", str(root / "run"), "--support", str(root / "support"), "--query", str(root / "q.png")]
+    # --threads last: the cases below replace ev's run (ev[1]) and pr's support (pr[2:4]) by position
+    ev = ["eval", str(root / "run"), "--dataset", "omniglot", "--data-dir", str(root / "data"), "--way", "3", "--query", "2", "--tasks", "2",
+          "--threads", "1"]
+    pr = ["predict", str(root / "run"), "--support", str(root / "support"), "--query", str(root / "q.png"), "--threads", "1"]
     te = ["text", "eval", "--dataset", f"csv:{root / 'ok.csv'}", "--encoder", "hashing", "--shot", "1"]
     tp = ["text", "predict", "--support", str(root / "ok.csv"), "--query", "hi", "--encoder", "hashing"]
     return {
         # tracebacks before
-        "corrupt zip member": (["train", "--dataset", "omniglot", "--data-dir", str(root / "zdata"), "--out",
+        "corrupt zip member": (["train", "--threads", "1", "--dataset", "omniglot", "--data-dir", str(root / "zdata"), "--out",
                                 str(root / "z"), "--way", "2", "--query", "1", "--episodes", "1"],
                                (root / "member").read_text().split("/")[-1] if (root / "member").exists() else ""),
         "device tpu": (train + ["--device", "tpu"], "unknown device 'tpu'"),
@@ -103,7 +105,7 @@ def T(root):
         "checkpoint: config array": (ev[:1] + [str(root / "array_config")] + ev[2:], "config is a list"),
         "checkpoint: JSON array": (ev[:1] + [str(root / "array")] + ev[2:], "not a fewshot checkpoint"),
         "checkpoint: no method": (ev[:1] + [str(root / "no_method")] + ev[2:], "not a fewshot checkpoint"),
-        "3-channel model, 1-channel data": (["eval", str(root / "run3"), "--dataset", "omniglot", "--data-dir",
+        "3-channel model, 1-channel data": (["eval", "--threads", "1", str(root / "run3"), "--dataset", "omniglot", "--data-dir",
                                              str(root / "data"), "--way", "3", "--tasks", "2"], "3-channel"),
         "CLINC150 of the wrong shape": (["text", "eval", "--dataset", "clinc150", "--data-dir", str(root),
                                          "--encoder", "hashing"], "data_full.json"),
@@ -148,15 +150,15 @@ def T(root):
                                 "--width applies to the conv4 and relation_conv4 backbones, but this run's backbone is mlp; "
                                 "drop --width or pass --backbone conv4"),
         "width, no backbone (knn)": (train + ["--method", "knn", "--width", "128"], "backbone is none; drop --width"),
-        "eval --backbone --invert (task set)": (["eval", "--backbone", "efficientnet_lite0", "--dataset", f"folder:{root / 'rgb'}",
+        "eval --backbone --invert (task set)": (["eval", "--threads", "1", "--backbone", "efficientnet_lite0", "--dataset", f"folder:{root / 'rgb'}",
                                                  "--way", "3", "--query", "1", "--tasks", "2", "--invert"],
                                                 "--invert/--no-invert apply to a trained RUN_DIR.*drop the flag"),
-        "eval --backbone --no-invert (task set)": (["eval", "--backbone", "efficientnet_lite0", "--dataset", f"folder:{root / 'rgb'}",
+        "eval --backbone --no-invert (task set)": (["eval", "--threads", "1", "--backbone", "efficientnet_lite0", "--dataset", f"folder:{root / 'rgb'}",
                                                     "--way", "3", "--query", "1", "--tasks", "2", "--no-invert"],
                                                    "--invert/--no-invert apply to a trained RUN_DIR.*drop the flag"),
-        "eval --backbone --invert (Lake's runs)": (["eval", "--backbone", "efficientnet_lite0", "--lake-runs", str(root / "support"),
+        "eval --backbone --invert (Lake's runs)": (["eval", "--threads", "1", "--backbone", "efficientnet_lite0", "--lake-runs", str(root / "support"),
                                                    "--invert"], "--invert/--no-invert apply to a trained RUN_DIR"),
-        "eval --backbone --skip-bad": (["eval", "--backbone", "efficientnet_lite0", "--dataset", f"folder:{root / 'rgb'}",
+        "eval --backbone --skip-bad": (["eval", "--threads", "1", "--backbone", "efficientnet_lite0", "--dataset", f"folder:{root / 'rgb'}",
                                         "--way", "3", "--query", "1", "--tasks", "2", "--skip-bad"],
                                        "--skip-bad applies to a trained RUN_DIR.*not to --backbone"),
         "dropout, relation_conv4": (train + ["--method", "relation", "--dropout", "0.1"],
@@ -182,7 +184,7 @@ def test_bad_cli_input_is_a_clear_error(w, case):
 def test_predict_output_stays_one_line_per_query_with_odd_class_names(w, tmp_path):
     shutil.copytree(w / "support", tmp_path / "s")
     (tmp_path / "s" / "bob").rename(tmp_path / "s" / "bob\tthe\nbuilder")
-    res = CliRunner().invoke(main, ["predict", str(w / "run"), "--support", str(tmp_path / "s"), "--query",
+    res = CliRunner().invoke(main, ["predict", "--threads", "1", str(w / "run"), "--support", str(tmp_path / "s"), "--query",
                                     str(w / "q.png"), str(w / "q.png"), "--device", "cpu"], env=ENV)
     assert res.exit_code == 0, res.output
     lines = res.output.strip("\n").split("\n")
@@ -190,7 +192,7 @@ def test_predict_output_stays_one_line_per_query_with_odd_class_names(w, tmp_pat
 
 
 def test_skip_bad_skips_and_counts(w):
-    res = CliRunner().invoke(main, ["predict", str(w / "run"), "--support", str(w / "support_bad"),
+    res = CliRunner().invoke(main, ["predict", "--threads", "1", str(w / "run"), "--support", str(w / "support_bad"),
                                                     "--query", str(w / "q.png"), "--skip-bad", "--device", "cpu"], env=ENV)
     assert res.exit_code == 0 and "skipped 1 file(s)" in res.stderr and "3.png" in res.stderr
 

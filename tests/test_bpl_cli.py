@@ -58,12 +58,12 @@ def test_eval_method_bpl_on_lake_runs(tmp_path):
     from fewshot.cli import main
 
     _fake_runs(tmp_path / "runs", [[[[30, 50], [75, 50]]], [[[52, 25], [52, 80]]], [[[40, 20], [40, 60], [70, 60]]]])
-    args = ["eval", "--method", "bpl", "-p", "strokes=generic", "-p", "walks=5", "-p", "steps=3", "-p", "workers=1",
+    args = ["eval", "--threads", "1", "--method", "bpl", "-p", "strokes=generic", "-p", "walks=5", "-p", "steps=3", "-p", "workers=1",
             "--image-size", "105", "--lake-runs", str(tmp_path / "runs"), "--json"]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     assert '"method": "bpl"' in r.output and '"error": 0.0' in r.output
-    r = CliRunner().invoke(main, ["eval", "--method", "protonet", "--lake-runs", str(tmp_path / "runs")])
+    r = CliRunner().invoke(main, ["eval", "--threads", "1", "--method", "protonet", "--lake-runs", str(tmp_path / "runs")])
     assert r.exit_code != 0 and "fewshot train" in r.output
-    r = CliRunner().invoke(main, ["eval", "--lake-runs", str(tmp_path / "runs")])
+    r = CliRunner().invoke(main, ["eval", "--threads", "1", "--lake-runs", str(tmp_path / "runs")])
     assert r.exit_code != 0 and "RUN_DIR" in r.output

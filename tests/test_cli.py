@@ -24,7 +24,7 @@ def omniglot_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run_dir(omniglot_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "proto"
-    res = invoke(["train", "--method", "protonet", "--dataset", "omniglot", "--split", "background",
+    res = invoke(["train", "--threads", "1", "--method", "protonet", "--dataset", "omniglot", "--split", "background",
                   "--data-dir", str(omniglot_dir), "--way", "5", "--shot", "1", "--query", "2", "--episodes", "6",
                   "--val-every", "3", "--val-tasks", "4", "--val-fraction", "0.3", "--seed", "0", "--out", str(out),
                   "--quiet", "--device", "cpu", "--json"])
@@ -45,7 +45,7 @@ def test_train_writes_checkpoints_logs_and_curves(run_dir):
 
 
 def test_eval_prints_one_json_object_with_accuracy_ci_and_tasks(run_dir, omniglot_dir, tmp_path):
-    args = ["eval", str(run_dir), "--dataset", "omniglot", "--split", "background", "--data-dir", str(omniglot_dir),
+    args = ["eval", "--threads", "1", str(run_dir), "--dataset", "omniglot", "--split", "background", "--data-dir", str(omniglot_dir),
             "--way", "5", "--shot", "1", "--within", "alphabet", "--tasks", "7", "--seed", "3", "--json"]
     out = json.loads(invoke(args + ["--plot-episode", str(tmp_path / "ep.png")]).output)
     assert {"accuracy", "ci95", "tasks"} <= set(out) and out["tasks"] == 7 and 0.0 <= out["accuracy"] <= 1.0
@@ -55,7 +55,7 @@ def test_eval_prints_one_json_object_with_accuracy_ci_and_tasks(run_dir, omniglo
 
 
 def test_eval_with_a_saved_task_file_repeats_exactly(run_dir, omniglot_dir, tmp_path):
-    args = ["eval", str(run_dir), "--split", "background", "--data-dir", str(omniglot_dir), "--way", "3",
+    args = ["eval", "--threads", "1", str(run_dir), "--split", "background", "--data-dir", str(omniglot_dir), "--way", "3",
             "--tasks", "5", "--task-file", str(tmp_path / "tasks.json"), "--json"]
     first = json.loads(invoke(args).output)
     assert (tmp_path / "tasks.json").exists()
@@ -70,7 +70,7 @@ def test_eval_lake_runs_reports_error_over_all_trials(run_dir, omniglot_dir, tmp
 
         zipfile.ZipFile(omniglot_dir / "all_runs.zip").extractall(tmp_path / "all_runs")
         path = tmp_path / "all_runs"
-    out = json.loads(invoke(["eval", str(run_dir), "--lake-runs", str(path), "--json"]).output)
+    out = json.loads(invoke(["eval", "--threads", "1", str(run_dir), "--lake-runs", str(path), "--json"]).output)
     assert out["trials"] == 40 and 0.0 <= out["error"] <= 100.0
 
 
@@ -83,21 +83,21 @@ def test_predict_enrolls_support_folders(run_dir, tmp_path):
         (tmp_path / "support" / name).mkdir(parents=True)
         glyph(rng, tpl, jitter=0).save(tmp_path / "support" / name / "1.png")
     glyph(rng, templates["bob"], jitter=0).save(tmp_path / "q.png")
-    out = json.loads(invoke(["predict", str(run_dir), "--support", str(tmp_path / "support"), "--query",
+    out = json.loads(invoke(["predict", "--threads", "1", str(run_dir), "--support", str(tmp_path / "support"), "--query",
                              str(tmp_path / "q.png"), "--json"]).output)
     pred = out["predictions"][0]
     assert pred["prediction"] == "bob" and abs(sum(pred["probabilities"].values()) - 1) < 1e-5
-    strict = json.loads(invoke(["predict", str(run_dir), "--support", str(tmp_path / "support"), "--query",
+    strict = json.loads(invoke(["predict", "--threads", "1", str(run_dir), "--support", str(tmp_path / "support"), "--query",
                                 str(tmp_path / "q.png"), "--reject-by", "probability", "--threshold", "1", "--json"]).output)
     assert strict["predictions"][0]["prediction"] == "unknown"
-    cosine = json.loads(invoke(["predict", str(run_dir), "--support", str(tmp_path / "support"), "--query",
+    cosine = json.loads(invoke(["predict", "--threads", "1", str(run_dir), "--support", str(tmp_path / "support"), "--query",
                                 str(tmp_path / "q.png"), "-p", "distance=cosine", "--json"]).output)
     assert cosine["overrides"] == {"distance": "cosine"} and out["overrides"] == {}
     assert cosine["predictions"][0]["probabilities"] != pred["probabilities"]  # the override was used
 
 
 def test_resume_continues_and_refusal_without_it(run_dir, omniglot_dir):
-    base = ["train", "--dataset", "omniglot", "--data-dir", str(omniglot_dir), "--way", "5", "--shot", "1",
+    base = ["train", "--threads", "1", "--dataset", "omniglot", "--data-dir", str(omniglot_dir), "--way", "5", "--shot", "1",
             "--query", "2", "--episodes", "8", "--val-fraction", "0.3", "--val-every", "3", "--val-tasks", "4",
             "--out", str(run_dir), "--quiet", "--json"]
     assert "--resume" in invoke(base, code=1).output
@@ -106,7 +106,7 @@ def test_resume_continues_and_refusal_without_it(run_dir, omniglot_dir):
 
 
 def test_missing_data_is_a_clear_error(tmp_path):
-    res = invoke(["train", "--dataset", "omniglot", "--split", "evaluation", "--data-dir", str(tmp_path), "--out",
+    res = invoke(["train", "--threads", "1", "--dataset", "omniglot", "--split", "evaluation", "--data-dir", str(tmp_path), "--out",
                   str(tmp_path / "r")], code=1)
     assert "images_evaluation.zip was not found" in res.output
 
@@ -123,7 +123,7 @@ def test_methods_lists_protonet():
 def test_train_on_digits_validates_on_two_way_tasks(tmp_path):
     """10 classes: 10% would hold out one class (1-way tasks, always right); at least 2 are held out."""
     out = tmp_path / "digits"
-    invoke(["train", "--method", "protonet", "--dataset", "digits", "--way", "5", "--shot", "1", "--query", "3",
+    invoke(["train", "--threads", "1", "--method", "protonet", "--dataset", "digits", "--way", "5", "--shot", "1", "--query", "3",
             "--episodes", "4", "--val-every", "2", "--val-tasks", "30", "--out", str(out), "--quiet", "--no-plots",
             "--device", "cpu"])
     info = json.loads((out / "best.json").read_text())
@@ -136,7 +136,7 @@ def test_train_on_digits_validates_on_two_way_tasks(tmp_path):
 
 def test_train_precision_bfloat16_is_recorded_and_resumes(tmp_path):
     out = tmp_path / "bf16"
-    base = ["train", "--method", "protonet", "--dataset", "digits", "--way", "5", "--shot", "1", "--query", "3",
+    base = ["train", "--threads", "1", "--method", "protonet", "--dataset", "digits", "--way", "5", "--shot", "1", "--query", "3",
             "--val-tasks", "0", "--out", str(out), "--quiet", "--no-plots", "--device", "cpu", "--precision", "bfloat16"]
     invoke(base + ["--episodes", "2"])
     assert json.loads((out / "last.json").read_text())["train_config"]["precision"] == "bfloat16"

@@ -232,7 +232,7 @@ def test_tuple_options():
 
 # ------------------------------------------------------------------------------------ through the CLI
 def _train(tmp_path, *args):
-    res = CliRunner().invoke(main, ["train", "--dataset", "digits", "--shot", "1", "--query", "2", "--episodes", "2",
+    res = CliRunner().invoke(main, ["train", "--threads", "1", "--dataset", "digits", "--shot", "1", "--query", "2", "--episodes", "2",
                                     "--val-fraction", "0", "--device", "cpu", "--quiet", "--no-plots",
                                     "--out", str(tmp_path / "run"), *args])
     assert res.exit_code == 0, res.output
@@ -251,6 +251,6 @@ def test_cli_way_reaches_every_head(tmp_path):
 
 
 def test_cli_bad_param_is_a_click_error(tmp_path):
-    res = CliRunner().invoke(main, ["train", "--method", "knn", "--dataset", "digits", "-p", "k=3.5",
+    res = CliRunner().invoke(main, ["train", "--threads", "1", "--method", "knn", "--dataset", "digits", "-p", "k=3.5",
                                     "--out", str(tmp_path / "run")])
     assert res.exit_code != 0 and "k='3.5' is not an int" in res.output and "Traceback" not in res.output

@@ -81,10 +81,10 @@ def invoke(args, code=0):
 
 def test_cli_eval_with_overrides_records_them(tmp_path):
     run = tmp_path / "maml"
-    invoke(["train", "--method", "maml", "-p", "test_inner_steps=3", "--dataset", "digits", "--way", "3", "--shot", "1",
+    invoke(["train", "--threads", "1", "--method", "maml", "-p", "test_inner_steps=3", "--dataset", "digits", "--way", "3", "--shot", "1",
             "--query", "2", "--episodes", "2", "--val-fraction", "0.3", "--val-every", "2", "--val-tasks", "2",
             "--device", "cpu", "--quiet", "--no-plots", "--out", str(run)])
-    common = ["eval", str(run), "--dataset", "digits", "--way", "3", "--tasks", "3", "--device", "cpu"]
+    common = ["eval", "--threads", "1", str(run), "--dataset", "digits", "--way", "3", "--tasks", "3", "--device", "cpu"]
     out = json.loads(invoke(common + ["-p", "test_inner_steps=10", "-p", "test_inner_lr=0.1", "--json"]).output)
     assert out["overrides"] == {"test_inner_steps": 10, "test_inner_lr": 0.1} and out["tasks"] == 3
     assert json.loads(invoke(common + ["--json"]).output)["overrides"] == {}
@@ -97,10 +97,10 @@ def test_cli_eval_with_overrides_records_them(tmp_path):
 
 def test_cli_eval_refuses_an_override_that_changes_the_weights(tmp_path):
     run = tmp_path / "matching"
-    invoke(["train", "--method", "matching", "--dataset", "digits", "--way", "3", "--shot", "1", "--query", "2",
+    invoke(["train", "--threads", "1", "--method", "matching", "--dataset", "digits", "--way", "3", "--shot", "1", "--query", "2",
             "--episodes", "2", "--val-fraction", "0.3", "--val-every", "2", "--val-tasks", "2", "--device", "cpu",
             "--quiet", "--no-plots", "--out", str(run)])
-    res = invoke(["eval", str(run), "--dataset", "digits", "--tasks", "2", "-p", "fce=true"], code=1)
+    res = invoke(["eval", "--threads", "1", str(run), "--dataset", "digits", "--tasks", "2", "-p", "fce=true"], code=1)
     assert "Error: option fce=True changes the trained parameters of matching" in res.output
     assert "Traceback" not in res.output
 

@@ -18,7 +18,7 @@ METHODS = [("knn", []), ("1nn", []), ("nearest_prototype", []), ("siamese", []),
 
 
 def _train(tmp_path, name, params, out):
-    args = ["train", "--method", name, *params, "--dataset", "digits", "--way", "3", "--shot", "1", "--query", "2",
+    args = ["train", "--threads", "1", "--method", name, *params, "--dataset", "digits", "--way", "3", "--shot", "1", "--query", "2",
             "--episodes", "3", "--val-fraction", "0.3", "--val-every", "3", "--val-tasks", "3", "--device", "cpu", "--quiet", "--no-plots",
             "--out", str(tmp_path / out), "--json"]
     return CliRunner().invoke(main, args)
@@ -44,12 +44,12 @@ def lake_dir(tmp_path_factory):
 def test_train_then_eval_and_lake(tmp_path, lake_dir, name, params):
     res = _train(tmp_path, name, params, "run")
     assert res.exit_code == 0, res.output
-    res = CliRunner().invoke(main, ["eval", str(tmp_path / "run"), "--dataset", "digits", "--way", "3", "--shot", "1",
+    res = CliRunner().invoke(main, ["eval", "--threads", "1", str(tmp_path / "run"), "--dataset", "digits", "--way", "3", "--shot", "1",
                                     "--tasks", "4", "--device", "cpu", "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output.strip().splitlines()[-1])
     assert out["method"] == canonical_name(name) and 0 <= out["accuracy"] <= 1 and out["tasks"] == 4
-    res = CliRunner().invoke(main, ["eval", str(tmp_path / "run"), "--lake-runs", str(lake_dir), "--device", "cpu", "--json"])
+    res = CliRunner().invoke(main, ["eval", "--threads", "1", str(tmp_path / "run"), "--lake-runs", str(lake_dir), "--device", "cpu", "--json"])
     assert res.exit_code == 0, res.output
     lake = json.loads(res.output.strip().splitlines()[-1])
     assert lake["trials"] == 6 and len(lake["per_run"]) == 2

@@ -373,11 +373,11 @@ def test_cli_trains_and_evaluates_every_method_with_inner_step_options(tmp_path)
     runner = CliRunner()
     for method in ("maml", "fomaml", "meta-sgd", "anil", "reptile", "lstm-meta"):
         out = tmp_path / method
-        res = runner.invoke(main, ["train", "--method", method, *data, "--way", "3", "--shot", "1", "--query", "2",
+        res = runner.invoke(main, ["train", "--threads", "1", "--method", method, *data, "--way", "3", "--shot", "1", "--query", "2",
                                    "--episodes", "2", "--val-fraction", "0", "--no-plots", "--quiet", "--device", "cpu",
                                    "-p", "way=3", "-p", "inner_steps=2", "-p", "test_inner_steps=3", "--out", str(out)])
         assert res.exit_code == 0, (method, res.output)
-        res = runner.invoke(main, ["eval", str(out), *data, "--way", "3", "--shot", "1", "--query", "2", "--tasks", "3",
+        res = runner.invoke(main, ["eval", "--threads", "1", str(out), *data, "--way", "3", "--shot", "1", "--query", "2", "--tasks", "3",
                                    "--device", "cpu", "--json"])
         assert res.exit_code == 0, (method, res.output)
         assert '"accuracy"' in res.output

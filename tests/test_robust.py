@@ -305,7 +305,7 @@ def image_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("robust")
     make_omniglot(root / "data" / "omniglot", alphabets={"Alpha": 6, "Beta": 6}, drawers=5)
-    res = cli(["train", "--dataset", "omniglot", "--data-dir", str(root / "data"), "--way", "4", "--shot", "1",
+    res = cli(["train", "--threads", "1", "--dataset", "omniglot", "--data-dir", str(root / "data"), "--way", "4", "--shot", "1",
                "--query", "2", "--episodes", "4", "--val-fraction", "0", "--out", str(root / "run"), "--quiet",
                "--device", "cpu"])
     assert res.exit_code == 0, res.output
@@ -320,18 +320,18 @@ def test_eval_on_a_folder_decodes_like_training_and_refuses_negatives(image_run,
 
     pages = image_run / "data" / "omniglot" / "images_background" / "Alpha"
     common = ["--way", "3", "--shot", "1", "--query", "2", "--tasks", "10", "--seed", "0", "--json", "--device", "cpu"]
-    by_loader = cli(["eval", str(image_run / "run"), "--dataset", "omniglot", "--data-dir", str(image_run / "data"),
+    by_loader = cli(["eval", "--threads", "1", str(image_run / "run"), "--dataset", "omniglot", "--data-dir", str(image_run / "data"),
                      "--alphabets", "Alpha", *common])
-    by_folder = cli(["eval", str(image_run / "run"), "--dataset", f"folder:{pages}", *common])
+    by_folder = cli(["eval", "--threads", "1", str(image_run / "run"), "--dataset", f"folder:{pages}", *common])
     assert by_loader.exit_code == 0 and by_folder.exit_code == 0, by_folder.output
     assert json.loads(by_folder.output)["accuracy"] == json.loads(by_loader.output)["accuracy"]
     negatives = tmp_path / "negatives"
     shutil.copytree(pages, negatives)
     for p in negatives.rglob("*.png"):  # light strokes on a dark page, like raw MNIST
         Image.fromarray(255 - np.asarray(Image.open(p).convert("L"))).save(p)
-    res = cli(["eval", str(image_run / "run"), "--dataset", f"folder:{negatives}", *common])
+    res = cli(["eval", "--threads", "1", str(image_run / "run"), "--dataset", f"folder:{negatives}", *common])
     assert res.exit_code != 0 and "negatives" in res.output and "--no-invert" in res.output and "Traceback" not in res.output
-    assert cli(["eval", str(image_run / "run"), "--dataset", f"folder:{negatives}", "--no-invert", *common]).exit_code == 0
+    assert cli(["eval", "--threads", "1", str(image_run / "run"), "--dataset", f"folder:{negatives}", "--no-invert", *common]).exit_code == 0
 
 
 # ---------------------------------------------------------------- open-set rejection in predict
@@ -350,7 +350,7 @@ def test_predict_rejects_blank_pages_and_noise_by_distance_even_with_one_class(i
     Image.fromarray(np.full((105, 105), 255, np.uint8)).save(tmp_path / "blank.png")
     Image.fromarray(rng.integers(0, 256, (105, 105), dtype=np.uint8)).save(tmp_path / "noise.png")
     queries = [str(tmp_path / f) for f in ("known.png", "blank.png", "noise.png")]
-    args = ["predict", str(image_run / "run"), "--support", str(tmp_path / "support"), "--device", "cpu", "--json"]
+    args = ["predict", "--threads", "1", str(image_run / "run"), "--support", str(tmp_path / "support"), "--device", "cpu", "--json"]
     res = cli(args + ["--query", *queries, "--reject-by", "probability", "--threshold", "0.99"])
     assert [p["probability"] for p in json.loads(res.output)["predictions"]] == [1.0, 1.0, 1.0]  # useless with one class
     res = cli(args + ["--query", *queries, "--threshold", "2"])  # several files after one --query
@@ -417,7 +417,7 @@ def test_eval_of_a_method_without_a_run_decodes_a_folder_with_invert(tmp_path, m
             write_png(tmp_path / "pics" / f"c{c}" / f"{i}.png", rng.integers(0, 80, (16, 16), np.uint8))
     real, specs = fewshot.data.load_image_folder, []
     monkeypatch.setattr(fewshot.data, "load_image_folder", lambda root, spec, **kw: (specs.append(spec), real(root, spec, **kw))[1])
-    args = ["eval", "--method", "knn", "--dataset", f"folder:{tmp_path / 'pics'}", "--image-size", "16", "--way", "2",
+    args = ["eval", "--threads", "1", "--method", "knn", "--dataset", f"folder:{tmp_path / 'pics'}", "--image-size", "16", "--way", "2",
             "--query", "1", "--tasks", "2", "--device", "cpu", "--json"]
     for flag, inverted in ((["--invert"], True), (["--no-invert"], False), ([], False)):
         res = cli(args + flag)

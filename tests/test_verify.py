@@ -45,7 +45,7 @@ def test_verify_calibrates_saves_and_answers(tmp_path):
     root = tmp_path / "data"
     make_omniglot(root / "omniglot", alphabets={"Alpha": 5}, drawers=4, zipped=True)
     run = tmp_path / "run"
-    res = CliRunner().invoke(main, ["train", "--method", "siamese", "--backbone", "siamese_mnist", "-p", "objective=contrastive",
+    res = CliRunner().invoke(main, ["train", "--threads", "1", "--method", "siamese", "--backbone", "siamese_mnist", "-p", "objective=contrastive",
                                     "--dataset", "omniglot", "--split", "background", "--data-dir", str(root),
                                     "--image-size", "28", "--way", "3", "--shot", "1", "--query", "1", "--episodes", "2",
                                     "--val-fraction", "0", "--device", "cpu", "--quiet", "--no-plots", "--out", str(run)])
