@@ -113,4 +113,8 @@ def close() -> None:
     an active exception``) after its work is done; unreferenced work objects are collected first."""
     if dist.is_available() and dist.is_initialized():
         gc.collect()
+        # No barrier first: after a run, Trainer.fit has just ended with one (no process is still
+        # sending); after an error in one process, a barrier here would pair with whichever barrier
+        # the other process waits at (e.g. the second of Trainer._start) and let it run on, instead
+        # of the other process failing at once when this one leaves.
         dist.destroy_process_group()
