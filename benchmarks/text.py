@@ -19,9 +19,15 @@ in-scope accuracy within 2 points, applied to test + oos_test; AUROC of in-scope
 
 from __future__ import annotations
 
+import os
+
+# scikit-learn's L-BFGS runs in BLAS (NumPy's and SciPy's OpenBLAS): one thread, set before either
+# loads, so a fit's CPU seconds are one core's like the encoder's (torch.set_num_threads(1) below)
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -58,6 +64,8 @@ FROZEN = {
     "logreg + label names + self-training": ("logreg", {"label_names": True, "self_train": 0.75}),
     # the self_training preset (the CLI default): C=30 picked on validation data
     "self_training (logreg C=30 + label names + self-training)": ("logreg", {"label_names": True, "self_train": 0.75, "C": 30.0}),
+    # the same, embeddings centred on the mean of support + unlabelled pool (CL2N; benchmarks/text_select.py)
+    "self_training + center": ("logreg", {"label_names": True, "self_train": 0.75, "C": 30.0, "center": True}),
 }
 ADAPTIVE = {
     "setfit (256 pairs) + label names": ("setfit", {"max_pairs": 256, "label_names": True}),
@@ -118,7 +126,7 @@ def render(rows: list[dict], meta: dict) -> str:
     out = [
         "# Few-shot intent classification (text)", "",
         "Encoders (column `encoder`, all offline): "
-        + "; ".join(f"`{k}`: {v}" for k, v in ENCODERS.items()) + ". 1 torch thread per process, on a "
+        + "; ".join(f"`{k}`: {v}" for k, v in ENCODERS.items()) + ". 1 torch thread and 1 BLAS thread per process (the script sets OMP/OPENBLAS_NUM_THREADS=1), on a "
         "2-core machine shared with other agents' jobs (load average per row below). Uncached encoding (1 thread): "
         + ", ".join(f"{k} {r['rate']:.0f} sentences/s ({r['rate_load']:.1f} load)" for k, r in encoder_rates(meta).items())
         + ". "
@@ -133,7 +141,8 @@ def render(rows: list[dict], meta: dict) -> str:
         "2 rounds, each pseudo-labels the *unlabelled* rest of the training split with the current head and refits on "
         "support + each predicted class's 0.75 x U / classes most confident items (uses the training utterances "
         "without labels, as CPFT's pre-training does). EDA x2: two copies of every support text by random swap / "
-        "deletion / insertion (alpha 0.1).",
+        "deletion / insertion (alpha 0.1). `+ center`: embeddings L2-normalised minus the mean of support + unlabelled "
+        "pool (CL2N), chosen on validation data by benchmarks/text_select.py.",
         "",
         "## Accuracy (%, mean ± 95% CI over K-shot seeds)",
         "",

@@ -13,9 +13,15 @@ set of :func:`fewshot.text.setfit.build_text_classifier` params; embeddings come
 
 from __future__ import annotations
 
+import os
+
+# scikit-learn's L-BFGS runs in BLAS (NumPy's and SciPy's OpenBLAS): one thread, set before either
+# loads, so a fit's CPU seconds are one core's like the encoder's (torch.set_num_threads(1) below)
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
