@@ -223,6 +223,13 @@ def test_cli_predict_with_self_training_and_label_names(tmp_path):
                                   "-p", "self_train=0.5", "-p", "label_names=false", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["predictions"][0]["prediction"] == "intent2"
+    r = CliRunner().invoke(main, ["text", "predict", "--support", str(tmp_path / "s.csv"), "--unlabelled", str(tmp_path / "u.txt"),
+                                  "--query", "kw2x0 kw2x1 the", "--encoder", "hashing", "-p", "center=true", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["predictions"][0]["prediction"] == "intent2"
+    r = CliRunner().invoke(main, ["text", "predict", "--support", str(tmp_path / "s.csv"), "--query", "x",
+                                  "--encoder", "hashing", "-p", "center=maybe"])
+    assert r.exit_code != 0 and "center" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(main, ["text", "predict", "--support", str(tmp_path / "s.csv"), "--query", "x",
                                   "--encoder", "hashing", "-p", "self_train=lots"])
     assert r.exit_code != 0 and "self_train" in r.output and "Traceback" not in r.output

