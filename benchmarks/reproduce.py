@@ -26,9 +26,10 @@ cores, ProtoNet 20w1s cost 0.64 CPU s and 1.5 s wall per step with 2 threads aga
 turns. Its record (``train.json`` and ``eval.json``: numbers only) is also written to
 ``benchmarks/results/reproduce/<budget>/<method>.json`` (committed), and the table is built from
 those records: a recorded run whose cache is gone (another machine) is not trained or evaluated
-again (delete its record to rerun it). Results: ``benchmarks/results/reproduce.md`` (ending with the
+again (delete its record to rerun it). Results, for the protocol's 30 CPU-minutes: ``benchmarks/results/reproduce.md`` (ending with the
 hand-written notes kept in ``reproduce_notes.md``: edit that file, not the table) and
-``reproduce_5w1s_vs_cpu.png`` (rows whose record has no learning curve are left out of it, and named).
+``reproduce_5w1s_vs_cpu.png`` (rows whose record has no learning curve are left out of it, and named);
+another budget writes ``reproduce_<N>min.md``, ``reproduce_<N>min_notes.md`` and its own plot.
 Published numbers are on the Vinyals split (the 20 evaluation alphabets), a different and larger
 test set than these six held-out background alphabets: compare trends, not decimals.
 """
@@ -81,12 +82,21 @@ METHODS: dict[str, tuple[str, dict, tuple, str]] = {
 EVAL_OPTIONS: dict[str, dict] = {}
 #: a training stops at this multiple of the CPU budget (a misjudged step cost must not run on for hours)
 MAX_BUDGET_FACTOR = 1.5
-NOTES = RESULTS / "reproduce_notes.md"
+#: the issue's protocol: its page is reproduce.md; another budget's is reproduce_<N>min.md
+PROTOCOL_BUDGET_MIN = 30.0
 #: the committed records the table is built from: <budget>/<method>.json, {"train": train.json, "eval": eval.json}
 RECORDS = RESULTS / "reproduce"
 #: Santoro et al.'s MANN is trained and tested on 5-way sequences: its row comes from
 #: benchmarks/model_based.py mann (accuracy by instance), not from this protocol.
 MANN_RESULTS = RESULTS / "model_based_mann_5way.md"
+
+
+def page_paths(budget_min: float) -> tuple[Path, Path, Path]:
+    """One budget's table, hand-written notes and plot: ``reproduce.md``, ``reproduce_notes.md`` and
+    ``reproduce_5w1s_vs_cpu.png`` for the protocol's budget, ``reproduce_<N>min*`` for another, so that
+    a shorter run never replaces the protocol's page."""
+    stem = "reproduce" if budget_min == PROTOCOL_BUDGET_MIN else f"reproduce_{budget_min:g}min"
+    return RESULTS / f"{stem}.md", RESULTS / f"{stem}_notes.md", RESULTS / f"{stem}_5w1s_vs_cpu.png"
 
 
 def _data(data_dir: str | None):
@@ -227,6 +237,7 @@ def _label(name: str, ev: dict) -> str:
 def report(args, rows: list[tuple[str, dict, dict]]) -> str:
     from fewshot.utils import subplots
 
+    page, notes, png = page_paths(args.budget_cpu_min)
     lines = ["# Reproduction on Omniglot: every image method with the library's defaults", "",
              "Command: `python benchmarks/reproduce.py " + " ".join(args.argv) + "`", "",
              "Training: the defaults of `fewshot train` (20-way 1-shot 5-query episodes or mini-batches of 128, Adam 1e-3, "
@@ -260,7 +271,7 @@ def report(args, rows: list[tuple[str, dict, dict]]) -> str:
     # a record reconstructed from an earlier table has no learning curve: its row is not in the plot
     curves = [(name, tr["curve"]) for name, tr, _ in rows if tr.get("curve") and tr["steps"]]
     no_curve = [name for name, tr, _ in rows if tr.get("curve") is None]
-    plot = (f"Plot: `reproduce_5w1s_vs_cpu.png` (held-out 5-way 1-shot accuracy on {args.val_tasks} tasks during training against "
+    plot = (f"Plot: `{png.name}` (held-out 5-way 1-shot accuracy on {args.val_tasks} tasks during training against "
             "training CPU time).")
     if no_curve and curves:
         plot += f" Not in it (their records, reconstructed from an earlier table, have no learning curve): {', '.join(no_curve)}."
@@ -277,11 +288,14 @@ def report(args, rows: list[tuple[str, dict, dict]]) -> str:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, ncol=2)
         fig.tight_layout()
-        fig.savefig(RESULTS / "reproduce_5w1s_vs_cpu.png", dpi=110)
-    if NOTES.exists():  # hand-written notes live in their own file: regenerating the table keeps them
-        lines += [NOTES.read_text().rstrip("\n"), ""]
+        fig.savefig(png, dpi=110)
+    others = sorted(p.name for p in RESULTS.glob("reproduce*.md") if p not in (page, notes) and not p.name.endswith("_notes.md"))
+    if others:
+        lines += ["Other budgets: " + ", ".join(f"`{o}`" for o in others) + ".", ""]
+    if notes.exists():  # hand-written notes live in their own file: regenerating the table keeps them
+        lines += [notes.read_text().rstrip("\n"), ""]
     text = "\n".join(lines)
-    (RESULTS / "reproduce.md").write_text(text)
+    page.write_text(text)
     return text
 
 

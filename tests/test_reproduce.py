@@ -45,10 +45,9 @@ def test_a_cached_run_is_evaluated_with_the_current_test_time_defaults(reproduce
 
 
 def test_the_report_names_the_overrides_and_keeps_the_notes(reproduce, tmp_path, monkeypatch):
-    notes = tmp_path / "reproduce_notes.md"
+    notes = tmp_path / "reproduce_3min_notes.md"  # a budget other than the protocol's has its own page
     notes.write_text("## Notes on this run\n\n- written by hand.\n")
     monkeypatch.setattr(reproduce, "RESULTS", tmp_path)
-    monkeypatch.setattr(reproduce, "NOTES", notes)
     tr = {"steps": 5, "planned_steps": 9, "stopped": "max_cpu_seconds=270 spent", "cpu_s": 271.0, "curve": [[5, 271.0, 0.9]],
           "load_start": [1, 1, 1], "load_end": [1, 1, 1]}
     ev = {"tasks": 4, "overrides": {"test_inner_steps": 10}, "5w1s": [90.0, 1.0]}
@@ -59,13 +58,18 @@ def test_the_report_names_the_overrides_and_keeps_the_notes(reproduce, tmp_path,
     assert "(eval: ...): evaluated with these options instead of the ones stored in the checkpoint" in text
     assert "Not run at this budget (no record): protonet." in text
     assert text.endswith("\n\n## Notes on this run\n\n- written by hand.\n")
-    assert (tmp_path / "reproduce.md").read_text() == text
+    assert (tmp_path / "reproduce_3min.md").read_text() == text
     assert reproduce.report(args, [("maml", tr, ev)]) == text  # regenerating keeps the notes, once
+
+    # the protocol's budget writes reproduce.md, which points to the shorter run's page, and leaves that page alone
+    protocol = reproduce.report(SimpleNamespace(**{**vars(args), "budget_cpu_min": 30}), [("maml", tr, ev)])
+    assert (tmp_path / "reproduce.md").read_text() == protocol
+    assert "Other budgets: `reproduce_3min.md`." in protocol and "written by hand" not in protocol
+    assert (tmp_path / "reproduce_3min.md").read_text() == text
 
 
 def test_report_only_builds_the_table_from_the_records_and_plots_the_rows_with_a_curve(reproduce, tmp_path, monkeypatch):
     monkeypatch.setattr(reproduce, "RESULTS", tmp_path)
-    monkeypatch.setattr(reproduce, "NOTES", tmp_path / "no_notes.md")
     monkeypatch.setattr(reproduce, "RECORDS", tmp_path / "reproduce")
     records = tmp_path / "reproduce" / "budget3min_seed0"
     records.mkdir(parents=True)
@@ -85,18 +89,18 @@ def test_report_only_builds_the_table_from_the_records_and_plots_the_rows_with_a
             "--methods", "protonet,maml,matching,siamese"]
     monkeypatch.setattr("sys.argv", argv)
     reproduce.main()
-    text = (tmp_path / "reproduce.md").read_text()
+    text = (tmp_path / "reproduce_3min.md").read_text()
     assert "| protonet | 40 | 170 | 10 | 95.0 ± 1.0 | – | – | 90.0 ± 2.0 |" in text
     assert "| maml (eval: test_inner_steps=10) | 787 | 195 | 100 | 93.2 ± 1.4 | – | – | – |" in text
     assert "| matching | 30 | 160 | 10 | 85.0 ± 3.0 |" in text
     assert json.loads((records / "matching.json").read_text())["eval"]["5w1s"] == [85.0, 3.0]
     assert "Not run at this budget (no record): siamese." in text
     assert "Not in it (their records, reconstructed from an earlier table, have no learning curve): maml." in text
-    assert (tmp_path / "reproduce_5w1s_vs_cpu.png").exists()
+    assert (tmp_path / "reproduce_3min_5w1s_vs_cpu.png").exists()
 
     # only reconstructed records: the plot drawn from the runs is kept, not replaced by an empty one
-    (tmp_path / "reproduce_5w1s_vs_cpu.png").write_bytes(b"the runs' plot")
+    (tmp_path / "reproduce_3min_5w1s_vs_cpu.png").write_bytes(b"the runs' plot")
     monkeypatch.setattr("sys.argv", [*argv[:-1], "maml"])
     reproduce.main()
-    assert (tmp_path / "reproduce_5w1s_vs_cpu.png").read_bytes() == b"the runs' plot"
-    assert "the plot was not redrawn" in (tmp_path / "reproduce.md").read_text()
+    assert (tmp_path / "reproduce_3min_5w1s_vs_cpu.png").read_bytes() == b"the runs' plot"
+    assert "the plot was not redrawn" in (tmp_path / "reproduce_3min.md").read_text()
