@@ -289,7 +289,7 @@ def report(args, rows: list[tuple[str, dict, dict]]) -> str:
         ax.legend(fontsize=6, ncol=2)
         fig.tight_layout()
         fig.savefig(png, dpi=110)
-    others = sorted(p.name for p in RESULTS.glob("reproduce*.md") if p not in (page, notes) and not p.name.endswith("_notes.md"))
+    others = sorted(p.name for p in RESULTS.glob("reproduce*.md") if p != page and not p.name.endswith("_notes.md"))
     if others:
         lines += ["Other budgets: " + ", ".join(f"`{o}`" for o in others) + ".", ""]
     if notes.exists():  # hand-written notes live in their own file: regenerating the table keeps them
