@@ -282,8 +282,9 @@ def report(args, rows: list[tuple[str, dict, dict]]) -> str:
               "see `model_based_mann_5way.md`.", "", plot, ""]
     if curves or not no_curve:
         fig, ax = subplots(figsize=(6.5, 4.2))
-        for name, curve in curves:
-            ax.plot([c / 60 for _, c, _ in curve], [100 * a for _, _, a in curve], marker=".", label=name)
+        for i, (name, curve) in enumerate(curves):  # ten colours, then dashed: every line stays distinguishable
+            ax.plot([c / 60 for _, c, _ in curve], [100 * a for _, _, a in curve], marker=".", label=name,
+                    color=f"C{i % 10}", linestyle=("-", "--", ":")[i // 10 % 3])
         ax.set(xlabel="training CPU minutes", ylabel="held-out 5w1s accuracy (%)", title="Omniglot, held-out alphabets")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, ncol=2)
