@@ -153,6 +153,18 @@ def test_baseline_bad_options_and_unfitted():
     assert isinstance(m, TransferMethod) and m.training_regime == "batch" and m.fit_needs_grad
 
 
+@pytest.mark.parametrize("name,pretraining_head", [("baseline", "linear"), ("baseline_pp", "cosine")])
+def test_task_head_defaults_to_the_pretraining_head_and_is_no_eval_override(name, pretraining_head):
+    from fewshot.engine.checkpoint import eval_overrides
+
+    m = build_method(name, MLP(16, (8,)))
+    assert m.task_head is None and m._task_head == pretraining_head
+    assert eval_overrides(method_spec(m, None)) == {}  # evaluating with the defaults changes nothing
+    assert build_method(name, MLP(16, (8,)), head_type="cosine")._task_head == "cosine"
+    other = "cosine" if pretraining_head == "linear" else "linear"
+    assert eval_overrides(method_spec(m, None), {"task_head": other}) == {"task_head": other}
+
+
 def test_resume_with_augmentation_repeats_the_uninterrupted_run(tmp_path):
     ds = make_blobs_dataset(num_classes=4, per_class=6, size=16)
     spec = ("mlp", {"in_features": 256, "sizes": [16]})

@@ -188,24 +188,30 @@ class Baseline(TransferMethod):
                  task_head: Literal["linear", "cosine"] | None = None):
         super().__init__(backbone, way, feature_dim, head_type, scale, seed)
         self.adapt_steps, self.adapt_lr, self.adapt_weight_decay = adapt_steps, adapt_lr, adapt_weight_decay
-        self.task_head = task_head or self.default_head
-        if self.task_head not in HEADS:
+        # Stored as given (None = the pre-training head), so a checkpoint keeps "None" and evaluating it
+        # with the default is not reported as an override.
+        self.task_head = task_head
+        if self.task_head not in (None, *HEADS):
             raise ValueError(f"unknown task_head {self.task_head!r}; choose from {', '.join(HEADS)}")
         self.task_weight: torch.Tensor | None = None
         self.task_bias: torch.Tensor | None = None
+
+    @property
+    def _task_head(self) -> str:
+        return self.task_head or self.head_type
 
     def fit(self, support_x: torch.Tensor, support_y: torch.Tensor) -> "Baseline":
         self.task_way = check_support(support_x, support_y)
         z = self._support_features(support_x)
         self.task_weight, self.task_bias = train_head(
-            self.task_head, z, support_y.long(), self.task_way, self.adapt_steps, self.adapt_lr, self.scale,
+            self._task_head, z, support_y.long(), self.task_way, self.adapt_steps, self.adapt_lr, self.scale,
             self.adapt_weight_decay, generator=self._generator(z.device))
         return self
 
     def scores(self, query_x: torch.Tensor) -> torch.Tensor:
         if self.task_weight is None:
             raise RuntimeError("call fit(support_x, support_y) before scoring queries")
-        return head_logits(self.task_head, self.embed(query_x), self.task_weight, self.task_bias, self.scale)
+        return head_logits(self._task_head, self.embed(query_x), self.task_weight, self.task_bias, self.scale)
 
 
 class BaselinePlusPlus(Baseline):
