@@ -66,6 +66,8 @@ FROZEN = {
     "self_training (logreg C=30 + label names + self-training)": ("logreg", {"label_names": True, "self_train": 0.75, "C": 30.0}),
     # the same, embeddings centred on the mean of support + unlabelled pool (CL2N; benchmarks/text_select.py)
     "self_training + center": ("logreg", {"label_names": True, "self_train": 0.75, "C": 30.0, "center": True}),
+    # pseudo-labelling up to U / way items per class instead of 0.75 of that (ahead on validation: text_select.py share1.0)
+    "self_training, share 1.0": ("logreg", {"label_names": True, "self_train": 1.0, "C": 30.0}),
 }
 ADAPTIVE = {
     "setfit (256 pairs) + label names": ("setfit", {"max_pairs": 256, "label_names": True}),

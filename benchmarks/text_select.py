@@ -43,6 +43,7 @@ VARIANTS = {
     "center+C100": ("logreg", {**BASE, "center": True, "C": 100.0}),
     "rounds3": ("logreg", {**BASE, "self_train_rounds": 3}),
     "center+rounds3": ("logreg", {**BASE, "center": True, "self_train_rounds": 3}),
+    "share1.0": ("logreg", {**BASE, "self_train": 1.0}),  # pseudo-label up to U / way items per class, not 0.75 of that
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 
