@@ -44,6 +44,13 @@ VARIANTS = {
     "rounds3": ("logreg", {**BASE, "self_train_rounds": 3}),
     "center+rounds3": ("logreg", {**BASE, "center": True, "self_train_rounds": 3}),
     "share1.0": ("logreg", {**BASE, "self_train": 1.0}),  # pseudo-label up to U / way items per class, not 0.75 of that
+    # SupCon on the top 2 transformer layers of each encoder (the lower ones run once per text), on the
+    # support + label names (+ the frozen self-training's pseudo-labelled pool), then self_training's head
+    "tune2": ("setfit", {**BASE, "loss": "supcon", "tune_layers": 2, "pseudo_label": True, "steps": 200,
+                         "batch_size": 32, "lr": 1e-4}),
+    "tune3": ("setfit", {**BASE, "loss": "supcon", "tune_layers": 3, "pseudo_label": True, "steps": 200,
+                         "batch_size": 32, "lr": 1e-4}),  # a quarter of mpnet's 12 layers (Lee et al. 2019)
+    "tune2_support": ("setfit", {**BASE, "loss": "supcon", "tune_layers": 2, "steps": 200, "batch_size": 32, "lr": 1e-4}),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -81,6 +88,15 @@ def main() -> None:
     rows = json.loads(out.read_text()) if out.exists() else []
     for dataset in args.datasets.split(","):
         s = validation_splits(dataset, args.data_dir)
+        for layers in sorted({VARIANTS[v][1].get("tune_layers", 0) for v in args.variants.split(",")} - {0}):
+            # the frozen layers' token states of every text, once, before any fit is timed
+            c0 = time.process_time()
+            split = enc.partial(layers)
+            texts = sorted({t for part in s.values() for t in part.texts})
+            for part in getattr(split, "parts", [split]):
+                part.warm(texts)
+            print(f"{dataset}: token states below the top {layers} layers of {len(texts)} texts in "
+                  f"{time.process_time() - c0:.0f} CPU s", flush=True)
         for shot in map(int, args.shots.split(",")):
             for variant in args.variants.split(","):
                 head, params = VARIANTS[variant]

@@ -174,13 +174,21 @@ class TextEncoder(nn.Module):
                 rows[i] = by_key[keys[i]]
         return torch.from_numpy(np.stack(rows).astype(np.float32, copy=False))
 
+    def partial(self, tune_layers: int) -> "TextEncoder":
+        """This encoder with only its top ``tune_layers`` layers trainable and the frozen part's
+        outputs cached (:class:`~fewshot.text.partial.PartialEncoder`); made once per value."""
+        raise TypeError(f"{type(self).__name__} has no layers to split; fine-tune it whole or use a sentence-transformers encoder")
+
     def tuned_copy(self) -> "TextEncoder":
         """A deep copy to fine-tune: its cache is off (the weights no longer match ``model_id``)."""
         cache, self.cache = self.cache, None
+        partials = self.__dict__.pop("_partials", None)  # split copies (and their cached states) stay with the original
         try:
             other = copy.deepcopy(self)
         finally:
             self.cache = cache
+            if partials is not None:
+                self.__dict__["_partials"] = partials
         other.model_id = None
         return other
 
@@ -323,6 +331,14 @@ class SentenceTransformerEncoder(TextEncoder):
     def dim(self) -> int:
         return self._dim
 
+    def partial(self, tune_layers: int) -> "TextEncoder":
+        from .partial import PartialEncoder
+
+        made = self.__dict__.setdefault("_partials", {})
+        if tune_layers not in made:
+            made[tune_layers] = PartialEncoder(self, tune_layers)
+        return made[tune_layers]
+
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         """Sentence embeddings ``[B, D]`` (L2-normalised for MiniLM), differentiable."""
         dev = next(self.model.parameters()).device
@@ -428,6 +444,9 @@ class ConcatEncoder(TextEncoder):
 
     def tuned_copy(self) -> "TextEncoder":
         return ConcatEncoder([e.tuned_copy() for e in self.parts])
+
+    def partial(self, tune_layers: int) -> "TextEncoder":
+        return ConcatEncoder([e.partial(tune_layers) for e in self.parts])
 
 
 #: short names of the packaged encoders (``--encoder``); ``A+B`` concatenates them (:class:`ConcatEncoder`)

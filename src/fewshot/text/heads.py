@@ -152,6 +152,8 @@ class TextClassifier:
         self.classes_: list[str] = []
         self.prototypes_: torch.Tensor | None = None
         self.mean_: torch.Tensor | None = None
+        #: after self-training: the unlabelled items of the last round (indices) and their pseudo-labels
+        self.pseudo_: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         """Embeddings ``[N, D]``; with ``center``, L2-normalised and minus the mean fitted by :meth:`fit`."""
@@ -186,7 +188,7 @@ class TextClassifier:
         self.classes_ = sorted({str(lab) for lab in labels})
         index = {c: i for i, c in enumerate(self.classes_)}
         y = torch.tensor([index[str(lab)] for lab in labels], dtype=torch.long)
-        self.mean_ = None
+        self.mean_, self.pseudo_ = None, None
         x = self.embed(texts)
         u = self.embed(unlabelled) if self.self_train > 0 and unlabelled else None
         if self.center:  # the mean of all the texts seen: the unlabelled pool when there is one
@@ -216,6 +218,7 @@ class TextClassifier:
             keep = torch.cat(keep)
             x_all, y_all = torch.cat([x, u[keep]]), torch.cat([y, pseudo[keep]])
             self.head.fit(x_all, y_all)
+        self.pseudo_ = (keep, pseudo[keep])
         self.prototypes_ = F.normalize(class_means(F.normalize(x_all, dim=1), y_all, way), dim=1)
 
     def proba_and_similarity(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -95,33 +95,46 @@ class SetFitClassifier(TextClassifier):
         steps: batches of ``supcon``.
         batch_size, lr, epochs: of the contrastive phase (``epochs`` over the pairs).
         seed: pair / batch sampling and shuffling.
+        tune_layers: 0 tunes the whole encoder; N > 0 only its top N transformer layers, the
+            lower ones run once per text (:meth:`~fewshot.text.encoder.TextEncoder.partial`).
+        pseudo_label: with ``self_train`` and unlabelled texts, first self-train on the frozen
+            encoder and tune on the support plus the items it pseudo-labelled (their labels as classes).
     """
 
     def __init__(self, encoder, head: FewShotMethod | str = "logreg", loss: str = "pairs", max_pairs: int = 1000,
                  steps: int = 50, batch_size: int = 16, lr: float = 2e-5, epochs: int = 1, seed: int = 0,
                  label_names: bool = False, augment: int = 0, self_train: float = 0.0, self_train_rounds: int = 2,
-                 **head_params):
+                 tune_layers: int = 0, pseudo_label: bool = False, **head_params):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if tune_layers < 0:
+            raise ValueError(f"tune_layers must be >= 0 (0: the whole encoder), got {tune_layers}")
         super().__init__(encoder, head, label_names, augment, seed, self_train, self_train_rounds, **head_params)
-        self.base_encoder = encoder
+        self.base_encoder = encoder.partial(tune_layers) if tune_layers else encoder
         self.loss, self.max_pairs, self.steps = loss, max_pairs, steps
         self.batch_size, self.lr, self.epochs, self.seed = batch_size, lr, epochs, seed
+        self.tune_layers, self.pseudo_label = tune_layers, pseudo_label
         self.losses: list[float] = []
 
     def fit(self, texts: Sequence[str], labels: Sequence, unlabelled: Sequence[str] | None = None) -> "SetFitClassifier":
         texts, labels = self.support_texts(texts, labels)
         classes = sorted({str(lab) for lab in labels})
         index = {c: i for i, c in enumerate(classes)}
-        y = np.array([index[str(lab)] for lab in labels])
+        tune_texts, y = list(texts), np.array([index[str(lab)] for lab in labels])
+        if self.pseudo_label and self.self_train > 0 and unlabelled:
+            self.encoder = self.base_encoder
+            self._fit_head(texts, labels, unlabelled)
+            keep, pseudo = self.pseudo_
+            tune_texts += [str(unlabelled[i]) for i in keep.tolist()]
+            y = np.concatenate([y, pseudo.numpy()])  # classes_ is the same sorted label list
         self.encoder = self.base_encoder.tuned_copy()
         if self.loss == "pairs":
-            self.losses = contrastive_finetune(self.encoder, list(texts), y, self.max_pairs, self.batch_size,
+            self.losses = contrastive_finetune(self.encoder, tune_texts, y, self.max_pairs, self.batch_size,
                                                self.lr, self.epochs, self.seed)
         else:
             from .contrastive import finetune_supcon
 
-            self.losses = finetune_supcon(self.encoder, list(texts), y, self.steps, self.batch_size, lr=self.lr,
+            self.losses = finetune_supcon(self.encoder, tune_texts, y, self.steps, self.batch_size, lr=self.lr,
                                           seed=self.seed)
         return self._fit_head(texts, labels, unlabelled)
 
