@@ -87,3 +87,10 @@ def test_setfit_tunes_top_layers_on_support_and_pseudo_labelled_pool(minilm, tmp
     assert sorted(y[4:]) == [0, 1] and set(texts[4:]) <= set(pool)
     assert len(clf.losses) == 2 and clf.encoder.tune_layers == 1
     assert clf.predict(["lost card"]) == ["card"]
+
+
+def test_pseudo_label_without_self_training_is_refused(minilm):
+    from fewshot.text.setfit import build_text_classifier
+
+    with pytest.raises(ValueError, match="also pass self_train > 0"):
+        build_text_classifier(minilm, "setfit", tune_layers=1, pseudo_label=True)

@@ -109,6 +109,8 @@ class SetFitClassifier(TextClassifier):
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         if tune_layers < 0:
             raise ValueError(f"tune_layers must be >= 0 (0: the whole encoder), got {tune_layers}")
+        if pseudo_label and self_train <= 0:
+            raise ValueError("pseudo_label tunes on the items self-training pseudo-labels: also pass self_train > 0 (e.g. 0.75)")
         super().__init__(encoder, head, label_names, augment, seed, self_train, self_train_rounds, **head_params)
         self.base_encoder = encoder.partial(tune_layers) if tune_layers else encoder
         self.loss, self.max_pairs, self.steps = loss, max_pairs, steps
