@@ -45,14 +45,17 @@ class EmbeddingCache:
 
     One folder per model id holding safetensors shards (``emb [n, D]`` float32, the keys in the
     metadata); every ``put`` appends one shard, so concurrent writers never corrupt each other.
-    Everything is also kept in memory after the first lookup.
+    Everything is also kept in memory after the first lookup. Rows may also be ragged (a list of
+    ``[T_i, D]`` arrays, e.g. token states): a shard then stores them concatenated, with their lengths.
     """
+
+    folder_name = "text_embeddings"
 
     def __init__(self, root: str | Path | None = None):
         if root is None:
             from ..data.sources import cache_dir
 
-            root = cache_dir() / "text_embeddings"
+            root = cache_dir() / self.folder_name
         self.root = Path(root)
         self._mem: dict[str, dict[str, np.ndarray]] = {}
         self._shards: dict[str, set[str]] = {}
@@ -73,11 +76,14 @@ class EmbeddingCache:
                     continue
                 try:
                     with safe_open(str(shard), "np") as f:
-                        keys = json.loads(f.metadata()["keys"])
+                        meta = f.metadata()
+                        keys = json.loads(meta["keys"])
                         emb = f.get_tensor("emb")
                 except Exception:  # a truncated shard (killed writer) is ignored, never trusted
                     continue
                 seen.add(shard.name)
+                if "lengths" in meta:  # ragged rows
+                    emb = np.split(emb, np.cumsum(json.loads(meta["lengths"]))[:-1])
                 table.update(zip(keys, emb))
         return self._mem[model_id]
 
@@ -89,9 +95,16 @@ class EmbeddingCache:
             table = self._table(model_id, refresh=True)
         return [table.get(k) for k in keys], keys
 
-    def put(self, model_id: str, keys: Sequence[str], emb: np.ndarray) -> None:
+    def put(self, model_id: str, keys: Sequence[str], emb: np.ndarray | Sequence[np.ndarray]) -> None:
+        """Store rows ``emb [n, D]``, or ragged rows (a list of ``[T_i, D]`` arrays), under ``keys``."""
         from safetensors.numpy import save_file
 
+        meta = {"keys": json.dumps(list(keys))}
+        if isinstance(emb, (list, tuple)):
+            meta["lengths"] = json.dumps([len(e) for e in emb])
+            flat = np.concatenate(emb)
+        else:
+            flat = emb
         self._table(model_id).update(zip(keys, emb))
         folder = self._folder(model_id)
         try:
@@ -99,7 +112,7 @@ class EmbeddingCache:
             (folder / "model.txt").write_text(model_id + "\n")
             name = _sha1("".join(keys))[:16]
             tmp = folder / f".{name}.{os.getpid()}.tmp"
-            save_file({"emb": np.ascontiguousarray(emb, dtype=np.float32)}, str(tmp), metadata={"keys": json.dumps(list(keys))})
+            save_file({"emb": np.ascontiguousarray(flat, dtype=np.float32)}, str(tmp), metadata=meta)
             tmp.replace(folder / f"{name}.safetensors")
             self._shards.setdefault(model_id, set()).add(f"{name}.safetensors")
         except OSError:

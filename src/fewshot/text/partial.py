@@ -17,79 +17,20 @@ top layers' parameters are trainable.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .encoder import SentenceTransformerEncoder, TextEncoder, _sha1
+from .encoder import EmbeddingCache, SentenceTransformerEncoder, TextEncoder
 
 
-class StateCache:
-    """Per-text token states ``[T, H]`` (float32), keyed by
-    ``sha1(key + NUL + text)``: one folder per key holding safetensors shards (all rows of a
-    shard concatenated, their lengths and keys in the metadata), written atomically."""
+class StateCache(EmbeddingCache):
+    """Per-text token states ``[T, H]`` (float32): an :class:`~fewshot.text.encoder.EmbeddingCache`
+    of ragged rows, in its own folder (``text_states``), keyed by ``sha1(key + NUL + text)``."""
 
-    def __init__(self, root: str | Path | None = None):
-        if root is None:
-            from ..data.sources import cache_dir
-
-            root = cache_dir() / "text_states"
-        self.root = Path(root)
-        self._mem: dict[str, dict[str, torch.Tensor]] = {}
-        self._seen: dict[str, set[str]] = {}
-
-    def _folder(self, key: str) -> Path:
-        return self.root / _sha1(key)[:16]
-
-    def _table(self, key: str) -> dict[str, torch.Tensor]:
-        from safetensors import safe_open
-
-        table = self._mem.setdefault(key, {})
-        seen = self._seen.setdefault(key, set())
-        folder = self._folder(key)
-        for shard in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
-            if shard.name in seen:
-                continue
-            try:
-                with safe_open(str(shard), "pt") as f:
-                    meta = f.metadata()
-                    keys, lengths = json.loads(meta["keys"]), json.loads(meta["lengths"])
-                    flat = f.get_tensor("states")
-            except Exception:  # a truncated shard (killed writer) is ignored, never trusted
-                continue
-            seen.add(shard.name)
-            table.update(zip(keys, flat.split(lengths)))
-        return table
-
-    def get(self, key: str, texts: Sequence[str]) -> tuple[list[torch.Tensor | None], list[str]]:
-        keys = [_sha1(key + "\0" + t) for t in texts]
-        table = self._mem.get(key)
-        if table is None or any(k not in table for k in keys):
-            table = self._table(key)
-        return [table.get(k) for k in keys], keys
-
-    def put(self, key: str, keys: Sequence[str], states: Sequence[torch.Tensor]) -> None:
-        from safetensors.torch import save_file
-
-        states = [s.float().contiguous() for s in states]
-        self._mem.setdefault(key, {}).update(zip(keys, states))
-        folder = self._folder(key)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "key.txt").write_text(key + "\n")
-            name = hashlib.sha1("".join(keys).encode()).hexdigest()[:16]
-            tmp = folder / f".{name}.{os.getpid()}.tmp"
-            save_file({"states": torch.cat(states)}, str(tmp),
-                      metadata={"keys": json.dumps(list(keys)), "lengths": json.dumps([len(s) for s in states])})
-            tmp.replace(folder / f"{name}.safetensors")
-            self._seen.setdefault(key, set()).add(f"{name}.safetensors")
-        except OSError:
-            pass  # a read-only cache only costs speed
+    folder_name = "text_states"
 
 
 class _PassThrough(nn.Module):
@@ -156,7 +97,7 @@ class _Lower:
         if missing:
             if self.cache is not None:
                 got, keys = self.cache.get(self.key, missing)
-                self._mem.update((t, r) for t, r in zip(missing, got) if r is not None)
+                self._mem.update((t, torch.from_numpy(r)) for t, r in zip(missing, got) if r is not None)
                 todo = [(t, k) for t, k, r in zip(missing, keys, got) if r is None]
             else:
                 todo = [(t, None) for t in missing]
@@ -164,7 +105,7 @@ class _Lower:
                 new = self._compute([t for t, _ in todo])
                 self._mem.update(zip((t for t, _ in todo), new))
                 if self.cache is not None:
-                    self.cache.put(self.key, [k for _, k in todo], new)
+                    self.cache.put(self.key, [k for _, k in todo], [r.numpy() for r in new])
             rows = [self._mem[t] for t in texts]
         return rows
 
