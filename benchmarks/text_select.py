@@ -32,6 +32,7 @@ torch.set_num_threads(1)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from fewshot.text import evaluate_kshot, load_encoder, load_text_dataset  # noqa: E402
+from fewshot.text.partial import warm_states  # noqa: E402
 from fewshot.text.setfit import build_text_classifier  # noqa: E402
 
 BASE = {"label_names": True, "self_train": 0.75, "C": 30.0}
@@ -91,10 +92,8 @@ def main() -> None:
         for layers in sorted({VARIANTS[v][1].get("tune_layers", 0) for v in args.variants.split(",")} - {0}):
             # the frozen layers' token states of every text, once, before any fit is timed
             c0 = time.process_time()
-            split = enc.partial(layers)
             texts = sorted({t for part in s.values() for t in part.texts})
-            for part in getattr(split, "parts", [split]):
-                part.warm(texts)
+            warm_states(enc, layers, texts)
             print(f"{dataset}: token states below the top {layers} layers of {len(texts)} texts in "
                   f"{time.process_time() - c0:.0f} CPU s", flush=True)
         for shot in map(int, args.shots.split(",")):

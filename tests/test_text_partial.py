@@ -60,6 +60,21 @@ def test_states_are_computed_once_and_read_back_from_disk(minilm, tmp_path):
     assert other_split._lower.key != part._lower.key  # states at another layer are another entry
 
 
+def test_warm_states_fills_every_part_of_a_concatenation(minilm, tmp_path, monkeypatch):
+    from fewshot.text.encoder import ConcatEncoder
+    from fewshot.text.partial import warm_states
+
+    monkeypatch.setattr(type(minilm), "partial", lambda self, k: self.__dict__.setdefault(
+        "_test_partials", {}).setdefault(k, PartialEncoder(self, k, state_cache=tmp_path / str(id(self)))))
+    other = load_encoder("minilm", cache=False)
+    both = ConcatEncoder([minilm, other])
+    warm_states(both, 2, TEXTS)
+    for part in both.partial(2).parts:  # the same split objects: their states are there, nothing is computed again
+        part._lower._compute = lambda texts: pytest.fail(f"not warmed: {texts}")
+        with torch.no_grad():
+            part(TEXTS)
+
+
 def test_bad_arguments_name_the_fix(minilm):
     with pytest.raises(ValueError, match=r"tune_layers must lie in 1\.\.6"):
         PartialEncoder(minilm, tune_layers=7, state_cache=False)

@@ -180,3 +180,11 @@ class PartialEncoder(TextEncoder):
         other = PartialEncoder.__new__(PartialEncoder)
         other._setup(self._lower, copy.deepcopy(self.top_layers), None, None, self.batch_size, self._dim)
         return other
+
+
+def warm_states(encoder: TextEncoder, tune_layers: int, texts: Sequence[str]) -> None:
+    """Compute (or read back) the token states below the top ``tune_layers`` layers of ``texts``
+    for ``encoder`` (every part of a concatenation), so that later fits only run the top layers."""
+    split = encoder.partial(tune_layers)
+    for part in getattr(split, "parts", [split]):
+        part.warm(texts)
