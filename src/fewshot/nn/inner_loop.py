@@ -31,6 +31,11 @@ def sgd_step(params: Params, grads: Mapping[str, torch.Tensor | None], lr: LR) -
     return out
 
 
+def scale_lr(lr: LR, factor: float) -> LR:
+    """``lr`` times ``factor`` (every tensor of a per-parameter ``lr``)."""
+    return {n: factor * v for n, v in lr.items()} if isinstance(lr, Mapping) else factor * lr
+
+
 def inner_loop(loss_fn: Callable[[Params], torch.Tensor], params: Params, steps: int, lr: LR,
                first_order: bool = False, check: bool = True) -> Params:
     """``steps`` plain gradient steps on ``loss_fn(params)``; returns the fast weights.
