@@ -196,19 +196,20 @@ def evaluation_overrides(name: str, run: Path) -> dict:
 
 
 def evaluate_one(name: str, out: Path, test, tasks: int, tasksets: dict) -> dict:
-    """Evaluate ``name``'s last checkpoint (cached in ``out/eval.json`` with its task count and
-    overrides; recomputed when either differs)."""
+    """Evaluate ``name``'s last checkpoint (cached in ``out/eval.json`` with its task count,
+    overrides and evaluation options; recomputed when any differs, e.g. a new evaluation option
+    whose default an older checkpoint takes without an override)."""
     from fewshot.engine.checkpoint import load_checkpoint
     from fewshot.engine.evaluate import evaluate
 
     path = out / "eval.json"
     overrides = evaluation_overrides(name, out / "run")
-    if path.exists():
-        cached = json.loads(path.read_text())
-        if cached.get("tasks") == tasks and cached.get("overrides", {}) == overrides:
-            return cached
     method, _ = load_checkpoint(out / "run", "last", overrides=overrides)
     options = json.loads(json.dumps({k: method.config()[k] for k in sorted(method.eval_params)}))  # as evaluated
+    if path.exists():
+        cached = json.loads(path.read_text())
+        if (cached.get("tasks"), cached.get("overrides", {}), cached.get("eval_options")) == (tasks, overrides, options):
+            return cached
     res, t0 = {"tasks": tasks, "overrides": overrides, "eval_options": options}, time.process_time()
     for (w, s), taskset in tasksets.items():
         r = evaluate(method, taskset.episodes(test), "cpu")
@@ -234,12 +235,17 @@ def _label(name: str, ev: dict) -> str:
     return name + (f" (eval: {', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else "")
 
 
+#: flags that only rebuild a page from records or cached runs (left out of the page's command)
+REBUILD_FLAGS = ("--report-only", "--eval-only")
+
+
 def report(args, rows: list[tuple[str, dict, dict]]) -> str:
     from fewshot.utils import subplots
 
     page, notes, png = page_paths(args.budget_cpu_min)
     lines = ["# Reproduction on Omniglot: every image method with the library's defaults", "",
-             "Command: `python benchmarks/reproduce.py " + " ".join(args.argv) + "`", "",
+             # the command that makes these rows from nothing: a page rebuilt from records or cached runs shows the same
+             "Command: `python benchmarks/reproduce.py" + "".join(f" {a}" for a in args.argv if a not in REBUILD_FLAGS) + "`", "",
              "Training: the defaults of `fewshot train` (20-way 1-shot 5-query episodes or mini-batches of 128, Adam 1e-3, "
              "cosine schedule, the method's default backbone and options) on the background set without the six held-out "
              "alphabets (Armenian, Bengali, Cyrillic, Futurama, Hebrew, Tifinagh), x4 rotations, 28x28. Evaluation: the last "

@@ -35,8 +35,12 @@ def test_a_cached_run_is_evaluated_with_the_current_test_time_defaults(reproduce
     (out / "eval.json").write_text(json.dumps({"tasks": 4, "3w1s": [1.0, 0.0]}))  # computed with the stored settings
     ev = reproduce.evaluate_one("maml", out, test, 4, tasksets)
     assert ev["overrides"] == {"test_inner_steps": 10, "test_inner_lr": 0.1} and ev["3w1s"] != [1.0, 0.0]
-    assert ev["eval_options"] == {"test_inner_lr": 0.1, "test_inner_steps": 10}
+    assert ev["eval_options"] == {"scale_test_lr": False, "test_inner_lr": 0.1, "test_inner_steps": 10}
     assert json.loads((out / "eval.json").read_text()) == ev
+    older = {**ev, "eval_options": {"test_inner_lr": 0.1, "test_inner_steps": 10}, "3w1s": [1.0, 0.0]}
+    (out / "eval.json").write_text(json.dumps(older))  # before scale_test_lr existed: same overrides, other options
+    redone = reproduce.evaluate_one("maml", out, test, 4, tasksets)
+    assert redone["3w1s"] == ev["3w1s"] and redone["eval_options"] == ev["eval_options"]
     monkeypatch.setattr(reproduce, "EVAL_OPTIONS", {"maml": {"test_inner_steps": 3}})  # another setting: recomputed
     again = reproduce.evaluate_one("maml", out, test, 4, tasksets)
     assert again["overrides"] == {"test_inner_lr": 0.1}
@@ -54,6 +58,7 @@ def test_the_report_names_the_overrides_and_keeps_the_notes(reproduce, tmp_path,
     args = SimpleNamespace(argv=["--eval-only"], tasks=4, budget_cpu_min=3, threads=1, val_tasks=5,
                            methods=["maml", "protonet"])
     text = reproduce.report(args, [("maml", tr, ev)])
+    assert "Command: `python benchmarks/reproduce.py`\n" in text  # the page's command trains and evaluates: no --eval-only
     assert "| maml (eval: test_inner_steps=10) | 5 of 9 (stopped: CPU cap) | 271 | 4 | 90.0 ± 1.0 |" in text
     assert "(eval: ...): evaluated with these options instead of the ones stored in the checkpoint" in text
     assert "Not run at this budget (no record): protonet." in text
