@@ -63,6 +63,7 @@ class _Lower:
             raise ValueError(f"tune_layers must lie in 1..{len(layers)} (the model's layers), got {tune_layers}")
         split = len(layers) - tune_layers
         self.st, self.auto, self.split = st, auto, split
+        self.tokenize = getattr(st, base._preprocess)  # the base encoder's own tokenizer entry point
         self.lower = _with_children(auto, encoder=_with_children(auto.encoder, layer=nn.ModuleList(layers[:split])), pooler=None)
         self.top_layers = nn.ModuleList(layers[split:])
         self.tail = list(st)[1:]  # pooling, normalisation (parameter-free in the packaged models)
@@ -82,8 +83,7 @@ class _Lower:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for s in range(0, len(texts), self.batch_size):
             idx = order[s:s + self.batch_size]
-            feats = getattr(self.st, "preprocess", None) or self.st.tokenize
-            f = feats([texts[i] for i in idx])
+            f = self.tokenize([texts[i] for i in idx])
             inputs = {k: f[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in f}
             h = self.lower(**inputs, return_dict=True).last_hidden_state
             for row, i in enumerate(idx):
