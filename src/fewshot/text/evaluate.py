@@ -17,17 +17,18 @@ from ..utils import mean_ci95
 from .data import TextDataset, k_shot_indices
 from .heads import TextClassifier
 from .report import confused_pairs, macro_f1, per_class_report
-from .openset import choose_threshold, confidence_and_prediction, open_set_metrics, tradeoff_curve
+from .openset import choose_threshold, open_set_metrics, tradeoff_curve
 
 #: thresholds on which per-seed trade-off curves are averaged, per rejection rule
-CURVE_GRID = {"probability": np.linspace(0.0, 1.0, 201), "similarity": np.linspace(-1.0, 1.0, 401)}
+CURVE_GRID = {"probability": np.linspace(0.0, 1.0, 201), "similarity": np.linspace(-1.0, 1.0, 401),
+              "neighbours": np.linspace(-1.0, 1.0, 401)}
 
 
 @dataclass
 class TextEvalResult:
     """Accuracy (in [0, 1]) ± CI over ``seeds``; seconds per seed for fit (wall and process CPU) and
     prediction; macro F1, the per-class report and the most confused pairs (pooled over seeds); with
-    out-of-scope data, per rejection rule (``probability``, ``similarity``), the open-set numbers
+    out-of-scope data, per rejection rule (:data:`~fewshot.text.heads.REJECT_BY`), the open-set numbers
     (means ± CI) and the mean trade-off curve."""
 
     accuracy: float
@@ -69,9 +70,8 @@ def _stratified(ds: TextDataset, per_class: int | None, seed: int) -> TextDatase
 
 def _confidences(clf: TextClassifier, texts: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per rejection rule the confidence ``[N]``, and the predicted class ``[N]``."""
-    proba, sim = clf.proba_and_similarity(texts)
-    conf, pred = confidence_and_prediction(proba)
-    return {"probability": conf, "similarity": sim.float().cpu().numpy()}, pred
+    proba, conf = clf.confidences(texts)
+    return {rule: c.float().cpu().numpy() for rule, c in conf.items()}, proba.argmax(-1).cpu().numpy()
 
 
 def _predict(clf: TextClassifier, ds: TextDataset) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -97,7 +97,7 @@ def evaluate_kshot(make_classifier: Callable[[int], TextClassifier], train: Text
 
     With ``val`` and ``oos_test``: per seed, the threshold keeping validation in-scope accuracy
     within ``max_drop`` (``val_per_class`` items per class), then test in-scope accuracy with
-    rejection and OOS recall at it, for both rejection rules (top probability, top prototype similarity).
+    rejection and OOS recall at it, for every rejection rule (top probability, top prototype similarity, neighbours).
 
     The per-class report (precision / recall / F1) and the ``top_confusions`` most confused
     (true, predicted) pairs pool the test predictions of all seeds.

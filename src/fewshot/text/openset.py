@@ -1,7 +1,7 @@
-"""Out-of-scope rejection: answer "unknown" when the top class probability is below a threshold.
+"""Out-of-scope rejection: answer "unknown" when a query's confidence is below a threshold.
 
-Works on any method's ``predict_proba`` (text or image): the confidence of a query is its top
-probability, exactly what ``FewShotMethod.predict(query_x, threshold)`` compares. The threshold is
+Works on any confidence (text or image): a method's top probability, exactly what
+``FewShotMethod.predict(query_x, threshold)`` compares, or a similarity. The threshold is
 chosen on validation data as the largest one that keeps in-scope accuracy within ``max_drop`` of
 the accuracy without rejection (a rejected in-scope query counts as an error).
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
 from ..utils import subplots
 
@@ -28,12 +27,6 @@ class OpenSetResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def confidence_and_prediction(proba: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Top probability and class ``[Q]`` of ``proba [Q, way]`` as NumPy arrays."""
-    conf, pred = proba.max(-1)
-    return conf.float().cpu().numpy(), pred.cpu().numpy()
 
 
 def tradeoff_curve(conf_in: np.ndarray, correct_in: np.ndarray, conf_oos: np.ndarray,
