@@ -269,9 +269,9 @@ class TextClassifier:
     def predict(self, texts: Sequence[str], threshold: float | None = None, reject_by: str = "auto") -> list[str | None]:
         """Labels, with ``None`` (unknown) where the confidence (:meth:`reject_rule`) is below ``threshold``."""
         rule = self.reject_rule(reject_by)
+        if threshold is None:  # no rejection: the confidences (a pass over every seen text) are not needed
+            return [self.classes_[p] for p in self.predict_proba(texts).argmax(-1).tolist()]
         proba, conf = self.confidences(texts)
-        pred = proba.argmax(-1)
-        if threshold is not None:
-            keep = conf[rule] >= threshold
-            pred = torch.where(keep, pred, torch.full_like(pred, -1))
+        keep = conf[rule] >= threshold
+        pred = torch.where(keep, proba.argmax(-1), torch.full_like(keep, -1, dtype=torch.long))
         return [self.classes_[p] if p >= 0 else None for p in pred.tolist()]
