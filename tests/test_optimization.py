@@ -100,7 +100,7 @@ def test_evaluation_takes_the_test_steps_at_the_test_learning_rate(name):
         build_method(name, test_inner_lr=0.0)
 
 
-@pytest.mark.parametrize("name", ["maml", "fomaml", "anil"])
+@pytest.mark.parametrize("name", ["maml", "fomaml", "anil", "reptile"])
 def test_scale_test_lr_keeps_the_step_per_class_of_the_training_way(name):
     # The support loss is a mean over the items: a task of W classes gives each class 1/W of the
     # gradient. fomaml's 3-CPU-hour model, trained 20-way, overshot on 5-way 1-shot with 10 x 0.1

@@ -367,17 +367,22 @@ class Reptile(GradientMetaLearner):
     pooled), then move the initialisation towards the adapted weights. ``training_step`` writes the
     mean ``theta - phi`` into ``.grad`` and the trainer's optimiser takes the (outer) step; with
     ``--optimizer sgd`` and no momentum this is the paper's ``theta += eps (phi - theta)``, with Adam
-    the common normalised variant. Evaluation fine-tunes on the support set for ``test_inner_steps``."""
+    the common normalised variant. Evaluation fine-tunes on the support set for ``test_inner_steps``
+    steps of ``test_inner_lr`` (default: the training rate) x way / ``way`` (``scale_test_lr``, on by
+    default as for fomaml: the training tasks pool 20 classes, so a 5-way task's unscaled steps are
+    4x larger per class; on the 30-CPU-minute reproduction checkpoint, 200 tasks from the *training*
+    alphabets, 5w1s 88.9% unscaled, 91.4% at 0.05, 91.9% scaled; 5w5s 98.1% all three,
+    benchmarks/test_step.py)."""
 
     name = "reptile"
 
-    eval_params = frozenset({"test_inner_steps"})  # no test_inner_lr option
-
     def __init__(self, backbone: nn.Module | None = None, way: int = 5, inner_steps: int = 5, inner_lr: float = 0.1,
-                 test_inner_steps: int | None = 20, first_order: bool = True, feature_dim: int | None = None):
+                 test_inner_steps: int | None = 20, first_order: bool = True, feature_dim: int | None = None,
+                 test_inner_lr: float | None = None, scale_test_lr: bool = True):
         if not first_order:
             raise ValueError("reptile is first-order by definition; use --method maml for second-order gradients")
-        super().__init__(backbone, way, inner_steps, inner_lr, test_inner_steps, True, feature_dim)
+        super().__init__(backbone, way, inner_steps, inner_lr, test_inner_steps, True, feature_dim, test_inner_lr,
+                         scale_test_lr)
 
     def training_step(self, batch: list[Episode]) -> StepOutput:
         theta = self.adapted_params()
