@@ -45,6 +45,11 @@ VARIANTS = {
     "rounds3": ("logreg", {**BASE, "self_train_rounds": 3}),
     "center+rounds3": ("logreg", {**BASE, "center": True, "self_train_rounds": 3}),
     "share1.0": ("logreg", {**BASE, "self_train": 1.0}),  # pseudo-label up to U / way items per class, not 0.75 of that
+    # pseudo-labels by label propagation over the support + pool's 10-NN graph (Iscen et al. 2019), or its mean with the head's
+    "propagation": ("logreg", {**BASE, "self_train_by": "propagation"}),
+    "both": ("logreg", {**BASE, "self_train_by": "both"}),
+    "share1.0+propagation": ("logreg", {**BASE, "self_train": 1.0, "self_train_by": "propagation"}),
+    "share1.0+both": ("logreg", {**BASE, "self_train": 1.0, "self_train_by": "both"}),
     # SupCon on the top 2 transformer layers of each encoder (the lower ones run once per text), on the
     # support + label names (+ the frozen self-training's pseudo-labelled pool), then self_training's head
     "tune2": ("setfit", {**BASE, "loss": "supcon", "tune_layers": 2, "pseudo_label": True, "steps": 200,

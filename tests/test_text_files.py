@@ -157,8 +157,14 @@ def test_label_names_augment_and_self_training_in_the_classifier():
     truth = [ds.class_names[c] for c in ds.y.tolist()]
     acc = lambda c: np.mean(np.array(c.predict(ds.texts)) == np.array(truth))  # noqa: E731
     assert acc(st) >= acc(base) and acc(st) > 0.8
+    for by in ("propagation", "both"):  # pseudo-labels spread over the pool's k-NN graph (alone, or with the head's)
+        spread = TextClassifier(HashingEncoder(), "logreg", self_train=0.5, self_train_by=by).fit(
+            one.texts, [ds.class_names[c] for c in one.y.tolist()], unlabelled=ds.texts)
+        assert acc(spread) >= acc(base) and acc(spread) > 0.8, by
     with pytest.raises(ValueError, match="self_train"):
         TextClassifier(HashingEncoder(), "logreg", self_train=2.0)
+    with pytest.raises(ValueError, match="self_train_by must be one of"):
+        TextClassifier(HashingEncoder(), "logreg", self_train_by="oracle")
 
 
 def test_supcon_loss_and_finetune():

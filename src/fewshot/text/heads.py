@@ -18,6 +18,7 @@ from torch import nn
 
 from ..nn.backbones import Identity
 from ..nn.distances import class_means, pairwise_logits
+from ..nn.propagation import label_propagation
 from ..methods.base import FewShotMethod, check_support, inference_context
 
 
@@ -119,6 +120,8 @@ def build_head(name: str = "prototype", **params) -> FewShotMethod:
 
 #: out-of-scope confidences (see :class:`TextClassifier`)
 REJECT_BY = ("probability", "similarity", "neighbours")
+#: where self-training's pseudo-labels come from: the fitted head, label propagation over the pool, or their mean
+SELF_TRAIN_BY = ("head", "propagation", "both")
 
 
 def label_text(name: str) -> str:
@@ -144,19 +147,21 @@ class TextClassifier:
 
     def __init__(self, encoder, head: FewShotMethod | str = "prototype", label_names: bool = False, augment: int = 0,
                  augment_seed: int = 0, self_train: float = 0.0, self_train_rounds: int = 2, center: bool = False,
-                 neighbours: int = 5, **head_params):
+                 neighbours: int = 5, self_train_by: str = "head", **head_params):
         if augment < 0:
             raise ValueError(f"augment must be >= 0 (augmented copies per support text), got {augment}")
         if not 0.0 <= self_train <= 1.0 or self_train_rounds < 1:
             raise ValueError(f"self_train must lie in [0, 1] (share of the unlabelled texts) and self_train_rounds >= 1, "
                              f"got {self_train}, {self_train_rounds}")
+        if self_train_by not in SELF_TRAIN_BY:
+            raise ValueError(f"self_train_by must be one of {SELF_TRAIN_BY}, got {self_train_by!r}")
         if neighbours < 1:
             raise ValueError(f"neighbours must be >= 1 (the k of the k-th nearest seen text), got {neighbours}")
         self.encoder = encoder
         self.head = build_head(head, **head_params) if isinstance(head, str) else head
         self.label_names, self.augment, self.augment_seed = label_names, augment, augment_seed
         self.self_train, self.self_train_rounds, self.center = self_train, self_train_rounds, center
-        self.neighbours = neighbours
+        self.neighbours, self.self_train_by = neighbours, self_train_by
         self.classes_: list[str] = []
         self.prototypes_: torch.Tensor | None = None
         #: the L2-normalised embeddings of every text seen by fit (support + unlabelled) ``[N, D]``
@@ -219,11 +224,20 @@ class TextClassifier:
         """Self-training (pseudo-labelling, Yarowsky 1995; Lee 2013) on unlabelled embeddings ``u [U, D]``:
         each round labels the pool with the current head, keeps each predicted class's
         ``self_train * U / way`` most confident items, and refits the head on support + those.
+        ``self_train_by`` says whose probabilities label the pool: the current head's, label
+        propagation's over the k-NN graph of support + pool (:func:`~fewshot.nn.propagation.label_propagation`,
+        the same every round), or their mean.
         The class prototypes (similarity rejection) become the means of support + the last round's items."""
         way = len(self.classes_)
         per_class = max(1, int(round(self.self_train * len(u) / way)))
+        spread = None
+        if self.self_train_by != "head":
+            spread = label_propagation(torch.cat([x, u]), y, way)
         for _ in range(self.self_train_rounds):
-            conf, pseudo = self.head.predict_proba(u).max(1)
+            proba = spread if self.self_train_by == "propagation" else self.head.predict_proba(u)
+            if self.self_train_by == "both":
+                proba = (proba + spread) / 2
+            conf, pseudo = proba.max(1)
             keep = []
             for c in range(way):
                 members = torch.nonzero(pseudo == c).flatten()
