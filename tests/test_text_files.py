@@ -165,6 +165,11 @@ def test_label_names_augment_and_self_training_in_the_classifier():
         TextClassifier(HashingEncoder(), "logreg", self_train=2.0)
     with pytest.raises(ValueError, match="self_train_by must be one of"):
         TextClassifier(HashingEncoder(), "logreg", self_train_by="oracle")
+    from fewshot.text import build_text_classifier
+
+    assert build_text_classifier(HashingEncoder(), "setfit", self_train_by="both").self_train_by == "both"
+    with pytest.raises(ValueError, match="self_train_by must be one of"):
+        build_text_classifier(HashingEncoder(), "setfit", self_train_by="oracle")
 
 
 def test_supcon_loss_and_finetune():

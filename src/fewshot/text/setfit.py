@@ -104,14 +104,15 @@ class SetFitClassifier(TextClassifier):
     def __init__(self, encoder, head: FewShotMethod | str = "logreg", loss: str = "pairs", max_pairs: int = 1000,
                  steps: int = 50, batch_size: int = 16, lr: float = 2e-5, epochs: int = 1, seed: int = 0,
                  label_names: bool = False, augment: int = 0, self_train: float = 0.0, self_train_rounds: int = 2,
-                 tune_layers: int = 0, pseudo_label: bool = False, **head_params):
+                 tune_layers: int = 0, pseudo_label: bool = False, self_train_by: str = "head", **head_params):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
         if tune_layers < 0:
             raise ValueError(f"tune_layers must be >= 0 (0: the whole encoder), got {tune_layers}")
         if pseudo_label and self_train <= 0:
             raise ValueError("pseudo_label tunes on the items self-training pseudo-labels: also pass self_train > 0 (e.g. 0.75)")
-        super().__init__(encoder, head, label_names, augment, seed, self_train, self_train_rounds, **head_params)
+        super().__init__(encoder, head, label_names, augment, seed, self_train, self_train_rounds,
+                         self_train_by=self_train_by, **head_params)
         self.base_encoder = encoder.partial(tune_layers) if tune_layers else encoder
         self.loss, self.max_pairs, self.steps = loss, max_pairs, steps
         self.batch_size, self.lr, self.epochs, self.seed = batch_size, lr, epochs, seed
