@@ -226,14 +226,17 @@ class TextClassifier:
         ``self_train * U / way`` most confident items, and refits the head on support + those.
         ``self_train_by`` says whose probabilities label the pool: the current head's, label
         propagation's over the k-NN graph of support + pool (:func:`~fewshot.nn.propagation.label_propagation`,
-        the same every round), or their mean.
+        which does not depend on the head: one round), or their mean.
         The class prototypes (similarity rejection) become the means of support + the last round's items."""
         way = len(self.classes_)
         per_class = max(1, int(round(self.self_train * len(u) / way)))
         spread = None
         if self.self_train_by != "head":
             spread = label_propagation(torch.cat([x, u]), y, way)
-        for _ in range(self.self_train_rounds):
+        # propagation alone labels the pool the same way every round and the heads' fits are
+        # deterministic, so further rounds would refit the head on the same items
+        rounds = 1 if self.self_train_by == "propagation" else self.self_train_rounds
+        for _ in range(rounds):
             proba = spread if self.self_train_by == "propagation" else self.head.predict_proba(u)
             if self.self_train_by == "both":
                 proba = (proba + spread) / 2
