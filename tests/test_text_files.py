@@ -170,6 +170,9 @@ def test_label_names_augment_and_self_training_in_the_classifier():
     assert build_text_classifier(HashingEncoder(), "setfit", self_train_by="both").self_train_by == "both"
     with pytest.raises(ValueError, match="self_train_by must be one of"):
         build_text_classifier(HashingEncoder(), "setfit", self_train_by="oracle")
+    # -p values arrive as strings: the base class's options are typed too, "false" must not be truthy
+    setfit = build_text_classifier(HashingEncoder(), "setfit", center="false", neighbours="3")
+    assert setfit.center is False and setfit.neighbours == 3
 
 
 def test_supcon_loss_and_finetune():

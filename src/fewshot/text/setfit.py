@@ -160,17 +160,22 @@ def build_text_classifier(encoder, method: str = "prototype", **params) -> TextC
     if method == "setfit":
         return SetFitClassifier(encoder, **_coerce(SetFitClassifier, params, exclude=("head",)))
     extras = {k: params.pop(k) for k in ("label_names", "augment", "augment_seed", "self_train", "self_train_rounds", "center",
-                                         "self_train_by")
+                                         "neighbours", "self_train_by")
               if k in params}
     return TextClassifier(encoder, build_head(method, **params), **_coerce(TextClassifier, extras, exclude=("head",)))
 
 
 def _coerce(cls, params: dict, exclude: tuple[str, ...] = ()) -> dict:
-    """``params`` (maybe strings from ``-p KEY=VALUE``) as the types of ``cls.__init__``'s annotations;
-    keys it does not annotate pass through (head options)."""
+    """``params`` (maybe strings from ``-p KEY=VALUE``) as the types of the annotations of ``cls.__init__``
+    and its bases' (a subclass passes options such as ``center`` on to its base through ``**kwargs``);
+    keys none of them annotates pass through (head options)."""
     import typing
 
     from ..methods.params import coerce_value
 
-    own = {k: v for k, v in typing.get_type_hints(cls.__init__).items() if k not in (*exclude, "return")}
+    hints: dict = {}
+    for klass in reversed(cls.__mro__):  # the subclass's own annotation wins
+        if "__init__" in vars(klass) and klass is not object:
+            hints.update(typing.get_type_hints(klass.__init__))
+    own = {k: v for k, v in hints.items() if k not in (*exclude, "return")}
     return {k: coerce_value(k, own[k], v) if k in own else v for k, v in params.items()}
