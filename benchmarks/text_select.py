@@ -50,11 +50,6 @@ VARIANTS = {
     "both": ("logreg", {**BASE, "self_train_by": "both"}),
     "share1.0+propagation": ("logreg", {**BASE, "self_train": 1.0, "self_train_by": "propagation"}),
     "share1.0+both": ("logreg", {**BASE, "self_train": 1.0, "self_train_by": "both"}),
-    # centred, then PCA-whitened on the support + pool's top k axes (Su et al. 2021)
-    "whiten128": ("logreg", {**BASE, "whiten": 128}),
-    "whiten256": ("logreg", {**BASE, "whiten": 256}),
-    "whiten512": ("logreg", {**BASE, "whiten": 512}),
-    "share1.0+whiten256": ("logreg", {**BASE, "self_train": 1.0, "whiten": 256}),
     # SupCon on the top 2 transformer layers of each encoder (the lower ones run once per text), on the
     # support + label names (+ the frozen self-training's pseudo-labelled pool), then self_training's head
     "tune2": ("setfit", {**BASE, "loss": "supcon", "tune_layers": 2, "pseudo_label": True, "steps": 200,

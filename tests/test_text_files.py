@@ -290,28 +290,3 @@ def test_center_subtracts_the_mean_of_everything_seen_at_fit():
     # Without a pool the support's own mean is used.
     alone = TextClassifier(enc, "prototype", center=True).fit(one.texts, labels)
     assert torch.allclose(alone.mean_, F.normalize(enc.encode(one.texts), dim=1).mean(0), atol=1e-6)
-
-
-def test_whiten_gives_the_pool_unit_covariance_on_its_top_axes():
-    """whiten=k: after centering, the texts seen at fit project on their top k principal axes with
-    unit variance each (PCA whitening); queries get the same transform; k past the rank keeps the rank."""
-    import torch.nn.functional as F
-
-    from fewshot.text import HashingEncoder, TextClassifier
-
-    ds = make_intents(per_class=10)
-    one = ds.k_shot(2, seed=0)
-    labels = [ds.class_names[c] for c in one.y.tolist()]
-    enc = HashingEncoder()
-    clf = TextClassifier(enc, "logreg", self_train=0.5, whiten=8).fit(one.texts, labels, unlabelled=ds.texts)
-    seen = F.normalize(torch.cat([enc.encode(one.texts), enc.encode(ds.texts)]), dim=1)
-    z = (seen - clf.mean_) @ clf.whitening_
-    assert z.shape == (len(seen), 8)
-    assert torch.allclose(torch.cov(z.T), torch.eye(8), atol=1e-3)
-    assert torch.allclose(clf.embed(ds.texts[:3]), z[len(one.texts):len(one.texts) + 3], atol=1e-4)
-    truth = np.array([ds.class_names[c] for c in ds.y.tolist()])
-    assert np.mean(np.array(clf.predict(ds.texts)) == truth) > 0.8
-    few = TextClassifier(enc, "prototype", whiten=10**6).fit(one.texts, labels)  # rank <= support size - 1
-    assert few.whitening_.shape[1] <= len(one.texts) - 1
-    with pytest.raises(ValueError, match="whiten must be >= 0"):
-        TextClassifier(enc, "logreg", whiten=-1)

@@ -124,15 +124,6 @@ REJECT_BY = ("probability", "similarity", "neighbours")
 SELF_TRAIN_BY = ("head", "propagation", "both")
 
 
-def whitening(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The projection ``[D, k']`` (k' = min(k, rank)) onto the top principal axes of centred ``x [N, D]``,
-    each scaled to unit variance (PCA whitening; Su et al. 2021 for sentence embeddings)."""
-    _, s, vh = torch.linalg.svd(x.double(), full_matrices=False)
-    var = s**2 / max(1, len(x) - 1)
-    keep = min(k, int((var > var[0] * 1e-10).sum()))  # directions with variance: the rest would divide by ~0
-    return (vh[:keep].T / var[:keep].sqrt()).float()
-
-
 def label_text(name: str) -> str:
     """A class name as a sentence for the encoder: ``Card_arrival`` / ``card-arrival`` -> ``card arrival``."""
     return " ".join(name.replace("_", " ").replace("-", " ").split()).lower()
@@ -156,7 +147,7 @@ class TextClassifier:
 
     def __init__(self, encoder, head: FewShotMethod | str = "prototype", label_names: bool = False, augment: int = 0,
                  augment_seed: int = 0, self_train: float = 0.0, self_train_rounds: int = 2, center: bool = False,
-                 neighbours: int = 5, self_train_by: str = "head", whiten: int = 0, **head_params):
+                 neighbours: int = 5, self_train_by: str = "head", **head_params):
         if augment < 0:
             raise ValueError(f"augment must be >= 0 (augmented copies per support text), got {augment}")
         if not 0.0 <= self_train <= 1.0 or self_train_rounds < 1:
@@ -166,36 +157,28 @@ class TextClassifier:
             raise ValueError(f"self_train_by must be one of {SELF_TRAIN_BY}, got {self_train_by!r}")
         if neighbours < 1:
             raise ValueError(f"neighbours must be >= 1 (the k of the k-th nearest seen text), got {neighbours}")
-        if whiten < 0:
-            raise ValueError(f"whiten must be >= 0 (principal components kept; 0: no whitening), got {whiten}")
         self.encoder = encoder
         self.head = build_head(head, **head_params) if isinstance(head, str) else head
         self.label_names, self.augment, self.augment_seed = label_names, augment, augment_seed
         self.self_train, self.self_train_rounds, self.center = self_train, self_train_rounds, center
-        self.neighbours, self.self_train_by, self.whiten = neighbours, self_train_by, whiten
+        self.neighbours, self.self_train_by = neighbours, self_train_by
         self.classes_: list[str] = []
         self.prototypes_: torch.Tensor | None = None
         #: the L2-normalised embeddings of every text seen by fit (support + unlabelled) ``[N, D]``
         self.seen_: torch.Tensor | None = None
         self.unlabelled_seen_ = False
         self.mean_: torch.Tensor | None = None
-        #: with ``whiten``: the projection ``[D, whiten]`` applied after centering
-        self.whitening_: torch.Tensor | None = None
         #: after self-training: the unlabelled items of the last round (indices) and their pseudo-labels
         self.pseudo_: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        """Embeddings ``[N, D]``; with ``center``, L2-normalised and minus the mean fitted by :meth:`fit`;
-        with ``whiten``, then projected on the pool's principal axes, each scaled to unit variance ``[N, whiten]``."""
+        """Embeddings ``[N, D]``; with ``center``, L2-normalised and minus the mean fitted by :meth:`fit`."""
         return self._centered(self.encoder.encode(list(texts)))
 
     def _centered(self, x: torch.Tensor) -> torch.Tensor:
         # Centering on the data's own mean (SimpleShot's CL2N) spreads embeddings that all share one
         # dominant direction, so cosines and the head's normalised features separate classes better.
-        if self.mean_ is None:
-            return x
-        x = F.normalize(x.float(), dim=1) - self.mean_
-        return x if self.whitening_ is None else x @ self.whitening_
+        return x if self.mean_ is None else F.normalize(x.float(), dim=1) - self.mean_
 
     def support_texts(self, texts: Sequence[str], labels: Sequence) -> tuple[list[str], list[str]]:
         """The texts the head is fitted on: the support set, plus ``augment`` EDA copies of each
@@ -221,14 +204,12 @@ class TextClassifier:
         self.classes_ = sorted({str(lab) for lab in labels})
         index = {c: i for i, c in enumerate(self.classes_)}
         y = torch.tensor([index[str(lab)] for lab in labels], dtype=torch.long)
-        self.mean_, self.whitening_, self.pseudo_ = None, None, None
+        self.mean_, self.pseudo_ = None, None
         x = self.embed(texts)
         u = self.embed(unlabelled) if unlabelled else None
-        if self.center or self.whiten:  # the statistics of all the texts seen: the unlabelled pool when there is one
-            seen = F.normalize((x if u is None else torch.cat([x, u])).float(), dim=1)
-            self.mean_ = seen.mean(0)
-            if self.whiten:
-                self.whitening_ = whitening(seen - self.mean_, self.whiten)
+        if self.center:  # the mean of all the texts seen: the unlabelled pool when there is one
+            seen = x if u is None else torch.cat([x, u])
+            self.mean_ = F.normalize(seen.float(), dim=1).mean(0)
             x, u = self._centered(x), None if u is None else self._centered(u)
         self.seen_ = F.normalize((x if u is None else torch.cat([x, u])).float(), dim=1)
         self.unlabelled_seen_ = u is not None

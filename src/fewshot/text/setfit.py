@@ -160,7 +160,7 @@ def build_text_classifier(encoder, method: str = "prototype", **params) -> TextC
     if method == "setfit":
         return SetFitClassifier(encoder, **_coerce(SetFitClassifier, params, exclude=("head",)))
     extras = {k: params.pop(k) for k in ("label_names", "augment", "augment_seed", "self_train", "self_train_rounds", "center",
-                                         "neighbours", "self_train_by", "whiten")
+                                         "neighbours", "self_train_by")
               if k in params}
     return TextClassifier(encoder, build_head(method, **params), **_coerce(TextClassifier, extras, exclude=("head",)))
 
