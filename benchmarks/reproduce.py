@@ -120,12 +120,16 @@ def _step_cost(name: str, train, out: Path, seed: int) -> float:
     """Process CPU seconds per optimiser step: the difference between runs of 12 and 52 steps over 40.
 
     The first steps and the run's set-up cost a variable amount (a 2-step run can cost more than a
-    12-step one), so the short run is a warm-up long enough to absorb it, not a 2-step one."""
+    12-step one), so the short run is a warm-up long enough to absorb it, not a 2-step one. The
+    first run in the process also pays one-time costs (reptile: 18.1 CPU-s for 12 steps, 14.9 the
+    second time), so a discarded 12-step run goes first. The probe stays rough: the same reptile
+    probe said 0.93 CPU-s per step at one run's start and 1.17-1.22 an hour later, the run itself
+    cost 1.40 (steps got ~10% slower as it went); the CPU cap bounds the over-spend."""
     from fewshot.engine.build import build_run
 
     method, options, _, _ = METHODS[name]
     times = []
-    for steps in (12, 52):
+    for steps in (12, 12, 52):  # the first is the process's warm-up, not measured
         tmp = out / f"_probe{steps}"
         shutil.rmtree(tmp, ignore_errors=True)
         trainer = build_run(method, train, _config(steps, 10**9, seed), tmp, params=options)
@@ -134,7 +138,8 @@ def _step_cost(name: str, train, out: Path, seed: int) -> float:
         times.append(time.process_time() - t0)
         shutil.rmtree(tmp, ignore_errors=True)
     # A negative difference (noise on a very cheap step) falls back to the long run's mean cost.
-    return (times[1] - times[0]) / 40 if times[1] > times[0] else times[1] / 52
+    short, long = times[1:]
+    return (long - short) / 40 if long > short else long / 52
 
 
 def train_one(name: str, train, test, out: Path, budget_s: float, seed: int, curve_points: int = 8,
