@@ -173,6 +173,7 @@ def test_label_names_augment_and_self_training_in_the_classifier():
     # -p values arrive as strings: the base class's options are typed too, "false" must not be truthy
     setfit = build_text_classifier(HashingEncoder(), "setfit", center="false", neighbours="3")
     assert setfit.center is False and setfit.neighbours == 3
+    assert build_text_classifier(HashingEncoder(), "logreg", neighbours="3").neighbours == 3  # the classifier's, not the head's
 
 
 def test_supcon_loss_and_finetune():
