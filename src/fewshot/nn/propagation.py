@@ -56,8 +56,7 @@ def label_propagation(x: torch.Tensor, y: torch.Tensor, num_classes: int, k: int
         return v - alpha * torch.sparse.mm(s, v)
 
     # conjugate gradients on every class column at once (the matrix is symmetric positive definite)
-    z = torch.zeros_like(target)
-    r = target - apply(z)
+    z, r = torch.zeros_like(target), target.clone()  # from z = 0 the residual is the target itself
     p, rr = r.clone(), (r * r).sum(0)
     for _ in range(iterations):
         ap = apply(p)

@@ -159,10 +159,16 @@ def build_text_classifier(encoder, method: str = "prototype", **params) -> TextC
         params = {**defaults, **params}
     if method == "setfit":
         return SetFitClassifier(encoder, **_coerce(SetFitClassifier, params, exclude=("head",)))
-    extras = {k: params.pop(k) for k in ("label_names", "augment", "augment_seed", "self_train", "self_train_rounds", "center",
-                                         "neighbours", "self_train_by")
-              if k in params}
+    extras = {k: params.pop(k) for k in _classifier_options() if k in params}  # the rest are the head's
     return TextClassifier(encoder, build_head(method, **params), **_coerce(TextClassifier, extras, exclude=("head",)))
+
+
+def _classifier_options() -> list[str]:
+    """The options of :class:`TextClassifier` itself (from its signature: a hand-kept list fell out of step)."""
+    import inspect
+
+    params = inspect.signature(TextClassifier.__init__).parameters.values()
+    return [p.name for p in params if p.name not in ("self", "encoder", "head") and p.kind is not p.VAR_KEYWORD]
 
 
 def _coerce(cls, params: dict, exclude: tuple[str, ...] = ()) -> dict:
