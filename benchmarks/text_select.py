@@ -50,11 +50,6 @@ VARIANTS = {
     "both": ("logreg", {**BASE, "self_train_by": "both"}),
     "share1.0+propagation": ("logreg", {**BASE, "self_train": 1.0, "self_train_by": "propagation"}),
     "share1.0+both": ("logreg", {**BASE, "self_train": 1.0, "self_train_by": "both"}),
-    # the support counted 2 / 4 times against the pseudo-labelled pool in the self-training refits
-    "sw2": ("logreg", {**BASE, "support_weight": 2}),
-    "sw4": ("logreg", {**BASE, "support_weight": 4}),
-    "share1.0+sw2": ("logreg", {**BASE, "self_train": 1.0, "support_weight": 2}),
-    "share1.0+sw4": ("logreg", {**BASE, "self_train": 1.0, "support_weight": 4}),
     # SupCon on the top 2 transformer layers of each encoder (the lower ones run once per text), on the
     # support + label names (+ the frozen self-training's pseudo-labelled pool), then self_training's head
     "tune2": ("setfit", {**BASE, "loss": "supcon", "tune_layers": 2, "pseudo_label": True, "steps": 200,

@@ -147,7 +147,7 @@ class TextClassifier:
 
     def __init__(self, encoder, head: FewShotMethod | str = "prototype", label_names: bool = False, augment: int = 0,
                  augment_seed: int = 0, self_train: float = 0.0, self_train_rounds: int = 2, center: bool = False,
-                 neighbours: int = 5, self_train_by: str = "head", support_weight: int = 1, **head_params):
+                 neighbours: int = 5, self_train_by: str = "head", **head_params):
         if augment < 0:
             raise ValueError(f"augment must be >= 0 (augmented copies per support text), got {augment}")
         if not 0.0 <= self_train <= 1.0 or self_train_rounds < 1:
@@ -155,16 +155,13 @@ class TextClassifier:
                              f"got {self_train}, {self_train_rounds}")
         if self_train_by not in SELF_TRAIN_BY:
             raise ValueError(f"self_train_by must be one of {SELF_TRAIN_BY}, got {self_train_by!r}")
-        if support_weight < 1:
-            raise ValueError(f"support_weight must be an integer >= 1 (times each support text counts against a "
-                             f"pseudo-labelled one), got {support_weight}")
         if neighbours < 1:
             raise ValueError(f"neighbours must be >= 1 (the k of the k-th nearest seen text), got {neighbours}")
         self.encoder = encoder
         self.head = build_head(head, **head_params) if isinstance(head, str) else head
         self.label_names, self.augment, self.augment_seed = label_names, augment, augment_seed
         self.self_train, self.self_train_rounds, self.center = self_train, self_train_rounds, center
-        self.neighbours, self.self_train_by, self.support_weight = neighbours, self_train_by, support_weight
+        self.neighbours, self.self_train_by = neighbours, self_train_by
         self.classes_: list[str] = []
         self.prototypes_: torch.Tensor | None = None
         #: the L2-normalised embeddings of every text seen by fit (support + unlabelled) ``[N, D]``
@@ -249,8 +246,7 @@ class TextClassifier:
                 members = torch.nonzero(pseudo == c).flatten()
                 keep.append(members[conf[members].argsort(descending=True)[:per_class]])
             keep = torch.cat(keep)
-            w = self.support_weight  # the gold labels count w times against the pseudo-labels
-            x_all, y_all = torch.cat([x.repeat(w, 1), u[keep]]), torch.cat([y.repeat(w), pseudo[keep]])
+            x_all, y_all = torch.cat([x, u[keep]]), torch.cat([y, pseudo[keep]])
             self.head.fit(x_all, y_all)
         self.pseudo_ = (keep, pseudo[keep])
         self.prototypes_ = F.normalize(class_means(F.normalize(x_all, dim=1), y_all, way), dim=1)
