@@ -197,7 +197,7 @@ def run_mann_model(args, name: str) -> dict:
         from fewshot.tasks.episodes import augment_episode
 
         augmenter, aug_gen = Augmenter.preset(args.augment), torch.Generator().manual_seed(args.seed)
-        augment = lambda ep: augment_episode(ep, augmenter, aug_gen)  # noqa: E731
+        augment = lambda ep: augment_episode(ep, augmenter, aug_gen, per=args.augment_per)  # noqa: E731
     if args.optimizer == "rmsprop":  # Santoro et al.
         opt = torch.optim.RMSprop(method.parameters(), lr=args.lr, alpha=0.95, momentum=0.9)
     else:
@@ -227,7 +227,7 @@ def run_mann_model(args, name: str) -> dict:
     res = {"model": name, "config": method.config(), "iterations": it, "episodes": it * args.batch, "cpu_s": cpu,
            "wall_s": wall, "log": log, "final_by_instance": final, "test_episodes": args.test_episodes,
            "params": sum(p.numel() for p in method.parameters()), "optimizer": args.optimizer, "lr": args.lr,
-           "batch": args.batch, "augment": args.augment, "load_start": load0, "load_end": os.getloadavg()}
+           "batch": args.batch, "augment": args.augment, "augment_per": args.augment_per, "load_start": load0, "load_end": os.getloadavg()}
     (RESULTS / f"mann_{name}_{args.way}way{args.suffix}.json").write_text(json.dumps(res, indent=1))
     return res
 
@@ -236,7 +236,8 @@ def mann_report(args) -> None:
 
     runs, label = {}, {}
     for name, title in (("mann", "MANN (LRUA)"), ("lstm_seq", "LSTM")):
-        for suffix, extra in (("", ""), ("_augment", " + augmentation")):  # --suffix _augment --augment characters
+        # --suffix _augment --augment characters; --suffix _augment_class --augment characters --augment-per class
+        for suffix, extra in (("", ""), ("_augment", " + augmentation"), ("_augment_class", " + augmentation per class")):
             path = RESULTS / f"mann_{name}_{args.way}way{suffix}.json"
             if path.exists():
                 runs[name + suffix], label[name + suffix] = json.loads(path.read_text()), title + extra
@@ -390,6 +391,8 @@ def main() -> None:
     p.add_argument("--wall-seconds", type=float, default=float("inf"), help="also stop training after this wall time (shared machines)")
     p.add_argument("--augment", choices=["none", "characters"], default="none",
                    help="augment every training episode's images (the `characters` preset: affine + elastic)")
+    p.add_argument("--augment-per", choices=["image", "class"], default="image",
+                   help="one augmentation draw per image, or one per class and episode shared by its instances")
     p.set_defaults(fn=run_mann)
     p = sub.add_parser("metanet", help="Meta Networks 1-shot")
     p.add_argument("--cpu-seconds", type=float, default=400)

@@ -11,7 +11,7 @@ from fewshot.methods.augmented import AugmentedSupport
 from fewshot.tasks.episodes import augment_episode
 from fewshot.data.augment import (Augmenter, brightness, contrast, elastic, hflip,
                              random_affine, random_crop)
-from fewshot.tasks.episodes import EpisodeSampler
+from fewshot.tasks.episodes import Episode, EpisodeSampler
 from fewshot.methods import ProtoNet
 
 from conftest import make_blobs_dataset
@@ -99,3 +99,24 @@ def test_augment_episode_without_queries():
     a = augment_episode(ep, Augmenter.characters(), torch.Generator().manual_seed(3))
     assert a.query_x.shape == ep.query_x.shape and len(a.query_x) == 0
     assert a.support_x.shape == ep.support_x.shape and not torch.equal(a.support_x, ep.support_x)
+
+
+def test_augment_episode_per_class_draws_one_transform_per_class():
+    """per="class": every image of a class (support and query) gets the same transform, each class
+    its own; per="image" (the default) draws one per image."""
+    img = torch.zeros(1, 16, 16)
+    img[:, 4:12, 6:9] = 1.0  # a bar: any rotation or shift changes it
+    y = torch.arange(3).repeat_interleave(2)
+    ep = Episode(img.expand(6, 1, 16, 16).clone(), y, img.expand(3, 1, 16, 16).clone(), torch.arange(3),
+                 torch.arange(3), torch.arange(6), torch.arange(3))
+    a = augment_episode(ep, Augmenter.characters(), torch.Generator().manual_seed(3), per="class")
+    for c in range(3):
+        same = torch.cat([a.support_x[y == c], a.query_x[c:c + 1]])
+        assert all(torch.equal(same[0], other) for other in same[1:])
+    assert not torch.equal(a.support_x[0], a.support_x[2]) and not torch.equal(a.support_x[0], ep.support_x[0])
+    b = augment_episode(ep, Augmenter.characters(), torch.Generator().manual_seed(3))
+    assert not torch.equal(b.support_x[0], b.support_x[1])
+    c = augment_episode(ep, Augmenter.characters(), torch.Generator().manual_seed(3), per="class", queries=False)
+    assert torch.equal(c.query_x, ep.query_x)
+    with pytest.raises(ValueError, match="per must be"):
+        augment_episode(ep, Augmenter.characters(), torch.Generator(), per="task")

@@ -212,11 +212,27 @@ class TaskEpisodes:
 
 
 def augment_episode(episode: Episode, augmenter: "Augmenter", generator: torch.Generator,
-                    queries: bool = True) -> Episode:
-    """The same episode with its support (and, with ``queries``, query) images augmented: one fresh
-    draw per image, labels and indices unchanged (for episodic training)."""
-    qx = augmenter(episode.query_x, generator) if queries and len(episode.query_x) else episode.query_x
-    return dataclasses.replace(episode, support_x=augmenter(episode.support_x, generator), query_x=qx)
+                    queries: bool = True, per: str = "image") -> Episode:
+    """The same episode with its support (and, with ``queries``, query) images augmented, labels and
+    indices unchanged (for episodic training). ``per="image"``: one fresh draw per image;
+    ``per="class"``: one draw per class, shared by its support and query images (a transformed
+    class looks like a new class rather than its instances like noise; Santoro et al. 2016)."""
+    if per not in ("image", "class"):
+        raise ValueError(f"per must be 'image' or 'class', got {per!r}")
+    aug_q = queries and len(episode.query_x) > 0
+    if per == "image":
+        qx = augmenter(episode.query_x, generator) if aug_q else episode.query_x
+        return dataclasses.replace(episode, support_x=augmenter(episode.support_x, generator), query_x=qx)
+    sx, qx = episode.support_x.clone(), episode.query_x.clone()
+    for c in range(episode.way):
+        s_at = torch.nonzero(episode.support_y == c).flatten()
+        q_at = torch.nonzero(episode.query_y == c).flatten() if aug_q else s_at[:0]
+        items = torch.cat([sx[s_at], qx[q_at]])  # [n, C, H, W]
+        n, ch = items.shape[:2]
+        # the class's images as the channels of one image: one draw of every transform for all of them
+        out = augmenter(items.reshape(1, n * ch, *items.shape[2:]), generator).reshape(items.shape)
+        sx[s_at], qx[q_at] = out[: len(s_at)], out[len(s_at):]
+    return dataclasses.replace(episode, support_x=sx, query_x=qx)
 
 
 def lake_episodes(runs: Iterable[LakeRun]) -> Iterator[Episode]:
