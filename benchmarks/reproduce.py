@@ -258,7 +258,9 @@ def report(args, rows: list[tuple[str, dict, dict]]) -> str:
              "accuracy (%) ± 95% CI. Published: the paper's Vinyals-split numbers (20 evaluation alphabets, full training on a "
              "GPU): a different test set, so the comparison is indicative.", "",
              f"**Budget: {args.budget_cpu_min:g} CPU-minutes of training per method** (process CPU time, all threads; "
-             f"torch threads = {args.threads}); the steps that fit were measured on the machine before each run. "
+             f"torch threads = {args.threads}); the steps that fit were measured on the machine before each run"
+             + (f" (a run marked 'stopped: CPU cap' spent more, up to {MAX_BUDGET_FACTOR:g}x: its CPU column). "
+                if any(tr.get("stopped") for _, tr, _ in rows) else ". ") +
              "Load average (1/5/15 min) at the start and end of each training is in the last column: the machine is "
              "shared, and a higher load makes each CPU-second slower.", "",
              "| method | steps | train CPU s (validation excluded) | tasks | 5w1s | 5w5s | 20w1s | 20w5s | published 5w1s / 5w5s / 20w1s / 20w5s | load start -> end |",
