@@ -191,7 +191,7 @@ def run_mann_model(args, name: str) -> dict:
         kw.update(slots=args.slots, width=args.width, heads=args.heads)
     method = build_method(name, **kw)
     method.setup(train)
-    augment = None
+    augment, aug_gen = None, None
     if args.augment != "none":  # Santoro et al. translate and rotate the characters of each training episode
         from fewshot.data.augment import Augmenter
         from fewshot.tasks.episodes import augment_episode
@@ -202,9 +202,28 @@ def run_mann_model(args, name: str) -> dict:
         opt = torch.optim.RMSprop(method.parameters(), lr=args.lr, alpha=0.95, momentum=0.9)
     else:
         opt = torch.optim.Adam(method.parameters(), lr=args.lr)
-    log, t0, w0, it = [], time.process_time(), time.perf_counter(), 0
+    log, it, cpu_done, wall_done = [], 0, 0.0, 0.0
+    # what a resumed run must share with the one it continues (the budgets and evaluation sizes may change)
+    recipe = {k: getattr(args, k) for k in ("way", "instances", "image_size", "batch", "hidden", "slots", "width", "heads",
+                                            "lr", "optimizer", "eval_every", "val_episodes", "seed", "augment", "augment_per")}
+    ckpt = None if args.run_dir is None else args.run_dir / name
+    if ckpt is not None and (ckpt / "last.json").exists():
+        from fewshot.engine.checkpoint import read_checkpoint_info, restore_training
+
+        saved = read_checkpoint_info(ckpt, "last").get("recipe")
+        if saved != recipe:
+            changed = sorted(k for k in recipe if (saved or {}).get(k) != recipe[k])
+            raise SystemExit(f"{ckpt} holds a run with other settings ({', '.join(changed)}): resume it with "
+                             "its own settings or pass another --run-dir")
+        state = restore_training(ckpt, "last", method, opt)
+        it, log, cpu_done, wall_done = state["iteration"], state["log"], state["cpu_s"], state["wall_s"]
+        if aug_gen is not None:
+            aug_gen.set_state(torch.tensor(state["aug_gen"], dtype=torch.uint8))
+        print(f"{name}: resumed from {ckpt} at iteration {it} ({cpu_done:.0f} CPU s)", flush=True)
+    t0, w0 = time.process_time() - cpu_done, time.perf_counter() - wall_done  # CPU and wall time across resumes
     losses, accs = [], []
-    while time.process_time() - t0 < args.cpu_seconds and time.perf_counter() - w0 < args.wall_seconds:
+    while (time.process_time() - t0 < args.cpu_seconds and time.perf_counter() - w0 < args.wall_seconds
+           and it < args.max_iters):
         eps = [tr_sampler.episode(it * args.batch + j) for j in range(args.batch)]
         if augment is not None:
             eps = [augment(ep) for ep in eps]
@@ -222,6 +241,13 @@ def run_mann_model(args, name: str) -> dict:
             losses = []
             log.append(rec)
             print(name, json.dumps(rec), flush=True)
+            if ckpt is not None:  # atomic; a kill -9 resumes from here bit for bit
+                from fewshot.engine.checkpoint import save_checkpoint
+
+                state = {"step": it, "iteration": it, "log": log, "cpu_s": time.process_time() - t0,
+                         "wall_s": time.perf_counter() - w0,
+                         "aug_gen": None if aug_gen is None else aug_gen.get_state().tolist()}
+                save_checkpoint(ckpt, "last", method, {"method": name, "recipe": recipe}, state, opt)
     cpu, wall = time.process_time() - t0, time.perf_counter() - w0
     final = _instance_eval(method, te_sampler, args.test_episodes, args.batch, 2)
     res = {"model": name, "config": method.config(), "iterations": it, "episodes": it * args.batch, "cpu_s": cpu,
@@ -373,6 +399,7 @@ def main() -> None:
     p.add_argument("--report-only", action="store_true", help="only rebuild the report from saved JSON")
     p.add_argument("--suffix", default="", help="suffix of the saved JSON (extra runs kept out of the report)")
     p.add_argument("--cpu-seconds", type=float, default=300, help="per model")
+    p.add_argument("--max-iters", type=int, default=10**9, help="also stop after this many iterations (in total)")
     p.add_argument("--way", type=int, default=5)
     p.add_argument("--instances", type=int, default=10)
     p.add_argument("--image-size", type=int, default=20)
@@ -393,6 +420,9 @@ def main() -> None:
                    help="augment every training episode's images (the `characters` preset: affine + elastic)")
     p.add_argument("--augment-per", choices=["image", "class"], default="image",
                    help="one augmentation draw per image, or one per class and episode shared by its instances")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="checkpoint each model at every evaluation into RUN_DIR/<model> and resume from there when "
+                        "it holds one (--cpu-seconds is the total across resumes)")
     p.set_defaults(fn=run_mann)
     p = sub.add_parser("metanet", help="Meta Networks 1-shot")
     p.add_argument("--cpu-seconds", type=float, default=400)
