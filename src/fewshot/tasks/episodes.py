@@ -215,8 +215,8 @@ def augment_episode(episode: Episode, augmenter: "Augmenter", generator: torch.G
                     queries: bool = True, per: str = "image") -> Episode:
     """The same episode with its support (and, with ``queries``, query) images augmented, labels and
     indices unchanged (for episodic training). ``per="image"``: one fresh draw per image;
-    ``per="class"``: one draw per class, shared by its support and query images (a transformed
-    class looks like a new class rather than its instances like noise; Santoro et al. 2016)."""
+    ``per="class"``: one draw per class, shared by its support and query images (the transformed
+    class looks like a new class, its instances stay alike; measured for MANN in docs/model_based.md)."""
     if per not in ("image", "class"):
         raise ValueError(f"per must be 'image' or 'class', got {per!r}")
     aug_q = queries and len(episode.query_x) > 0
