@@ -127,6 +127,9 @@ def T(root):
         "val-tasks -1": (train + ["--val-tasks", "-1"], "--val-tasks"),
         "resume: nothing to resume": (train + ["--resume"], "nothing to resume"),
         "override without resume": (train + ["--override"], "--override only applies with --resume"),
+        "augment-per class without --augment": (train + ["--augment-per", "class"], "--augment-per class needs"),
+        "augment-per class, mini-batch method": (train[:1] + ["--method", "baseline"] + train[1:]
+                                                 + ["--augment", "characters", "--augment-per", "class"], "mini-batch"),
         "threshold 5 (probability)": (pr + ["--reject-by", "probability", "--threshold", "5"], "--threshold"),
         "threshold nan": (pr + ["--threshold", "nan"], "--threshold"),
         "text threshold 5": (tp + ["--threshold", "5"], "--threshold"),

@@ -209,6 +209,29 @@ def test_augmentation_in_both_regimes_is_a_function_of_seed_and_step(source):
     assert images(aug, 3).shape == images(plain, 3).shape
 
 
+def test_augment_per_class_draws_each_episodes_transforms_per_class():
+    """augment_per='class': episode i is augment_episode(per='class') with episode i's generator;
+    it needs a preset, and mini-batches (no episodes) refuse it."""
+    from fewshot.data.augment import Augmenter
+    from fewshot.engine.batches import step_generator
+    from fewshot.tasks.episodes import EpisodeSampler, augment_episode
+
+    data = make_blobs_dataset(num_classes=6, per_class=8)
+    cfg = TrainConfig(way=3, shot=2, query=2, channels_last=False, augment="characters", augment_per="class")
+    got = EpisodeBatches(data, cfg)(3)[0]
+    raw = EpisodeSampler(data, 3, 2, 2, seed=cfg.seed).episode(3)
+    want = augment_episode(raw, Augmenter.characters(), step_generator(cfg.seed, 3), per="class")
+    assert torch.equal(got.support_x, want.support_x) and torch.equal(got.query_x, want.query_x)
+    per_image = EpisodeBatches(data, TrainConfig(**{**cfg.__dict__, "augment_per": "image"}))(3)[0]
+    assert not torch.equal(got.support_x, per_image.support_x)
+    with pytest.raises(ValueError, match="needs an augmentation preset"):
+        TrainConfig(augment_per="class")
+    with pytest.raises(ValueError, match="'image' or 'class'"):
+        TrainConfig(augment="characters", augment_per="task")
+    with pytest.raises(ValueError, match="mini-batch"):
+        MiniBatches(data, cfg)
+
+
 def test_augmented_training_resumes_exactly(tmp_path):
     full = make_trainer(tmp_path / "full", steps=10, augment="characters", val_tasks=0)
     full.fit()

@@ -39,6 +39,8 @@ from .pretrained import DEFAULT_TRAINABLE_BLOCKS, PRETRAINED_RESOLUTION
 @click.option("--tasks-per-step", type=click.IntRange(min=1), default=1, show_default=True, help="meta-batch: episodes per optimiser step")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="mini-batch size for pre-training methods")
 @click.option("--augment", type=click.Choice(["characters", "photos"]), default=None, help="augment the training batches (episodes or mini-batches) with this preset")
+@click.option("--augment-per", type=click.Choice(["image", "class"]), default="image", show_default=True,
+              help="with --augment on episodes: one transform per image, or one per class and episode shared by its images")
 @click.option("--grad-clip", type=FiniteFloat(), default=None, help="clip the gradient norm to this value")
 @click.option("--precision", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
               help="bfloat16: the backbone's forward under autocast while training (~1.5-1.9x faster Conv4 steps on CPUs with AVX-512 BF16; weights, heads and losses stay float32)")
@@ -56,7 +58,7 @@ from .pretrained import DEFAULT_TRAINABLE_BLOCKS, PRETRAINED_RESOLUTION
 @click.option("--json", "as_json", is_flag=True, help="print the final record as JSON")
 def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_alphabets, skip_bad, way, shot, query, episodes,
               within, rotations, val_fraction, val_split, backbone, trainable_blocks, params, lr, optimizer, schedule, plateau_factor, plateau_patience, dropout, width, tasks_per_step,
-              batch_size, augment, grad_clip, precision, val_every, val_tasks, seed, device, threads, out_dir, resume, override, checkpoint_every, plots, quiet, as_json):
+              batch_size, augment, augment_per, grad_clip, precision, val_every, val_tasks, seed, device, threads, out_dir, resume, override, checkpoint_every, plots, quiet, as_json):
     """Train a method and write checkpoints (safetensors + JSON) and logs to --out.
 
     \b
@@ -95,10 +97,12 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
         raise click.UsageError("--trainable-blocks applies to the pretrained backbones (efficientnet_lite0/1/2)")
     if schedule != "plateau" and (plateau_factor is not None or plateau_patience is not None):
         raise click.UsageError("--plateau-factor/--plateau-patience apply to --schedule plateau")
+    if augment_per == "class" and augment is None:
+        raise click.UsageError("--augment-per class needs an augmentation preset: add --augment characters (or photos)")
     data = load_dataset_arg(dataset, split, data_dir, image_size, alphabets, exclude_alphabets, skip_bad=skip_bad)
     spec = _with_conv4_options(method, spec, data.item_shape, dropout=dropout, hidden=width)
     cfg = TrainConfig(steps=episodes, way=way, shot=shot, query=query, within="group" if within else None,
-                      tasks_per_step=tasks_per_step, batch_size=batch_size, augment=augment, optimizer=optimizer,
+                      tasks_per_step=tasks_per_step, batch_size=batch_size, augment=augment, augment_per=augment_per, optimizer=optimizer,
                       lr=lr, schedule=schedule, grad_clip=grad_clip, precision=precision, val_every=val_every, val_tasks=val_tasks,
                       seed=seed, device=device, progress=not quiet, checkpoint_every=checkpoint_every,
                       **{k: v for k, v in {"plateau_factor": plateau_factor, "plateau_patience": plateau_patience}.items()

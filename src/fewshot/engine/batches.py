@@ -58,7 +58,8 @@ class EpisodeBatches:
         index = [step * cfg.tasks_per_step + j for j in self.share]
         eps = [self.sampler.episode(i) for i in index]
         if self.augmenter is not None:  # episode i's augmentation depends on (seed, i) alone
-            eps = [augment_episode(e, self.augmenter, step_generator(cfg.seed, i)) for e, i in zip(eps, index)]
+            eps = [augment_episode(e, self.augmenter, step_generator(cfg.seed, i), per=cfg.augment_per)
+                   for e, i in zip(eps, index)]
         return [e.to(self.device, channels_last=cfg.channels_last) for e in eps]
 
     @staticmethod
@@ -71,6 +72,9 @@ class MiniBatches:
 
     def __init__(self, data: LabeledDataset, cfg: TrainConfig, device: torch.device | str = "cpu",
                  dist: Distributed = Distributed()):
+        if cfg.augment_per == "class":
+            raise ValueError("augment_per='class' draws one transform per class of an episode; mini-batch "
+                             "(pre-training) methods have no episodes: use augment_per='image'")
         self.data, self.cfg, self.device = data, cfg, torch.device(device)
         self.augmenter = _augmenter(cfg, data)
         self.share = dist.share(min(cfg.batch_size, len(data)), "batch_size")  # this process's part of each batch

@@ -16,7 +16,9 @@ class TrainConfig:
     ``plateau_factor`` after more than ``plateau_patience`` validations in a row without a better
     validation accuracy, see :class:`Plateau`; it needs validation) after ``warmup`` steps.
     ``augment`` names a :class:`fewshot.data.augment.Augmenter` preset (``characters``, ``photos``)
-    applied to the training batches of either regime (None: no augmentation). The ``last``
+    applied to the training batches of either regime (None: no augmentation); ``augment_per``
+    ``class`` (episodic regime) draws one transform per class and episode instead of one per image.
+    The ``last``
     checkpoint is written every ``checkpoint_every`` steps, or (None) every ``checkpoint_seconds``
     seconds, and at the end. ``max_cpu_seconds`` (None: no limit) stops the run early, cleanly,
     once its training steps have used that much process CPU time (all threads; validation and
@@ -33,6 +35,7 @@ class TrainConfig:
     tasks_per_step: int = 1
     batch_size: int = 128
     augment: str | None = None
+    augment_per: str = "image"
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -63,6 +66,10 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r} in the training configuration; choose "
                              f"{' or '.join(PRECISIONS)} (bfloat16 runs the backbone's forward under autocast)")
+        if self.augment_per not in ("image", "class"):
+            raise ValueError(f"augment_per must be 'image' or 'class'; got {self.augment_per!r}")
+        if self.augment_per == "class" and self.augment is None:
+            raise ValueError("augment_per='class' needs an augmentation preset (--augment characters or photos)")
         if self.max_cpu_seconds is not None and not self.max_cpu_seconds > 0:
             raise ValueError(f"max_cpu_seconds must be > 0 (or None: no limit); got {self.max_cpu_seconds}")
 
