@@ -3,6 +3,7 @@
     python benchmarks/lake_minimal.py --configs defaults,augment,within,within+augment --seeds 0
     python benchmarks/lake_minimal.py --setting original --configs defaults,within+augment --seeds 0
     python benchmarks/lake_minimal.py --ensemble augment --seeds 0,1,2 --support-copies 1,5
+    python benchmarks/lake_minimal.py --ensemble wide-within+augment-6000-noval --seeds 0,1,2 --tta characters
     python benchmarks/lake_minimal.py --report-only
 
 Lake et al.'s *minimal* setting trains on ``background_small1`` only (5 alphabets, 136 characters)
@@ -16,7 +17,9 @@ training classes). Target in issue #13: ≤ 15% error.
 ``--ensemble CONFIG`` evaluates the trained seeds of one config together on the same tasks
 (:class:`~fewshot.methods.ensemble.ScoreEnsemble`: the sum of their log-softmax scores, as
 ``fewshot eval RUN RUN ...``), and each alone, with the support set enlarged by the
-``characters`` augmentation preset (``--support-copies``: 1 = the original support only).
+``characters`` augmentation preset (``--support-copies``: 1 = the original support only), or with
+test-time augmentation (``--tta characters``: every image embedded as the mean over fixed views, as
+``fewshot eval RUN --tta characters``).
 
 ``--setting original`` trains on the background set minus the six held-out alphabets instead
 (24 alphabets, 741 characters): Lake's *original* setting, to check that a recipe chosen in the
@@ -128,14 +131,15 @@ def run_one(config: str, seed: int, args) -> dict:
 
 def ensemble_one(config: str, seeds: list[int], copies: int, args) -> dict:
     """The seeds' runs of ``config`` alone and as an ensemble, on the 20w1s within-alphabet tasks,
-    each support set enlarged to ``copies`` shots by the characters preset."""
+    each support set enlarged to ``copies`` shots by the characters preset, each image embedded over
+    the test-time views ``args.tta`` (``None``: as it is)."""
     import torch
 
     from fewshot.data import load_omniglot
-    from fewshot.data.augment import Augmenter
+    from fewshot.data.augment import Augmenter, tta_views
     from fewshot.engine.checkpoint import load_checkpoint
     from fewshot.engine.evaluate import evaluate
-    from fewshot.methods.augmented import AugmentedSupport
+    from fewshot.methods.augmented import AugmentedSupport, TestTimeAugmentation
     from fewshot.methods.ensemble import ScoreEnsemble
     from fewshot.tasks.episodes import TaskSet
 
@@ -151,18 +155,20 @@ def ensemble_one(config: str, seeds: list[int], copies: int, args) -> dict:
     methods = []
     for seed in seeds:
         method, _ = load_checkpoint(run_dir(args.out, args.setting, config, seed), "best")
+        if args.tta:
+            method = TestTimeAugmentation(method, tta_views(args.tta))
         methods.append(AugmentedSupport(method, Augmenter.characters(), copies=copies, seed=seed) if copies > 1 else method)
     load0, c0 = os.getloadavg(), time.process_time()
     # each seed alone, then all of them as one ScoreEnsemble (the sum of their log-softmax scores)
     results = [evaluate(m, taskset.episodes(data), "cpu") for m in [*methods, ScoreEnsemble(methods)]]
     err = 100 * (1 - np.array([r.per_task for r in results]))
     ci = 1.96 * err.std(1, ddof=1) / np.sqrt(len(taskset))
-    rec = {"config": config, "seeds": seeds, "copies": copies, "tasks": len(taskset), "cpu_s": time.process_time() - c0,
+    rec = {"config": config, "seeds": seeds, "copies": copies, "tta": args.tta, "tasks": len(taskset), "cpu_s": time.process_time() - c0,
            "threads": args.threads, "load": [load0, os.getloadavg()], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "single_error": err[:-1].mean(1).tolist(), "single_ci95": ci[:-1].tolist(),
            "ensemble_error": float(err[-1].mean()), "ensemble_ci95": float(ci[-1])}
     rec["setting"] = args.setting
-    path = Path(args.out) / f"ensemble-{'' if args.setting == 'minimal' else args.setting + '-'}{config}-{'_'.join(map(str, seeds))}-copies{copies}.json"
+    path = Path(args.out) / f"ensemble-{'' if args.setting == 'minimal' else args.setting + '-'}{config}-{'_'.join(map(str, seeds))}-copies{copies}{'-tta' + args.tta if args.tta else ''}.json"
     path.write_text(json.dumps(rec, indent=1))
     record_runs(Path(args.out))
     return rec
@@ -210,12 +216,13 @@ def report(records: Path) -> str:
     if ens:
         lines += ["", "## Ensembles of seeds and support augmentation (`--ensemble`)", "",
                   "Same 20w1s within-alphabet tasks; each model's log-softmax scores summed. Support copies: the support "
-                  "image plus copies - 1 augmented ones (characters preset: affine + elastic).", "",
-                  "| config | seeds | support copies | each seed: error % | ensemble: error % | eval CPU s | threads | load |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "image plus copies - 1 augmented ones (characters preset: affine + elastic). Test-time views: every "
+                  "support and query image embedded as the mean over the preset's fixed views (`--tta`).", "",
+                  "| config | seeds | support copies | test-time views | each seed: error % | ensemble: error % | eval CPU s | threads | load |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in ens:
             each = ", ".join(f"{e:.2f}" for e in r["single_error"])
-            lines.append(f"| {r['config']} | {','.join(map(str, r['seeds']))} | {r['copies']} | {each} | "
+            lines.append(f"| {r['config']} | {','.join(map(str, r['seeds']))} | {r['copies']} | {r.get('tta') or '-'} | {each} | "
                          f"{r['ensemble_error']:.2f} ± {r['ensemble_ci95']:.2f} | {r['cpu_s']:.0f} | {r['threads']} | "
                          f"{r['load'][0][0]:.1f} → {r['load'][1][0]:.1f} |")
     notes = RESULTS / "lake_minimal_notes.md"
@@ -237,13 +244,14 @@ def main() -> None:
     ap.add_argument("--fewshot", default=str(Path(sys.executable).with_name("fewshot")))
     ap.add_argument("--ensemble", metavar="CONFIG", help="evaluate the --seeds runs of CONFIG together (trained first)")
     ap.add_argument("--support-copies", default="1", help="with --ensemble: comma list of support sizes per shot")
+    ap.add_argument("--tta", choices=["characters"], default=None, help="with --ensemble: test-time views of every image")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args()
     if args.ensemble:
         seeds = [int(s) for s in args.seeds.split(",")]
         for copies in [int(c) for c in args.support_copies.split(",")]:
             r = ensemble_one(args.ensemble, seeds, copies, args)
-            print(f"{args.ensemble} seeds {seeds} copies {copies}: each {[round(e, 2) for e in r['single_error']]}, "
+            print(f"{args.ensemble} seeds {seeds} copies {copies} tta {args.tta}: each {[round(e, 2) for e in r['single_error']]}, "
                   f"ensemble {r['ensemble_error']:.2f} ± {r['ensemble_ci95']:.2f}% error", flush=True)
     elif not args.report_only:
         for config in args.configs.split(","):

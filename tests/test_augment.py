@@ -7,12 +7,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fewshot.methods.augmented import AugmentedSupport
+from fewshot.engine.evaluate import evaluate
+from fewshot.methods.augmented import AugmentedSupport, TestTimeAugmentation
 from fewshot.tasks.episodes import augment_episode
-from fewshot.data.augment import (Augmenter, brightness, contrast, elastic, hflip,
-                             random_affine, random_crop)
-from fewshot.tasks.episodes import Episode, EpisodeSampler
-from fewshot.methods import ProtoNet
+from fewshot.data.augment import (Augmenter, affine, brightness, contrast, elastic, hflip,
+                             random_affine, random_crop, tta_views)
+from fewshot.tasks.episodes import Episode, EpisodeSampler, TaskSet
+from fewshot.methods import MAML, ProtoNet
 
 from conftest import make_blobs_dataset
 
@@ -120,3 +121,59 @@ def test_augment_episode_per_class_draws_one_transform_per_class():
     assert torch.equal(c.query_x, ep.query_x)
     with pytest.raises(ValueError, match="per must be"):
         augment_episode(ep, Augmenter.characters(), torch.Generator(), per="task")
+
+
+# ----------------------------------------------------------------- test-time views
+def test_affine_rotates_scales_and_shifts_every_image_the_same_way():
+    x = torch.zeros(2, 1, 8, 8)
+    x[0, 0, 1, 2] = 1.0
+    x[1, 0, 5, 3] = 1.0
+    assert torch.allclose(affine(x), x, atol=1e-6)
+    quarter = affine(x, rotation=90.0)
+    assert any(torch.allclose(quarter, x.rot90(k, (2, 3)), atol=1e-5) for k in (1, -1))
+    assert torch.allclose(affine(quarter, rotation=-90.0), x, atol=1e-5)
+    shifted = affine(x, translate=(1 / 8, 0.0))  # one pixel along x
+    assert any(torch.allclose(shifted, x.roll(k, 3), atol=1e-6) for k in (1, -1))
+    assert affine(x, scale=1.5).sum() > x.sum()  # a dot drawn larger covers more pixels
+
+
+def test_tta_views_are_fixed_maps_and_unknown_presets_are_refused():
+    x = torch.rand(3, 1, 16, 16)
+    views = tta_views("characters")
+    assert len(views) == 5 and torch.equal(views[0](x), x)
+    assert all(torch.equal(v(x), v(x)) and v(x).shape == x.shape for v in views)
+    with pytest.raises(ValueError, match="choose from characters"):
+        tta_views("photo")
+
+
+def test_test_time_augmentation_embeds_each_image_as_the_mean_over_its_views():
+    torch.manual_seed(0)
+    proto = ProtoNet(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 5))).eval()
+    views = tta_views("characters")
+    tta = TestTimeAugmentation(proto, views)
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(tta.embed(x), torch.stack([proto.embed(v(x)) for v in views]).mean(0))
+        sx, sy, q = torch.rand(6, 1, 8, 8), torch.arange(3).repeat(2), torch.rand(5, 1, 8, 8)
+        identity = TestTimeAugmentation(proto, views[:1])
+        assert torch.equal(identity.fit(sx, sy).scores(q), proto.fit(sx, sy).scores(q))
+        assert not torch.allclose(tta.fit(sx, sy).scores(q), proto.fit(sx, sy).scores(q))
+
+
+def test_test_time_augmentation_scores_a_task_set_as_fitting_each_task_does():
+    data = make_blobs_dataset(noise=1.5, seed=3)  # [N, 1, 8, 8] images
+    torch.manual_seed(0)
+    tta = TestTimeAugmentation(ProtoNet(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 8))), tta_views("characters")).eval()
+    tasks = TaskSet.generate(data, 5, 1, 3, tasks=10, seed=0)
+    cached = evaluate(tta, tasks.episodes(data))  # each item embedded once
+    each = evaluate(tta, list(tasks.episodes(data)))  # fit and scores per task
+    assert cached.per_task == pytest.approx(each.per_task)
+
+
+def test_test_time_augmentation_refuses_methods_that_adapt_on_the_images():
+    with pytest.raises(ValueError, match="AugmentedSupport"):
+        TestTimeAugmentation(MAML(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 5))), tta_views("characters"))
+    with pytest.raises(ValueError, match="at least one view"):
+        TestTimeAugmentation(ProtoNet(None), [])
+    with pytest.raises(TypeError, match="evaluation wrapper"):
+        TestTimeAugmentation(ProtoNet(None), tta_views("characters")).config()

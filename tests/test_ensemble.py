@@ -1,4 +1,5 @@
-"""Ensembles of trained methods: ``ScoreEnsemble`` and ``fewshot eval RUN_DIR RUN_DIR ...``."""
+"""Ensembles of trained methods (``ScoreEnsemble``, ``fewshot eval RUN_DIR RUN_DIR ...``) and
+test-time augmentation of a run (``fewshot eval RUN_DIR --tta``)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from torch import nn
 
 from fewshot.cli import main
 from fewshot.data import ImageSpec, load_lake_runs, load_omniglot
-from fewshot.data.augment import Augmenter
+from fewshot.data.augment import Augmenter, tta_views
 from fewshot.engine.checkpoint import load_checkpoint
 from fewshot.engine.evaluate import evaluate
 from fewshot.methods import MatchingNet, ProtoNet
-from fewshot.methods.augmented import AugmentedSupport
+from fewshot.methods.augmented import AugmentedSupport, TestTimeAugmentation
 from fewshot.methods.ensemble import ScoreEnsemble
 from fewshot.tasks.episodes import TaskSet, lake_episodes
 
@@ -115,3 +116,28 @@ def test_runs_trained_on_other_images_are_refused_by_name(runs):
     root, out = runs
     msg = invoke(["eval", str(out["s0"]), str(out["big"]), "--lake-runs", str(root / "all_runs.zip"), *FAST], code=1).output
     assert str(out["big"]) in msg and "20-px 1-channel" in msg and "16-px 1-channel" in msg and "image size" in msg
+
+
+def test_eval_tta_averages_each_runs_embeddings_over_the_views(runs):
+    root, out = runs
+    run = str(out["s0"])
+    tasks = ["--data-dir", str(root), "--image-size", "16", "--way", "5", "--query", "2", "--tasks", "10", "--json", *FAST]
+    res = json.loads(invoke(["eval", run, *tasks, "--tta", "characters"]).output)
+    assert res["tta"] == "characters" and json.loads(invoke(["eval", run, *tasks]).output)["tta"] is None
+    data = load_omniglot("background", data_dir=root, image_size=16)
+    want = evaluate(TestTimeAugmentation(load_checkpoint(run, "best")[0], tta_views("characters")),
+                    TaskSet.generate(data, 5, 1, 2, 10, seed=0).episodes(data))
+    assert res["accuracy"] == pytest.approx(want.accuracy)
+    lake = json.loads(invoke(["eval", run, str(out["s1"]), "--lake-runs", str(root / "all_runs.zip"), "--tta", "characters",
+                              "--json", *FAST]).output)
+    assert lake["tta"] == "characters" and lake["trials"] == 40
+    assert "--tta applies to a trained RUN_DIR" in invoke(["eval", "--method", "bpl", "--lake-runs", str(root / "all_runs.zip"),
+                                                            "--tta", "characters", *FAST], code=2).output
+
+
+def test_eval_tta_refuses_a_run_that_adapts_on_the_images(runs, tmp_path):
+    root, _ = runs
+    invoke(["train", "--method", "maml", "--data-dir", str(root), "--image-size", "16", "--way", "5", "--shot", "1", "--query", "1",
+            "--episodes", "1", "--val-fraction", "0", "--quiet", "--no-plots", "--out", str(tmp_path / "maml"), *FAST])
+    msg = invoke(["eval", str(tmp_path / "maml"), "--lake-runs", str(root / "all_runs.zip"), "--tta", "characters", *FAST], code=2).output
+    assert "--tta characters" in msg and "maml" in msg and "AugmentedSupport" in msg

@@ -38,6 +38,10 @@ def test_the_table_is_built_from_the_records_reconstructed_ones_included(lake, t
     (records / "ensemble-augment-0_1-copies1.json").write_text(json.dumps(
         {"config": "augment", "seeds": [0, 1], "copies": 1, "cpu_s": 12.3, "threads": 2, "load": [[4.1, None, None], [5.4, None, None]],
          "single_error": [20.63, 20.0], "ensemble_error": 16.98, "ensemble_ci95": 0.63, "setting": "minimal"}))
+    (records / "ensemble-augment-0-copies1-ttacharacters.json").write_text(json.dumps(
+        {"config": "augment", "seeds": [0], "copies": 1, "tta": "characters", "cpu_s": 99.0, "threads": 1,
+         "load": [[1.0, None, None], [1.2, None, None]], "single_error": [14.0], "ensemble_error": 14.0, "ensemble_ci95": 0.56,
+         "setting": "minimal"}))
     text = lake.report(records)
     rows = [line for line in text.splitlines() if line.count("|") == 11 and line.startswith(("| minimal", "| original"))]
     assert rows == [  # setting, then CONFIGS order, then seed
@@ -45,7 +49,8 @@ def test_the_table_is_built_from_the_records_reconstructed_ones_included(lake, t
         "| minimal | augment | 1 | `--augment characters` | 700 | 2 | 1.0 → 2.0 | 20.00 ± 0.70 | 88.00 | 96.10 |",
         "| original | defaults | 0 | `-` | 700 | 2 | 1.0 → 2.0 | 16.00 ± 0.70 | 88.00 | 96.10 |"]
     assert "| minimal: augment | 1 | 20.00 | 20.00 | 20.00 |" in text
-    assert "| augment | 0,1 | 1 | 20.63, 20.00 | 16.98 ± 0.63 | 12 | 2 | 4.1 → 5.4 |" in text
+    assert "| augment | 0,1 | 1 | - | 20.63, 20.00 | 16.98 ± 0.63 | 12 | 2 | 4.1 → 5.4 |" in text  # before --tta
+    assert "| augment | 0 | 1 | characters | 14.00 | 14.00 ± 0.56 | 99 | 1 | 1.0 → 1.2 |" in text
 
 
 def test_cached_runs_are_recorded_and_a_recorded_run_is_not_run_again(lake, tmp_path, monkeypatch):
@@ -62,4 +67,4 @@ def test_cached_runs_are_recorded_and_a_recorded_run_is_not_run_again(lake, tmp_
     args = SimpleNamespace(out=str(tmp_path / "fresh-machine"), setting="minimal")
     assert lake.run_one("augment", 0, args)["eval"]["20w1s within alphabet"]["acc"] == 0.8  # the record, no training
     with pytest.raises(SystemExit, match="train it first"):  # an ensemble needs the checkpoints the record lacks
-        lake.ensemble_one("augment", [0], 1, SimpleNamespace(**vars(args), threads=1, tasks=2, data_dir=str(tmp_path)))
+        lake.ensemble_one("augment", [0], 1, SimpleNamespace(**vars(args), threads=1, tasks=2, data_dir=str(tmp_path), tta=None))

@@ -54,3 +54,14 @@ def test_resuming_with_other_settings_is_refused(bench, tmp_path):
     bench.run_mann_model(_args(tmp_path / "run", 2), "mann")
     with pytest.raises(SystemExit, match="other settings \\(lr\\)"):
         bench.run_mann_model(_args(tmp_path / "run", 4, lr=1e-2), "mann")
+
+
+@pytest.mark.parametrize("n_items", [0, 3, 40, 41, 97, 300])
+def test_the_report_shows_at_most_40_evaluations_evenly_spaced_with_the_last(bench, n_items):
+    items = list(range(n_items))
+    shown = bench._spaced(items, 40)
+    assert len(shown) == min(n_items, 40) and shown == sorted(set(shown))
+    assert not items or shown[-1] == items[-1]
+    if n_items > 40:
+        gaps = [b - a for a, b in zip(shown, shown[1:])]
+        assert max(gaps) - min(gaps) <= 1

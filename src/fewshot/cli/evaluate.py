@@ -99,6 +99,9 @@ def run_evaluation(method, episodes, device, trained_size: int | None, size: int
 @click.option("--lake-runs", type=click.Path(exists=True), default=None, help="Lake's all_runs.zip or its folder: report the 20-run error instead (with RUN_DIR, "
                    "--backbone or --method)")
 @click.option("--checkpoint", default="best", show_default=True, help="best | last")
+@click.option("--tta", type=click.Choice(["characters"]), default=None,
+              help="test-time augmentation of a trained RUN_DIR: embed every support and query image as the mean over fixed "
+                   "views (characters: the image, rotated ± 8 degrees, scaled 0.9 and 1.1; 5x the embedding cost)")
 @click.option("--confusion", is_flag=True, help="include the per-class confusion matrix (JSON)")
 @click.option("--plot-episode", type=click.Path(dir_okay=False), default=None, help="save the first task as an episode grid PNG")
 @click.option("--invert/--no-invert", default=None, help="folder datasets: invert the images (default: as the run's training data); --lake-runs: "
@@ -107,7 +110,7 @@ def run_evaluation(method, episodes, device, trained_size: int | None, size: int
 @threads_option
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def eval_cmd(run_dirs, backbone, method_name, params, dataset, split, data_dir, image_size, alphabets, exclude_alphabets,
-             skip_bad, way, shot, query, within, tasks, seed, task_file, lake_runs, checkpoint, confusion, plot_episode, invert, device,
+             skip_bad, way, shot, query, within, tasks, seed, task_file, lake_runs, checkpoint, tta, confusion, plot_episode, invert, device,
              threads, as_json):
     """Evaluate a trained run: accuracy ± 95% CI over a fixed task set, or Lake's protocol.
 
@@ -120,6 +123,7 @@ def eval_cmd(run_dirs, backbone, method_name, params, dataset, split, data_dir, 
           --way 20 --shot 1 --within alphabet --tasks 1000 --seed 0 --json
       fewshot eval runs/proto --lake-runs all_runs.zip --json
       fewshot eval runs/proto-s1 runs/proto-s2 runs/proto-s3 --lake-runs all_runs.zip --json
+      fewshot eval runs/proto --lake-runs all_runs.zip --tta characters --json
       fewshot eval runs/maml --dataset omniglot -p test_inner_steps=10 -p test_inner_lr=0.1
       fewshot eval --backbone efficientnet_lite0 --dataset folder:photos/ --way 5 --shot 1 --json
       fewshot eval --backbone efficientnet_lite0+efficientnet_lite1 --lake-runs all_runs.zip --json
@@ -162,12 +166,25 @@ def eval_cmd(run_dirs, backbone, method_name, params, dataset, split, data_dir, 
     else:
         raise click.UsageError("give a trained RUN_DIR, --backbone NAME (a pretrained network, no training) or "
                                "--method NAME (a method with nothing to train, e.g. bpl)")
+    if tta:
+        if not run_dirs:
+            raise click.UsageError("--tta applies to a trained RUN_DIR (its network embeds the augmented views): drop it")
+        from ..data.augment import tta_views
+        from ..methods.augmented import TestTimeAugmentation
+
+        try:
+            method = TestTimeAugmentation(method, tta_views(tta))
+        except ValueError as exc:
+            raise click.UsageError(f"--tta {tta}: {exc}") from exc
     image = info.get("data", {}).get("image", {})
     overrides = info.get("overrides", {})  # a run evaluated with -p: the options it replaced
     note = f" (with {', '.join(f'{k}={v}' for k, v in overrides.items())})" if overrides else ""
     if len(run_dirs) > 1:
         note += f" (ensemble of {len(run_dirs)} runs)"
-    ensemble = {"runs": list(run_dirs)} if len(run_dirs) > 1 else {}
+    if tta:
+        note += f" (test-time views: {tta})"
+    extra = {"runs": list(run_dirs)} if len(run_dirs) > 1 else {}  # the JSON's ensemble members and views
+    extra["tta"] = tta
     if lake_runs:
         if backbone is None:
             # Lake's pages are Omniglot's (dark ink on white): ink = 1 unless --no-invert, at the run's size and channels
@@ -181,7 +198,7 @@ def eval_cmd(run_dirs, backbone, method_name, params, dataset, split, data_dir, 
                 raise click.ClickException(str(exc)) from exc
         res = run_evaluation(method, lake_episodes(runs), dev, image.get("size"), image_size,
                              f"Lake's runs ({runs[0].support.shape[0]}-way 1-shot)")
-        out = {"run": run_dir, **ensemble, "backbone": backbone, "method": info["method"], "overrides": overrides,
+        out = {"run": run_dir, **extra, "backbone": backbone, "method": info["method"], "overrides": overrides,
                "protocol": "lake-20-runs", **res.to_dict(),
                "per_run": [100.0 * (1.0 - acc) for acc in res.per_task]}  # each run's error %
         if as_json:
@@ -218,7 +235,7 @@ def eval_cmd(run_dirs, backbone, method_name, params, dataset, split, data_dir, 
         with inference_context(method):
             pred = method.fit(ep.support_x, ep.support_y).predict(ep.query_x)
         draw(ep, pred.cpu(), plot_episode)
-    out = {"run": run_dir, **ensemble, "backbone": backbone, "method": info["method"], "overrides": overrides, "dataset": dataset, "split": split,
+    out = {"run": run_dir, **extra, "backbone": backbone, "method": info["method"], "overrides": overrides, "dataset": dataset, "split": split,
            "way": taskset.meta.get("way", way), "shot": taskset.meta.get("shot", shot),
            "query": taskset.meta.get("query", query), "within": within, "seed": seed, **res.to_dict()}
     if as_json:

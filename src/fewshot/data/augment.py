@@ -48,12 +48,50 @@ def random_affine(x: torch.Tensor, generator: torch.Generator, rotation: float =
     sh = torch.deg2rad(_uniform(b, -shear, shear, generator))
     s = _uniform(b, scale[0], scale[1], generator)
     t = _uniform(2 * b, -translate, translate, generator).view(b, 2) * 2.0  # grid coordinates span [-1, 1]
+    return _warp(x, rot, sh, s, t, padding_mode)
+
+
+def _warp(x: torch.Tensor, rot: torch.Tensor, sh: torch.Tensor, s: torch.Tensor, t: torch.Tensor,
+          padding_mode: str) -> torch.Tensor:
+    """Resample ``x`` by per-image rotation / shear (radians ``[B]``), scale ``[B]`` and translation
+    ``[B, 2]`` (grid units)."""
     cos, sin, tan = torch.cos(rot), torch.sin(rot), torch.tan(sh)
     # Output -> input sampling matrix: inverse scale of rotation ∘ shear.
     a = torch.stack([torch.stack([cos, -sin + cos * tan], 1), torch.stack([sin, cos + sin * tan], 1)], 1) / s[:, None, None]
     theta = torch.cat([a, t[:, :, None]], 2).to(x.device, x.dtype)  # [B, 2, 3]
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+
+
+def affine(x: torch.Tensor, rotation: float = 0.0, scale: float = 1.0, translate: tuple[float, float] = (0.0, 0.0),
+           padding_mode: str = "zeros") -> torch.Tensor:
+    """The same affine map for every image: rotation (degrees), isotropic ``scale`` and translation
+    (fractions of the image size, x then y), as in :func:`random_affine`. ``[B, C, H, W] -> [B, C, H, W]``."""
+    _check_images(x)
+    b = x.shape[0]
+    rot = torch.full((b,), math.radians(rotation))
+    t = torch.tensor(translate, dtype=torch.float32).expand(b, 2) * 2.0
+    return _warp(x, rot, torch.zeros(b), torch.full((b,), float(scale)), t, padding_mode)
+
+
+View = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def tta_views(name: str) -> list[View]:
+    """Fixed views of an image for test-time augmentation (:class:`fewshot.methods.augmented.TestTimeAugmentation`).
+
+    ``characters``: the image, rotated by ± 8 degrees, and scaled by 0.9 and 1.1 (five views; chosen
+    on validation alphabets, see docs/evaluation.md).
+    """
+    presets = {"characters": [_identity, partial(affine, rotation=-8.0), partial(affine, rotation=8.0),
+                              partial(affine, scale=0.9), partial(affine, scale=1.1)]}
+    if name not in presets:
+        raise ValueError(f"unknown test-time view preset {name!r}; choose from {', '.join(presets)}")
+    return presets[name]
 
 
 def _gaussian_kernel(sigma: float) -> torch.Tensor:

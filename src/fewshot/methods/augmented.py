@@ -1,10 +1,13 @@
-"""Support-set augmentation around any method (test-time: each support set enlarged)."""
+"""Test-time augmentation around a trained method: support sets enlarged (any method) or every
+image embedded as the mean over fixed views (embedding methods)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
-from ..data.augment import Augmenter
+from ..data.augment import Augmenter, View
 from .base import FewShotMethod
 
 
@@ -34,3 +37,44 @@ class AugmentedSupport(FewShotMethod):
 
     def scores(self, query_x: torch.Tensor) -> torch.Tensor:
         return self.method.scores(query_x)
+
+
+class TestTimeAugmentation(FewShotMethod):
+    """Wrap ``method`` so that every image, support and query alike, is embedded as the mean of its
+    embeddings over fixed ``views`` (e.g. :func:`fewshot.data.augment.tta_views`), ``[B, ...] -> [B, D]``.
+
+    Deterministic (the views are fixed maps). Only for methods that see items through their
+    embeddings (``embedding_only``: protonet, matching without FCE, an ensemble of such runs, ...);
+    an evaluation over a task set still embeds each distinct item once, at ``len(views)`` times the cost.
+    """
+
+    __test__ = False  # not a pytest class, whatever its name
+    embedding_only = True
+
+    def __init__(self, method: FewShotMethod, views: Sequence[View]):
+        super().__init__(None)
+        if not method.embedding_only:
+            raise ValueError(f"test-time augmentation averages embeddings, and {getattr(method, 'name', type(method).__name__)} "
+                             "does not see its items only through them (it adapts on the images): use it with protonet, "
+                             "matching without FCE, simpleshot, ..., or enlarge the support set with AugmentedSupport instead")
+        if not views:
+            raise ValueError("test-time augmentation needs at least one view")
+        self.method, self.views = method, list(views)
+        self.fit_needs_grad = method.fit_needs_grad  # type: ignore[misc]
+
+    def config(self) -> dict:
+        raise TypeError("TestTimeAugmentation is an evaluation wrapper, not a registered method: checkpoint the wrapped .method")
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.method.embed(view(x)) for view in self.views]).mean(0)
+
+    def fit_embeddings(self, support_emb: torch.Tensor, support_y: torch.Tensor) -> "TestTimeAugmentation":
+        self.method.fit_embeddings(support_emb, support_y)
+        self.task_way = self.method.task_way
+        return self
+
+    def scores_embeddings(self, query_emb: torch.Tensor) -> torch.Tensor:
+        return self.method.scores_embeddings(query_emb)
+
+    def decide(self, scores: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+        return self.method.decide(scores, threshold)
