@@ -139,8 +139,10 @@ def test_affine_rotates_scales_and_shifts_every_image_the_same_way():
 
 def test_tta_views_are_fixed_maps_and_unknown_presets_are_refused():
     x = torch.rand(3, 1, 16, 16)
-    views = tta_views("characters")
-    assert len(views) == 5 and torch.equal(views[0](x), x)
+    views = tta_views("characters")  # the image and its one-pixel shifts
+    assert len(views) == 9 and torch.allclose(views[4](x), x, atol=1e-6)
+    assert torch.allclose(views[5](x)[..., 1:-1, 1:-1], x.roll(1, 2)[..., 1:-1, 1:-1], atol=1e-6) or \
+        torch.allclose(views[5](x)[..., 1:-1, 1:-1], x.roll(-1, 2)[..., 1:-1, 1:-1], atol=1e-6)
     assert all(torch.equal(v(x), v(x)) and v(x).shape == x.shape for v in views)
     with pytest.raises(ValueError, match="choose from characters"):
         tta_views("photo")
@@ -155,7 +157,7 @@ def test_test_time_augmentation_embeds_each_image_as_the_mean_over_its_views():
     with torch.no_grad():
         assert torch.allclose(tta.embed(x), torch.stack([proto.embed(v(x)) for v in views]).mean(0))
         sx, sy, q = torch.rand(6, 1, 8, 8), torch.arange(3).repeat(2), torch.rand(5, 1, 8, 8)
-        identity = TestTimeAugmentation(proto, views[:1])
+        identity = TestTimeAugmentation(proto, [lambda v: v])
         assert torch.equal(identity.fit(sx, sy).scores(q), proto.fit(sx, sy).scores(q))
         assert not torch.allclose(tta.fit(sx, sy).scores(q), proto.fit(sx, sy).scores(q))
 

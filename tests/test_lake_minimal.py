@@ -68,3 +68,14 @@ def test_cached_runs_are_recorded_and_a_recorded_run_is_not_run_again(lake, tmp_
     assert lake.run_one("augment", 0, args)["eval"]["20w1s within alphabet"]["acc"] == 0.8  # the record, no training
     with pytest.raises(SystemExit, match="train it first"):  # an ensemble needs the checkpoints the record lacks
         lake.ensemble_one("augment", [0], 1, SimpleNamespace(**vars(args), threads=1, tasks=2, data_dir=str(tmp_path), tta=None))
+
+
+def test_the_views_page_marks_the_preset_and_states_the_budget():
+    views = load_benchmark("lake_tta_views")
+    assert views.PRESET in views.CANDIDATES and "none" in views.CANDIDATES
+    rec = {"run": "/x/wide-s2", "val_tasks": 500, "tasks": 1000, "cpu_s": 771.0, "threads": 1, "date": "2026-12-04 08:49 UTC",
+           "load": [[2.3, 0, 0], [2.0, 0, 0]], "rows": [{"views": "none", "validation": [19.62, 1.1], "test": [16.07, 0.62]},
+                                                       {"views": views.PRESET, "validation": [17.39, 1.06], "test": [14.06, 0.58]}]}
+    text = views.report(rec)
+    assert f"| {views.PRESET} (the preset) | 17.39 ± 1.06 | 14.06 ± 0.58 |" in text and "| none | 19.62 ± 1.10 | 16.07 ± 0.62 |" in text
+    assert "771 CPU-s in all, 1 thread(s), load 2.3 → 2.0" in text

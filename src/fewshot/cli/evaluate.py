@@ -101,7 +101,7 @@ def run_evaluation(method, episodes, device, trained_size: int | None, size: int
 @click.option("--checkpoint", default="best", show_default=True, help="best | last")
 @click.option("--tta", type=click.Choice(["characters"]), default=None,
               help="test-time augmentation of a trained RUN_DIR: embed every support and query image as the mean over fixed "
-                   "views (characters: the image, rotated ± 8 degrees, scaled 0.9 and 1.1; 5x the embedding cost)")
+                   "views (characters: the image and its eight one-pixel shifts; 9x the embedding cost)")
 @click.option("--confusion", is_flag=True, help="include the per-class confusion matrix (JSON)")
 @click.option("--plot-episode", type=click.Path(dir_okay=False), default=None, help="save the first task as an episode grid PNG")
 @click.option("--invert/--no-invert", default=None, help="folder datasets: invert the images (default: as the run's training data); --lake-runs: "
