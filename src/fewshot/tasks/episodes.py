@@ -223,7 +223,7 @@ def augment_episode(episode: Episode, augmenter: "Augmenter", generator: torch.G
     if per == "image":
         qx = augmenter(episode.query_x, generator) if aug_q else episode.query_x
         return dataclasses.replace(episode, support_x=augmenter(episode.support_x, generator), query_x=qx)
-    sx, qx = episode.support_x.clone(), episode.query_x.clone()
+    sx, qx = episode.support_x.clone(), episode.query_x.clone() if aug_q else episode.query_x
     for c in range(episode.way):
         s_at = torch.nonzero(episode.support_y == c).flatten()
         q_at = torch.nonzero(episode.query_y == c).flatten() if aug_q else s_at[:0]
@@ -231,7 +231,9 @@ def augment_episode(episode: Episode, augmenter: "Augmenter", generator: torch.G
         n, ch = items.shape[:2]
         # the class's images as the channels of one image: one draw of every transform for all of them
         out = augmenter(items.reshape(1, n * ch, *items.shape[2:]), generator).reshape(items.shape)
-        sx[s_at], qx[q_at] = out[: len(s_at)], out[len(s_at):]
+        sx[s_at] = out[: len(s_at)]
+        if aug_q:
+            qx[q_at] = out[len(s_at):]
     return dataclasses.replace(episode, support_x=sx, query_x=qx)
 
 
