@@ -44,7 +44,7 @@ class TestTimeAugmentation(FewShotMethod):
     embeddings over fixed ``views`` (e.g. :func:`fewshot.data.augment.tta_views`), ``[B, ...] -> [B, D]``.
 
     Deterministic (the views are fixed maps). Only for methods that see items through their
-    embeddings (``embedding_only``: protonet, matching without FCE, an ensemble of such runs, ...);
+    embeddings (``embedding_only``: protonet, matching (FCE too: it works on the embeddings), an ensemble of such runs, ...);
     an evaluation over a task set still embeds each distinct item once, at ``len(views)`` times the cost.
     """
 
@@ -56,7 +56,7 @@ class TestTimeAugmentation(FewShotMethod):
         if not method.embedding_only:
             raise ValueError(f"test-time augmentation averages embeddings, and {getattr(method, 'name', type(method).__name__)} "
                              "does not see its items only through them (it adapts on the images): use it with protonet, "
-                             "matching without FCE, simpleshot, ..., or enlarge the support set with AugmentedSupport instead")
+                             "matching, simpleshot, ..., or enlarge the support set with AugmentedSupport instead")
         if not views:
             raise ValueError("test-time augmentation needs at least one view")
         self.method, self.views = method, list(views)
