@@ -213,16 +213,17 @@ def report(records: Path) -> str:
     for c, errs in by.items():
         lines.append(f"| {c} | {len(errs)} | {np.mean(errs):.2f} | {min(errs):.2f} | {max(errs):.2f} |")
     ens = [json.loads(p.read_text()) for p in sorted(records.glob("ensemble-*.json"))]
+    ens.sort(key=lambda r: settings.index(r.get("setting", "minimal")))  # stable: by file name within a setting
     if ens:
         lines += ["", "## Ensembles of seeds and support augmentation (`--ensemble`)", "",
                   "Same 20w1s within-alphabet tasks; each model's log-softmax scores summed. Support copies: the support "
                   "image plus copies - 1 augmented ones (characters preset: affine + elastic). Test-time views: every "
                   "support and query image embedded as the mean over the preset's fixed views (`--tta`).", "",
-                  "| config | seeds | support copies | test-time views | each seed: error % | ensemble: error % | eval CPU s | threads | load |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| setting | config | seeds | support copies | test-time views | each seed: error % | ensemble: error % | eval CPU s | threads | load |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in ens:
             each = ", ".join(f"{e:.2f}" for e in r["single_error"])
-            lines.append(f"| {r['config']} | {','.join(map(str, r['seeds']))} | {r['copies']} | {r.get('tta') or '-'} | {each} | "
+            lines.append(f"| {r.get('setting', 'minimal')} | {r['config']} | {','.join(map(str, r['seeds']))} | {r['copies']} | {r.get('tta') or '-'} | {each} | "
                          f"{r['ensemble_error']:.2f} ± {r['ensemble_ci95']:.2f} | {r['cpu_s']:.0f} | {r['threads']} | "
                          f"{r['load'][0][0]:.1f} → {r['load'][1][0]:.1f} |")
     notes = RESULTS / "lake_minimal_notes.md"
