@@ -100,11 +100,18 @@ def page_paths(budget_min: float) -> tuple[Path, Path, Path]:
 
 
 def _data(data_dir: str | None):
+    """The training set (the background set without the held-out alphabets, x4 rotations) and :func:`_test_data`."""
     from fewshot.data import load_omniglot, with_rotations
 
     train = with_rotations(load_omniglot("background", data_dir, exclude_alphabets=["heldout"]))
-    test = load_omniglot("background", data_dir, alphabets=["heldout"])
-    return train, test
+    return train, _test_data(data_dir)
+
+
+def _test_data(data_dir: str | None):
+    """The six held-out background alphabets, where every evaluation task is drawn."""
+    from fewshot.data import load_omniglot
+
+    return load_omniglot("background", data_dir, alphabets=["heldout"])
 
 
 def _config(steps: int, val_every: int, seed: int, val_tasks: int = 100, max_cpu_seconds: float | None = None):

@@ -39,7 +39,7 @@ def main() -> None:
     if args.tasks_from == "train":
         data, seed, total = load_omniglot("background", data_dir, exclude_alphabets=["heldout"]), 1, args.tasks
     else:
-        data, seed, total = reproduce._data(data_dir)[1], 0, 1000  # reproduce.py's tasks, the first --tasks
+        data, seed, total = reproduce._test_data(data_dir), 0, 1000  # reproduce.py's tasks, the first --tasks
     print(f"{args.run}: {args.tasks} tasks per setting from the {args.tasks_from} alphabets, "
           f"{torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}", flush=True)
     for setting in args.settings.split(","):
