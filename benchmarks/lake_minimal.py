@@ -184,12 +184,17 @@ def record_runs(out: Path) -> None:
             record.write_text(path.read_text())
 
 
+def setting_of(record: dict) -> str:
+    """The training setting of a run or ensemble record (those from before ``--setting`` are minimal)."""
+    return record.get("setting", "minimal")
+
+
 def report(records: Path) -> str:
     """The table of the runs recorded in ``records`` (``<run>.json`` and ``ensemble-*.json``), then the notes."""
     recs = [json.loads(p.read_text()) for p in sorted(records.glob("*.json")) if not p.name.startswith("ensemble-")]
     order = {c: i for i, c in enumerate(CONFIGS)}
     settings = list(SETTINGS)
-    recs.sort(key=lambda r: (settings.index(r.get("setting", "minimal")), order.get(r["config"], 99), r["seed"]))
+    recs.sort(key=lambda r: (settings.index(setting_of(r)), order.get(r["config"], 99), r["seed"]))
     lines = ["# Lake's minimal setting, development analogue (issue #13)", "",
              "ProtoNet trained with `fewshot train` in Lake's minimal setting (`background_small1` only: 5 alphabets, "
              "136 characters) or the original one (the background set minus the held-out alphabets: 24 alphabets, 741 "
@@ -202,18 +207,18 @@ def report(records: Path) -> str:
     for r in recs:
         e = r["eval"]
         w = e["20w1s within alphabet"]
-        lines.append(f"| {r.get('setting', 'minimal')} | {r['config']} | {r['seed']} | `{' '.join(CONFIGS.get(r['config'], [])) or '-'}` | {r['train_cpu_s']:.0f} | "
+        lines.append(f"| {setting_of(r)} | {r['config']} | {r['seed']} | `{' '.join(CONFIGS.get(r['config'], [])) or '-'}` | {r['train_cpu_s']:.0f} | "
                      f"{r['threads']} | {r['load'][0][0]:.1f} → {r['load'][1][0]:.1f} | {100 - w['acc'] * 100:.2f} ± {w['ci95'] * 100:.2f} | "
                      f"{e['20w1s']['acc'] * 100:.2f} | {e['5w1s']['acc'] * 100:.2f} |")
     by: dict[str, list[float]] = {}
     for r in recs:
-        by.setdefault(f"{r.get('setting', 'minimal')}: {r['config']}", []).append(100 - r["eval"]["20w1s within alphabet"]["acc"] * 100)
+        by.setdefault(f"{setting_of(r)}: {r['config']}", []).append(100 - r["eval"]["20w1s within alphabet"]["acc"] * 100)
     lines += ["", "Mean over seeds (20w1s within one alphabet, error %):", "",
               "| config | seeds | mean error % | min | max |", "|---|---|---|---|---|"]
     for c, errs in by.items():
         lines.append(f"| {c} | {len(errs)} | {np.mean(errs):.2f} | {min(errs):.2f} | {max(errs):.2f} |")
     ens = [json.loads(p.read_text()) for p in sorted(records.glob("ensemble-*.json"))]
-    ens.sort(key=lambda r: settings.index(r.get("setting", "minimal")))  # stable: by file name within a setting
+    ens.sort(key=lambda r: settings.index(setting_of(r)))  # stable: by file name within a setting
     if ens:
         lines += ["", "## Ensembles of seeds and support augmentation (`--ensemble`)", "",
                   "Same 20w1s within-alphabet tasks; each model's log-softmax scores summed. Support copies: the support "
@@ -223,7 +228,7 @@ def report(records: Path) -> str:
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for r in ens:
             each = ", ".join(f"{e:.2f}" for e in r["single_error"])
-            lines.append(f"| {r.get('setting', 'minimal')} | {r['config']} | {','.join(map(str, r['seeds']))} | {r['copies']} | {r.get('tta') or '-'} | {each} | "
+            lines.append(f"| {setting_of(r)} | {r['config']} | {','.join(map(str, r['seeds']))} | {r['copies']} | {r.get('tta') or '-'} | {each} | "
                          f"{r['ensemble_error']:.2f} ± {r['ensemble_ci95']:.2f} | {r['cpu_s']:.0f} | {r['threads']} | "
                          f"{r['load'][0][0]:.1f} → {r['load'][1][0]:.1f} |")
     notes = RESULTS / "lake_minimal_notes.md"

@@ -42,6 +42,11 @@ def test_the_table_is_built_from_the_records_reconstructed_ones_included(lake, t
         {"config": "augment", "seeds": [0], "copies": 1, "tta": "characters", "cpu_s": 99.0, "threads": 1,
          "load": [[1.0, None, None], [1.2, None, None]], "single_error": [14.0], "ensemble_error": 14.0, "ensemble_ci95": 0.56,
          "setting": "minimal"}))
+    for name, setting in (("ensemble-original-augment-0-copies1.json", "original"), ("ensemble-within-0-copies1.json", "minimal")):
+        (records / name).write_text(json.dumps(  # by file name, the minimal one would come after the original one
+            {"config": name.split("-")[-3], "seeds": [0], "copies": 1, "cpu_s": 5.0, "threads": 2,
+             "load": [[1.0, None, None], [1.1, None, None]], "single_error": [15.0], "ensemble_error": 15.0,
+             "ensemble_ci95": 0.6, "setting": setting}))
     text = lake.report(records)
     rows = [line for line in text.splitlines() if "`" in line and line.startswith(("| minimal", "| original"))]  # runs, not ensembles
     assert rows == [  # setting, then CONFIGS order, then seed
@@ -51,6 +56,9 @@ def test_the_table_is_built_from_the_records_reconstructed_ones_included(lake, t
     assert "| minimal: augment | 1 | 20.00 | 20.00 | 20.00 |" in text
     assert "| minimal | augment | 0,1 | 1 | - | 20.63, 20.00 | 16.98 ± 0.63 | 12 | 2 | 4.1 → 5.4 |" in text  # before --tta
     assert "| minimal | augment | 0 | 1 | characters | 14.00 | 14.00 ± 0.56 | 99 | 1 | 1.0 → 1.2 |" in text
+    ensembles = [line for line in text.split("## Ensembles")[1].splitlines() if line.startswith(("| minimal |", "| original |"))]
+    assert [line.split(" | ")[:2] for line in ensembles] == [  # by setting, then file name
+        ["| minimal", "augment"], ["| minimal", "augment"], ["| minimal", "within"], ["| original", "augment"]]
 
 
 def test_cached_runs_are_recorded_and_a_recorded_run_is_not_run_again(lake, tmp_path, monkeypatch):
