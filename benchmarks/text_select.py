@@ -45,6 +45,7 @@ VARIANTS = {
     "rounds3": ("logreg", {**BASE, "self_train_rounds": 3}),
     "center+rounds3": ("logreg", {**BASE, "center": True, "self_train_rounds": 3}),
     "share1.0": ("logreg", {**BASE, "self_train": 1.0}),  # pseudo-label up to U / way items per class, not 0.75 of that
+    "share1.0+C100": ("logreg", {**BASE, "self_train": 1.0, "C": 100.0}),
     # pseudo-labels by label propagation over the support + pool's 10-NN graph (Iscen et al. 2019), or its mean with the head's
     "propagation": ("logreg", {**BASE, "self_train_by": "propagation"}),
     "both": ("logreg", {**BASE, "self_train_by": "both"}),
