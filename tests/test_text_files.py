@@ -110,8 +110,14 @@ def test_cli_predict_on_a_file_gives_json(tmp_path):
     r = CliRunner().invoke(main, ["text", "predict", "--support", str(tmp_path / "s.csv"), "--input", str(tmp_path / "q.txt"),
                                   "--encoder", "hashing", "--method", "prototype", "--top", "2", "--json"])
     assert r.exit_code == 0, r.output
-    preds = json.loads(r.output)["predictions"]
+    preds = json.loads(r.stdout)["predictions"]
     assert [p["prediction"] for p in preds] == ["intent4", "intent0"]
+    assert "skipped 1 blank line(s) (line 2)" in r.stderr  # said, not silently dropped
+    (tmp_path / "q.csv").write_text("text\nkw4x1 kw4x2 the\n\"\"\n")
+    r = CliRunner().invoke(main, ["text", "predict", "--support", str(tmp_path / "s.csv"), "--input", str(tmp_path / "q.csv"),
+                                  "--encoder", "hashing", "--method", "prototype", "--json"])
+    assert [p["prediction"] for p in json.loads(r.stdout)["predictions"]] == ["intent4"]
+    assert "skipped 1 blank row(s) (row 2)" in r.stderr
     assert len(preds[0]["top"]) == 2 and preds[0]["top"][0]["label"] == "intent4"
     r = CliRunner().invoke(main, ["text", "predict", "--support", str(tmp_path / "s.csv"), "--encoder", "hashing"])
     assert r.exit_code != 0 and "--input" in r.output

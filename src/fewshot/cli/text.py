@@ -158,7 +158,8 @@ def eval_cmd(dataset, train, test, val, oos_label, data_dir, shot, method, param
 
 def _read_queries(queries: tuple[str, ...], path: str | None, text_col: str | None,
                   what: str = "nothing to classify: give --query TEXT (repeatable) or --input FILE") -> list[str]:
-    """``--query`` texts, then those of ``--input``: a CSV/JSONL (its text column) or plain text, one a line."""
+    """``--query`` texts, then those of ``--input``: a CSV/JSONL (its text column) or plain text, one a line.
+    Blank entries are skipped with a note on stderr naming them (a blank line is not a query)."""
     out = list(queries)
     if path:
         from pathlib import Path
@@ -173,10 +174,17 @@ def _read_queries(queries: tuple[str, ...], path: str | None, text_col: str | No
                 rows = list(csv.DictReader(f)) if suffix == ".csv" else [json.loads(line) for line in f if line.strip()]
             if rows and col not in rows[0]:
                 raise click.ClickException(f"{path}: no text column {col!r}; columns are {list(rows[0])} (choose with --text-col)")
-            out += [str(r[col]) for r in rows]
+            texts = ["" if r[col] is None else str(r[col]) for r in rows]
+            row = "row" if suffix == ".csv" else "record"
         else:
             with open(path, encoding="utf-8") as f:
-                out += [line.rstrip("\r\n") for line in f if line.strip()]
+                texts = [line.rstrip("\r\n") for line in f]
+            row = "line"
+        blank = [i + 1 for i, t in enumerate(texts) if not t.strip()]
+        if blank:
+            shown = ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else "")
+            click.echo(f"note: {path}: skipped {len(blank)} blank {row}(s) ({row} {shown}): nothing to classify", err=True)
+        out += [t for t in texts if t.strip()]
     if not out:
         raise click.UsageError(what)
     return out
