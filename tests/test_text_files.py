@@ -297,3 +297,36 @@ def test_center_subtracts_the_mean_of_everything_seen_at_fit():
     # Without a pool the support's own mean is used.
     alone = TextClassifier(enc, "prototype", center=True).fit(one.texts, labels)
     assert torch.allclose(alone.mean_, F.normalize(enc.encode(one.texts), dim=1).mean(0), atol=1e-6)
+
+
+def test_knn_vote_mixes_a_neighbour_vote_over_support_and_pseudo_labels_into_the_head(tmp_path):
+    """knn_vote=w: probabilities are (1 - w) x the head's + w x the similarity-weighted vote of the
+    knn_k nearest labelled embeddings: the support, plus the pseudo-labelled pool after self-training."""
+    from fewshot.text import HashingEncoder, TextClassifier
+    from fewshot.text.heads import KNN_VOTE_SCALE, KNNHead
+
+    ds = make_intents(per_class=10)
+    one = ds.k_shot(2, seed=0)
+    labels = [ds.class_names[c] for c in one.y.tolist()]
+    enc = HashingEncoder()
+    queries = ds.texts[:7]
+    plain = TextClassifier(enc, "logreg", self_train=0.5).fit(one.texts, labels, unlabelled=ds.texts)
+    mixed = TextClassifier(enc, "logreg", self_train=0.5, knn_vote=0.3, knn_k=4).fit(one.texts, labels, unlabelled=ds.texts)
+    assert plain.vote_ is None
+    keep, _ = mixed.pseudo_
+    assert len(mixed.vote_.support) == len(one) + len(keep)  # the bank: support + pseudo-labelled items
+    bank = torch.cat([enc.encode(one.texts), enc.encode(ds.texts)[keep]])
+    bank_y = torch.cat([torch.tensor([mixed.classes_.index(lab) for lab in labels]), mixed.pseudo_[1]])
+    vote = KNNHead(k=4, scale=KNN_VOTE_SCALE).fit(bank, bank_y).predict_proba(enc.encode(queries))
+    expected = 0.7 * plain.predict_proba(queries) + 0.3 * vote
+    assert torch.allclose(mixed.predict_proba(queries), expected, atol=1e-5)
+    assert torch.allclose(mixed.confidences(queries)[0], expected, atol=1e-5)
+    assert torch.allclose(mixed.predict_proba(queries).sum(1), torch.ones(7), atol=1e-5)
+    # Without a pool the bank is the support; with knn_vote=1 and k=1 a support text gets its own label.
+    only = TextClassifier(enc, "logreg", knn_vote=1.0, knn_k=1).fit(one.texts, labels)
+    assert only.predict(one.texts) == labels
+    with pytest.raises(ValueError, match="knn_vote must lie in"):
+        TextClassifier(enc, "logreg", knn_vote=1.5)
+    r = CliRunner().invoke(main, ["text", "predict", "--support", write(tmp_path / "s.csv", one, "csv"), "--query", "x",
+                                  "--encoder", "hashing", "-p", "knn_k=0"])
+    assert r.exit_code != 0 and "knn_k" in r.output and "Traceback" not in r.output

@@ -22,6 +22,11 @@ from ..nn.propagation import label_propagation
 from ..methods.base import FewShotMethod, check_support, inference_context
 
 
+#: ``TextClassifier(knn_vote=)``'s vote weights ``exp(20 * cosine)``, i.e. a softmax at temperature 0.05
+#: over the k nearest (chosen with k = 10 on validation data, docs/text.md)
+KNN_VOTE_SCALE = 20.0
+
+
 class KNNHead(FewShotMethod):
     """k-nearest neighbours by cosine similarity, votes weighted by ``exp(scale * similarity)``.
 
@@ -141,13 +146,20 @@ class TextClassifier:
     detection, Sun et al. 2022, in front of the prototypes: a query far from every in-scope
     utterance is out of scope even when it lies near one prototype).
 
+    ``knn_vote`` > 0 mixes a k-nearest-neighbour vote into the head's probabilities:
+    ``(1 - knn_vote) * head + knn_vote * vote``, the vote being the similarity-weighted labels of
+    the query's ``knn_k`` nearest labelled embeddings (support, and after self-training the
+    pseudo-labelled pool; weights ``exp(20 * cosine)``, Khandelwal et al. 2020's kNN-LM
+    interpolation). A local correction of the linear head where a dense pool knows the region.
+
     >>> clf = TextClassifier(encoder, "logreg").fit(["hi", "bye"], ["greet", "leave"])
     >>> clf.predict(["hello"], threshold=0.5)   # a label, or None (unknown) below the threshold
     """
 
     def __init__(self, encoder, head: FewShotMethod | str = "prototype", label_names: bool = False, augment: int = 0,
                  augment_seed: int = 0, self_train: float = 0.0, self_train_rounds: int = 2, center: bool = False,
-                 neighbours: int = 5, self_train_by: str = "head", **head_params):
+                 neighbours: int = 5, self_train_by: str = "head", knn_vote: float = 0.0, knn_k: int = 10,
+                 **head_params):
         if augment < 0:
             raise ValueError(f"augment must be >= 0 (augmented copies per support text), got {augment}")
         if not 0.0 <= self_train <= 1.0 or self_train_rounds < 1:
@@ -157,11 +169,17 @@ class TextClassifier:
             raise ValueError(f"self_train_by must be one of {SELF_TRAIN_BY}, got {self_train_by!r}")
         if neighbours < 1:
             raise ValueError(f"neighbours must be >= 1 (the k of the k-th nearest seen text), got {neighbours}")
+        if not 0.0 <= knn_vote <= 1.0 or knn_k < 1:
+            raise ValueError(f"knn_vote must lie in [0, 1] (the vote's share of the probabilities) and knn_k >= 1, "
+                             f"got {knn_vote}, {knn_k}")
         self.encoder = encoder
         self.head = build_head(head, **head_params) if isinstance(head, str) else head
         self.label_names, self.augment, self.augment_seed = label_names, augment, augment_seed
         self.self_train, self.self_train_rounds, self.center = self_train, self_train_rounds, center
         self.neighbours, self.self_train_by = neighbours, self_train_by
+        self.knn_vote, self.knn_k = knn_vote, knn_k
+        #: with ``knn_vote``: the k-NN head over the labelled embeddings (support + pseudo-labelled items)
+        self.vote_: KNNHead | None = None
         self.classes_: list[str] = []
         self.prototypes_: torch.Tensor | None = None
         #: the L2-normalised embeddings of every text seen by fit (support + unlabelled) ``[N, D]``
@@ -217,17 +235,19 @@ class TextClassifier:
         with inference_context(self.head):
             self.head.eval().fit(x, y)
             if u is not None and self.self_train > 0:
-                self._self_train(x, y, u)
+                x, y = self._self_train(x, y, u)
+        self.vote_ = KNNHead(k=self.knn_k, scale=KNN_VOTE_SCALE).fit(x, y) if self.knn_vote > 0 else None
         return self
 
-    def _self_train(self, x: torch.Tensor, y: torch.Tensor, u: torch.Tensor) -> None:
+    def _self_train(self, x: torch.Tensor, y: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Self-training (pseudo-labelling, Yarowsky 1995; Lee 2013) on unlabelled embeddings ``u [U, D]``:
         each round labels the pool with the current head, keeps each predicted class's
         ``self_train * U / way`` most confident items, and refits the head on support + those.
         ``self_train_by`` says whose probabilities label the pool: the current head's, label
         propagation's over the k-NN graph of support + pool (:func:`~fewshot.nn.propagation.label_propagation`,
         which does not depend on the head: one round), or their mean.
-        The class prototypes (similarity rejection) become the means of support + the last round's items."""
+        The class prototypes (similarity rejection) become the means of support + the last round's items,
+        which are returned: ``x_all [S + P, D]``, ``y_all [S + P]``."""
         way = len(self.classes_)
         per_class = max(1, int(round(self.self_train * len(u) / way)))
         spread = None
@@ -250,6 +270,17 @@ class TextClassifier:
             self.head.fit(x_all, y_all)
         self.pseudo_ = (keep, pseudo[keep])
         self.prototypes_ = F.normalize(class_means(F.normalize(x_all, dim=1), y_all, way), dim=1)
+        return x_all, y_all
+
+    def _proba(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's class probabilities ``[Q, way]`` for embeddings ``x``, mixed with the k-NN vote."""
+        with inference_context(self.head):
+            proba = self.head.predict_proba(x)
+        if self.vote_ is None:
+            return proba
+        # in chunks: [chunk, bank] similarities stay small however large the pseudo-labelled pool
+        vote = torch.cat([self.vote_.predict_proba(c) for c in x.split(1024)]) if len(x) else proba
+        return (1 - self.knn_vote) * proba + self.knn_vote * vote.to(proba.dtype)
 
     def confidences(self, texts: Sequence[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Class probabilities ``[Q, way]`` (order of ``classes_``) and, per rule of
@@ -257,8 +288,7 @@ class TextClassifier:
         if self.prototypes_ is None:
             raise RuntimeError("call fit(texts, labels) before predicting")
         x = self.embed(texts)
-        with inference_context(self.head):
-            proba = self.head.predict_proba(x)
+        proba = self._proba(x)
         q = F.normalize(x.float(), dim=1)
         sim = (q @ self.prototypes_.T).max(1).values
         k = min(self.neighbours, len(self.seen_))
@@ -268,9 +298,7 @@ class TextClassifier:
 
     def predict_proba(self, texts: Sequence[str]) -> torch.Tensor:
         """Class probabilities ``[Q, way]`` in the order of ``classes_``."""
-        x = self.embed(texts)
-        with inference_context(self.head):
-            return self.head.predict_proba(x)
+        return self._proba(self.embed(texts))
 
     def reject_rule(self, reject_by: str = "auto") -> str:
         """The rule ``reject_by`` names; ``"auto"``: the best measured for how the classifier was fitted
