@@ -35,7 +35,8 @@ from fewshot.text import evaluate_kshot, load_encoder, load_text_dataset  # noqa
 from fewshot.text.partial import warm_states  # noqa: E402
 from fewshot.text.setfit import PRESETS, build_text_classifier  # noqa: E402
 
-BASE = PRESETS["self_training"][1]  # the CLI default, the variants build on
+# the CLI default before its k-NN vote (Dec 2026), which the variants build on (knn0.3 is the default now)
+BASE = {key: value for key, value in PRESETS["self_training"][1].items() if key != "knn_vote"}
 #: variant name -> (head, params)
 VARIANTS = {
     "self_training": ("logreg", BASE),
@@ -46,6 +47,10 @@ VARIANTS = {
     "center+rounds3": ("logreg", {**BASE, "center": True, "self_train_rounds": 3}),
     "share1.0": ("logreg", {**BASE, "self_train": 1.0}),  # pseudo-label up to U / way items per class, not 0.75 of that
     "share1.0+C100": ("logreg", {**BASE, "self_train": 1.0, "C": 100.0}),
+    # the head's probabilities mixed with a k-NN vote over support + pseudo-labelled pool (kNN-LM interpolation)
+    "knn0.3": ("logreg", {**BASE, "knn_vote": 0.3}),
+    "share1.0+knn0.15": ("logreg", {**BASE, "self_train": 1.0, "knn_vote": 0.15}),
+    "share1.0+knn0.3": ("logreg", {**BASE, "self_train": 1.0, "knn_vote": 0.3}),
     # pseudo-labels by label propagation over the support + pool's 10-NN graph (Iscen et al. 2019), or its mean with the head's
     "propagation": ("logreg", {**BASE, "self_train_by": "propagation"}),
     "both": ("logreg", {**BASE, "self_train_by": "both"}),

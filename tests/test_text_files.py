@@ -266,13 +266,14 @@ def test_cli_default_method_self_trains_on_the_rest_of_the_training_file(tmp_pat
     assert out["method"] == "self_training" and out["accuracy"] > 0.8
 
 
-def test_self_training_preset_is_logreg_c30_with_label_names_and_overridable():
+def test_self_training_preset_is_logreg_c30_with_label_names_and_a_knn_vote_and_overridable():
     from fewshot.text import HashingEncoder
     from fewshot.text.setfit import build_text_classifier
 
     clf = build_text_classifier(HashingEncoder(), "self_training")
-    assert (clf.head.C, clf.label_names, clf.self_train) == (30.0, True, 0.75)
-    assert build_text_classifier(HashingEncoder(), "self_training", C="5", self_train="0.5").head.C == 5.0
+    assert (clf.head.C, clf.label_names, clf.self_train, clf.knn_vote, clf.knn_k) == (30.0, True, 0.75, 0.3, 10)
+    over = build_text_classifier(HashingEncoder(), "self_training", C="5", self_train="0.5", knn_vote="0")
+    assert (over.head.C, over.self_train, over.knn_vote) == (5.0, 0.5, 0.0)
 
 
 def test_center_subtracts_the_mean_of_everything_seen_at_fit():

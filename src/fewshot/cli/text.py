@@ -8,10 +8,11 @@ from . import main
 from .common import Fraction, check_device, echo_json, parse_params
 
 METHOD_HELP = ("self_training (logreg C=30 + class names as examples + pseudo-labelled unlabelled texts: eval uses the rest of "
-               "--train, predict the --unlabelled file) | prototype | knn | logreg | setfit, or any registered method that "
+               "--train, predict the --unlabelled file; + a 0.3 share of a 10-NN vote) | prototype | knn | logreg | setfit, or any registered method that "
                "works on embeddings; with any of them "
                "-p label_names=true (class names as examples), -p self_train=0.75 (pseudo-label the unlabelled texts), "
-               "-p augment=2 (EDA copies), -p center=true (subtract the mean embedding)")
+               "-p augment=2 (EDA copies), -p center=true (subtract the mean embedding), "
+               "-p knn_vote=0.3 (mix a k-NN vote into the probabilities)")
 DEFAULT_METHOD = "self_training"
 #: fewshot.text.heads.REJECT_BY, spelled out because the CLI imports torch only when a command runs
 REJECT_BY = ("probability", "similarity", "neighbours")
