@@ -51,6 +51,8 @@ VARIANTS = {
     "knn0.3": ("logreg", {**BASE, "knn_vote": 0.3}),
     "share1.0+knn0.15": ("logreg", {**BASE, "self_train": 1.0, "knn_vote": 0.15}),
     "share1.0+knn0.3": ("logreg", {**BASE, "self_train": 1.0, "knn_vote": 0.3}),
+    "share1.0+knn0.3+k5": ("logreg", {**BASE, "self_train": 1.0, "knn_vote": 0.3, "knn_k": 5}),
+    "share1.0+knn0.3+k20": ("logreg", {**BASE, "self_train": 1.0, "knn_vote": 0.3, "knn_k": 20}),
     # pseudo-labels by label propagation over the support + pool's 10-NN graph (Iscen et al. 2019), or its mean with the head's
     "propagation": ("logreg", {**BASE, "self_train_by": "propagation"}),
     "both": ("logreg", {**BASE, "self_train_by": "both"}),
