@@ -179,6 +179,12 @@ def test_knn_votes_and_probabilities():
     assert torch.allclose(p, torch.full((2, 2), 0.5))
     with pytest.raises(ValueError, match="k must be"):
         KNNHead(k=0)
+    # scored in chunks of queries: each row is what scoring that query alone gives
+    g = torch.Generator().manual_seed(0)
+    bank, bank_y, many = torch.randn(300, 8, generator=g), torch.randint(0, 3, (300,), generator=g), torch.randn(2100, 8, generator=g)
+    head = KNNHead(k=5, scale=20.0).fit(bank, bank_y)
+    rows = head.scores(many)
+    assert rows.shape == (2100, 3) and all(torch.allclose(rows[i], head.scores(many[i:i + 1])[0]) for i in (0, 1023, 1024, 2099))
 
 
 def test_logistic_head_probabilities_and_errors():

@@ -50,7 +50,13 @@ class KNNHead(FewShotMethod):
     def scores(self, query_x: torch.Tensor) -> torch.Tensor:
         if self.support is None:
             raise RuntimeError("call fit(support_x, support_y) before scoring queries")
-        sim = pairwise_logits(self.embed(query_x), self.support, "cosine")  # [Q, N]
+        q = self.embed(query_x)
+        # in chunks of queries: the [chunk, N] similarities stay small however large the support
+        # (after self-training it holds the pseudo-labelled pool, ~10^4 items)
+        return torch.cat([self._log_votes(c) for c in q.split(1024)]) if len(q) else q.new_zeros(0, self.task_way)
+
+    def _log_votes(self, q: torch.Tensor) -> torch.Tensor:
+        sim = pairwise_logits(q, self.support, "cosine")  # [Q, N]
         k = min(self.k, sim.shape[1])
         top, idx = sim.topk(k, dim=1)
         w = (self.scale * (top - top[:, :1])).exp()  # relative to the nearest: no overflow
@@ -278,9 +284,7 @@ class TextClassifier:
             proba = self.head.predict_proba(x)
         if self.vote_ is None:
             return proba
-        # in chunks: [chunk, bank] similarities stay small however large the pseudo-labelled pool
-        vote = torch.cat([self.vote_.predict_proba(c) for c in x.split(1024)]) if len(x) else proba
-        return (1 - self.knn_vote) * proba + self.knn_vote * vote.to(proba.dtype)
+        return (1 - self.knn_vote) * proba + self.knn_vote * self.vote_.predict_proba(x).to(proba.dtype)
 
     def confidences(self, texts: Sequence[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Class probabilities ``[Q, way]`` (order of ``classes_``) and, per rule of
