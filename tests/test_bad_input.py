@@ -127,7 +127,7 @@ def T(root):
         "val-tasks -1": (train + ["--val-tasks", "-1"], "--val-tasks"),
         "resume: nothing to resume": (train + ["--resume"], "nothing to resume"),
         "override without resume": (train + ["--override"], "--override only applies with --resume"),
-        "augment-per class without --augment": (train + ["--augment-per", "class"], "--augment-per class needs"),
+        "augment-per class without --augment": (train + ["--augment-per", "class"], r"\(--augment-per class\) needs an augmentation preset"),
         "augment-per class, mini-batch method": (train[:1] + ["--method", "baseline"] + train[1:]
                                                  + ["--augment", "characters", "--augment-per", "class"], "mini-batch"),
         "threshold 5 (probability)": (pr + ["--reject-by", "probability", "--threshold", "5"], "--threshold"),

@@ -97,16 +97,17 @@ def train_cmd(method, dataset, split, data_dir, image_size, alphabets, exclude_a
         raise click.UsageError("--trainable-blocks applies to the pretrained backbones (efficientnet_lite0/1/2)")
     if schedule != "plateau" and (plateau_factor is not None or plateau_patience is not None):
         raise click.UsageError("--plateau-factor/--plateau-patience apply to --schedule plateau")
-    if augment_per == "class" and augment is None:
-        raise click.UsageError("--augment-per class needs an augmentation preset: add --augment characters (or photos)")
+    try:  # the configuration's own checks, before any data is read
+        cfg = TrainConfig(steps=episodes, way=way, shot=shot, query=query, within="group" if within else None,
+                          tasks_per_step=tasks_per_step, batch_size=batch_size, augment=augment, augment_per=augment_per, optimizer=optimizer,
+                          lr=lr, schedule=schedule, grad_clip=grad_clip, precision=precision, val_every=val_every, val_tasks=val_tasks,
+                          seed=seed, device=device, progress=not quiet, checkpoint_every=checkpoint_every,
+                          **{k: v for k, v in {"plateau_factor": plateau_factor, "plateau_patience": plateau_patience}.items()
+                             if v is not None})
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     data = load_dataset_arg(dataset, split, data_dir, image_size, alphabets, exclude_alphabets, skip_bad=skip_bad)
     spec = _with_conv4_options(method, spec, data.item_shape, dropout=dropout, hidden=width)
-    cfg = TrainConfig(steps=episodes, way=way, shot=shot, query=query, within="group" if within else None,
-                      tasks_per_step=tasks_per_step, batch_size=batch_size, augment=augment, augment_per=augment_per, optimizer=optimizer,
-                      lr=lr, schedule=schedule, grad_clip=grad_clip, precision=precision, val_every=val_every, val_tasks=val_tasks,
-                      seed=seed, device=device, progress=not quiet, checkpoint_every=checkpoint_every,
-                      **{k: v for k, v in {"plateau_factor": plateau_factor, "plateau_patience": plateau_patience}.items()
-                         if v is not None})
     info = {**data.info, "dataset": dataset, "split": split}
     try:
         val = None

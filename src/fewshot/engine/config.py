@@ -69,7 +69,8 @@ class TrainConfig:
         if self.augment_per not in ("image", "class"):
             raise ValueError(f"augment_per must be 'image' or 'class'; got {self.augment_per!r}")
         if self.augment_per == "class" and self.augment is None:
-            raise ValueError("augment_per='class' needs an augmentation preset (--augment characters or photos)")
+            raise ValueError("augment_per='class' (--augment-per class) needs an augmentation preset: "
+                             "set augment (--augment characters or photos)")
         if self.max_cpu_seconds is not None and not self.max_cpu_seconds > 0:
             raise ValueError(f"max_cpu_seconds must be > 0 (or None: no limit); got {self.max_cpu_seconds}")
 
