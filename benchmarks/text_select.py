@@ -53,6 +53,11 @@ VARIANTS = {
     "share1.0+knn0.3": ("logreg", {**BASE, "self_train": 1.0, "knn_vote": 0.3}),
     "share1.0+knn0.3+k5": ("logreg", {**BASE, "self_train": 1.0, "knn_vote": 0.3, "knn_k": 5}),
     "share1.0+knn0.3+k20": ("logreg", {**BASE, "self_train": 1.0, "knn_vote": 0.3, "knn_k": 20}),
+    # the vote's inverse temperature (default 20)
+    "knn0.3+s10": ("logreg", {**BASE, "knn_vote": 0.3, "knn_scale": 10.0}),
+    "share1.0+knn0.3+s10": ("logreg", {**BASE, "self_train": 1.0, "knn_vote": 0.3, "knn_scale": 10.0}),
+    "share1.0+knn0.3+s40": ("logreg", {**BASE, "self_train": 1.0, "knn_vote": 0.3, "knn_scale": 40.0}),
+    "center+share1.0+knn0.3": ("logreg", {**BASE, "center": True, "self_train": 1.0, "knn_vote": 0.3}),
     # pseudo-labels by label propagation over the support + pool's 10-NN graph (Iscen et al. 2019), or its mean with the head's
     "propagation": ("logreg", {**BASE, "self_train_by": "propagation"}),
     "both": ("logreg", {**BASE, "self_train_by": "both"}),

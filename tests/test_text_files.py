@@ -323,11 +323,18 @@ def test_knn_vote_mixes_a_neighbour_vote_over_support_and_pseudo_labels_into_the
     assert torch.allclose(mixed.predict_proba(queries), expected, atol=1e-5)
     assert torch.allclose(mixed.confidences(queries)[0], expected, atol=1e-5)
     assert torch.allclose(mixed.predict_proba(queries).sum(1), torch.ones(7), atol=1e-5)
+    # knn_scale is the vote's inverse temperature
+    hot = TextClassifier(enc, "logreg", self_train=0.5, knn_vote=0.3, knn_k=4, knn_scale=5.0).fit(
+        one.texts, labels, unlabelled=ds.texts)
+    flat_vote = KNNHead(k=4, scale=5.0).fit(bank, bank_y).predict_proba(enc.encode(queries))
+    assert not torch.allclose(flat_vote, vote, atol=1e-3)
+    assert torch.allclose(hot.predict_proba(queries), 0.7 * plain.predict_proba(queries) + 0.3 * flat_vote, atol=1e-5)
     # Without a pool the bank is the support; with knn_vote=1 and k=1 a support text gets its own label.
     only = TextClassifier(enc, "logreg", knn_vote=1.0, knn_k=1).fit(one.texts, labels)
     assert only.predict(one.texts) == labels
-    with pytest.raises(ValueError, match="knn_vote must lie in"):
-        TextClassifier(enc, "logreg", knn_vote=1.5)
+    for bad in ({"knn_vote": 1.5}, {"knn_scale": 0.0}):
+        with pytest.raises(ValueError, match="knn_vote must lie in"):
+            TextClassifier(enc, "logreg", **bad)
     r = CliRunner().invoke(main, ["text", "predict", "--support", write(tmp_path / "s.csv", one, "csv"), "--query", "x",
                                   "--encoder", "hashing", "-p", "knn_k=0"])
     assert r.exit_code != 0 and "knn_k" in r.output and "Traceback" not in r.output

@@ -22,8 +22,9 @@ from ..nn.propagation import label_propagation
 from ..methods.base import FewShotMethod, check_support, inference_context
 
 
-#: ``TextClassifier(knn_vote=)``'s vote weights ``exp(20 * cosine)``, i.e. a softmax at temperature 0.05
-#: over the k nearest (chosen with k = 10 on validation data, docs/text.md)
+#: ``TextClassifier(knn_vote=)``'s default ``knn_scale``: votes weighted by ``exp(20 * cosine)``, a
+#: softmax at temperature 0.05 over the k nearest (10 / 40 / 80 measured level or worse on
+#: validation data, docs/text.md)
 KNN_VOTE_SCALE = 20.0
 
 
@@ -155,7 +156,7 @@ class TextClassifier:
     ``knn_vote`` > 0 mixes a k-nearest-neighbour vote into the head's probabilities:
     ``(1 - knn_vote) * head + knn_vote * vote``, the vote being the similarity-weighted labels of
     the query's ``knn_k`` nearest labelled embeddings (support, and after self-training the
-    pseudo-labelled pool; weights ``exp(20 * cosine)``, Khandelwal et al. 2020's kNN-LM
+    pseudo-labelled pool; weights ``exp(knn_scale * cosine)``, Khandelwal et al. 2020's kNN-LM
     interpolation). A local correction of the linear head where a dense pool knows the region.
 
     >>> clf = TextClassifier(encoder, "logreg").fit(["hi", "bye"], ["greet", "leave"])
@@ -165,7 +166,7 @@ class TextClassifier:
     def __init__(self, encoder, head: FewShotMethod | str = "prototype", label_names: bool = False, augment: int = 0,
                  augment_seed: int = 0, self_train: float = 0.0, self_train_rounds: int = 2, center: bool = False,
                  neighbours: int = 5, self_train_by: str = "head", knn_vote: float = 0.0, knn_k: int = 10,
-                 **head_params):
+                 knn_scale: float = KNN_VOTE_SCALE, **head_params):
         if augment < 0:
             raise ValueError(f"augment must be >= 0 (augmented copies per support text), got {augment}")
         if not 0.0 <= self_train <= 1.0 or self_train_rounds < 1:
@@ -175,15 +176,15 @@ class TextClassifier:
             raise ValueError(f"self_train_by must be one of {SELF_TRAIN_BY}, got {self_train_by!r}")
         if neighbours < 1:
             raise ValueError(f"neighbours must be >= 1 (the k of the k-th nearest seen text), got {neighbours}")
-        if not 0.0 <= knn_vote <= 1.0 or knn_k < 1:
-            raise ValueError(f"knn_vote must lie in [0, 1] (the vote's share of the probabilities) and knn_k >= 1, "
-                             f"got {knn_vote}, {knn_k}")
+        if not 0.0 <= knn_vote <= 1.0 or knn_k < 1 or not knn_scale > 0:
+            raise ValueError(f"knn_vote must lie in [0, 1] (the vote's share of the probabilities), knn_k >= 1 and "
+                             f"knn_scale > 0 (votes weigh exp(knn_scale * cosine)), got {knn_vote}, {knn_k}, {knn_scale}")
         self.encoder = encoder
         self.head = build_head(head, **head_params) if isinstance(head, str) else head
         self.label_names, self.augment, self.augment_seed = label_names, augment, augment_seed
         self.self_train, self.self_train_rounds, self.center = self_train, self_train_rounds, center
         self.neighbours, self.self_train_by = neighbours, self_train_by
-        self.knn_vote, self.knn_k = knn_vote, knn_k
+        self.knn_vote, self.knn_k, self.knn_scale = knn_vote, knn_k, knn_scale
         #: with ``knn_vote``: the k-NN head over the labelled embeddings (support + pseudo-labelled items)
         self.vote_: KNNHead | None = None
         self.classes_: list[str] = []
@@ -242,7 +243,7 @@ class TextClassifier:
             self.head.eval().fit(x, y)
             if u is not None and self.self_train > 0:
                 x, y = self._self_train(x, y, u)
-        self.vote_ = KNNHead(k=self.knn_k, scale=KNN_VOTE_SCALE).fit(x, y) if self.knn_vote > 0 else None
+        self.vote_ = KNNHead(k=self.knn_k, scale=self.knn_scale).fit(x, y) if self.knn_vote > 0 else None
         return self
 
     def _self_train(self, x: torch.Tensor, y: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
