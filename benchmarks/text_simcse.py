@@ -7,6 +7,9 @@ ones. A concatenation (``minilm:0.3+mpnet:0.7``) tunes each part on its own. Row
 ``results/text_simcse.json``.
 
     python benchmarks/text_simcse.py --steps 100 --lr 5e-6 --threads 2
+    # encoders tuned beforehand by `fewshot text pretrain` (same steps / lr) on the dataset's training texts:
+    python benchmarks/text_simcse.py --datasets clinc150 --encoder minilm:0.3+mpnet:0.7 \
+        --tuned models/minilm-clinc:0.3+models/mpnet-clinc:0.7 --variant share1.0+knn0.3 --split test
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from text_select import validation_splits  # noqa: E402  (sets 1 BLAS thread for the heads' L-BFGS)
+from text_select import VARIANTS, validation_splits  # noqa: E402  (sets 1 BLAS thread for the heads' L-BFGS)
 
 from fewshot.text import evaluate_kshot, load_encoder, load_text_dataset  # noqa: E402
 from fewshot.text.contrastive import pretrain_simcse  # noqa: E402
@@ -47,6 +50,10 @@ def simcse(encoder, texts: list[str], steps: int, batch_size: int, lr: float) ->
     return tuned, cpu, losses
 
 
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
 def test_splits(name: str, data_dir: str | None) -> dict:
     """``text.py``'s protocol: K-shot from ``train``, scored on ``test``; CLINC150's OOS threshold on ``val``."""
     splits = load_text_dataset(name, data_dir)
@@ -67,6 +74,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-6)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--split", choices=("val", "test"), default="val")
+    ap.add_argument("--tuned", default=None, help="an encoder already tuned by `fewshot text pretrain` (one dataset only)")
+    ap.add_argument("--variant", default=None, help="a text_select.py variant instead of the default method")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default=str(RESULTS / "text_simcse.json"))
     args = ap.parse_args()
@@ -78,36 +87,41 @@ def main() -> None:
     for dataset in args.datasets.split(","):
         s = (validation_splits if args.split == "val" else test_splits)(dataset, args.data_dir)
         load0 = os.getloadavg()[0]
-        tuned, pretrain_cpu, losses = simcse(frozen, s["train"].texts, args.steps, args.batch_size, args.lr)
+        if args.tuned:
+            tuned, pretrain_cpu, losses = load_encoder(args.tuned), None, []
+        else:
+            tuned, pretrain_cpu, losses = simcse(frozen, s["train"].texts, args.steps, args.batch_size, args.lr)
         c0 = time.process_time()
         texts = sorted({t for part in s.values() for t in part.texts})
         tuned.encode(texts)
         encode_cpu = time.process_time() - c0
-        print(f"{dataset}: SimCSE {args.steps} x {args.batch_size} in {pretrain_cpu:.0f} CPU s (loss "
-              f"{sum(losses[:10]) / 10:.4f} -> {sum(losses[-10:]) / 10:.4f}), {len(texts)} texts re-encoded in "
-              f"{encode_cpu:.0f} CPU s", flush=True)
+        made = (f"tuned encoder {args.tuned}" if args.tuned else f"SimCSE {args.steps} x {args.batch_size} in "
+                f"{pretrain_cpu:.0f} CPU s (loss {_mean(losses[:10]):.4f} -> {_mean(losses[-10:]):.4f})")
+        print(f"{dataset}: {made}, {len(texts)} texts encoded in {encode_cpu:.0f} CPU s", flush=True)
         for shot in map(int, args.shots.split(",")):
             for name, enc in (("frozen", frozen), ("simcse", tuned)):
-                res = evaluate_kshot(lambda seed: build_text_classifier(enc, "self_training"), s["train"], s["val"],
+                head, params = VARIANTS[args.variant] if args.variant else ("self_training", {})
+                res = evaluate_kshot(lambda seed: build_text_classifier(enc, head, **params), s["train"], s["val"],
                                      shot, range(args.seeds), val=s.get("threshold"), oos_test=s.get("oos"))
                 row = {"dataset": dataset, "split": args.split, "shot": shot, "encoder": args.encoder, "variant": name,
-                       "method": "self_training", "seeds": args.seeds, "accuracy": res.accuracy, "ci95": res.ci95,
+                       "method": f"text_select:{args.variant}" if args.variant else "self_training", "seeds": args.seeds, "accuracy": res.accuracy, "ci95": res.ci95,
                        "fit_cpu_s": res.fit_cpu_seconds, "threads": args.threads,
                        "simcse": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
                                   "pretrain_cpu_s": pretrain_cpu, "encode_cpu_s": encode_cpu,
-                                  "loss_first10": sum(losses[:10]) / 10, "loss_last10": sum(losses[-10:]) / 10}
+                                  "loss_first10": _mean(losses[:10]), "loss_last10": _mean(losses[-10:]),
+                                  "tuned": args.tuned}
                        if name == "simcse" else None,
                        "oos": {k: {m: o[m] for m in ("oos_recall", "in_scope_accuracy", "auroc")} for k, o in (res.oos or {}).items()},
                        "load": [load0, os.getloadavg()[0]], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-                key = (dataset, args.split, shot, args.encoder, name,
+                key = (dataset, args.split, shot, args.encoder, name, row["method"],
                        *((args.steps, args.lr) if name == "simcse" else (None, None)))
-                rows = [r for r in rows if (r["dataset"], r.get("split", "val"), r["shot"], r["encoder"], r["variant"],
+                rows = [r for r in rows if (r["dataset"], r.get("split", "val"), r["shot"], r["encoder"], r["variant"], r["method"],
                                             (r["simcse"] or {}).get("steps"), (r["simcse"] or {}).get("lr")) != key]
                 rows.append(row)
                 out.write_text(json.dumps(rows, indent=1))
                 oos = "".join(f"  OOS[{k}] {100 * o['oos_recall']:.1f} at {100 * o['in_scope_accuracy']:.1f}"
                               for k, o in row["oos"].items())
-                print(f"{dataset} {args.split} {shot}-shot {args.encoder} {name}: {100 * res.accuracy:.2f} ± {100 * res.ci95:.2f}"
+                print(f"{dataset} {args.split} {shot}-shot {args.encoder} {name} {row['method']}: {100 * res.accuracy:.2f} ± {100 * res.ci95:.2f}"
                       f"  fit {res.fit_cpu_seconds:.1f} CPU s{oos}", flush=True)
 
 
