@@ -4,7 +4,7 @@ embeddings, against the frozen encoder, on the validation splits of ``text_selec
 test``: the official test splits, as ``text.py`` scores them, once a setting is chosen). The stage
 runs once per dataset (it reads no labels); its CPU seconds are stated apart from the per-fit
 ones. A concatenation (``minilm:0.3+mpnet:0.7``) tunes each part on its own. Rows go to
-``results/text_simcse.json``.
+``results/text_simcse.json``, rendered as ``results/text_simcse.md``.
 
     python benchmarks/text_simcse.py --steps 100 --lr 5e-6 --threads 2
     # encoders tuned beforehand by `fewshot text pretrain` (same steps / lr) on the dataset's training texts:
@@ -119,10 +119,33 @@ def main() -> None:
                                             (r["simcse"] or {}).get("steps"), (r["simcse"] or {}).get("lr")) != key]
                 rows.append(row)
                 out.write_text(json.dumps(rows, indent=1))
+                render(rows, out.with_suffix(".md"))
                 oos = "".join(f"  OOS[{k}] {100 * o['oos_recall']:.1f} at {100 * o['in_scope_accuracy']:.1f}"
                               for k, o in row["oos"].items())
                 print(f"{dataset} {args.split} {shot}-shot {args.encoder} {name} {row['method']}: {100 * res.accuracy:.2f} ± {100 * res.ci95:.2f}"
                       f"  fit {res.fit_cpu_seconds:.1f} CPU s{oos}", flush=True)
+
+
+def render(rows: list[dict], path: Path) -> None:
+    """The rows as one markdown table, frozen and tuned side by side per setting."""
+    lines = ["# CPFT's SimCSE stage (benchmarks/text_simcse.py)", "",
+             "Generated from text_simcse.json. Accuracy %, mean ± 95% CI over K-shot seeds 0..N-1; OOS: recall at the "
+             "validation threshold (in-scope accuracy within 2 points on validation) and the in-scope fall it cost on the "
+             "scored split. SimCSE CPU s: once per dataset (all parts), not per fit.", "",
+             "| dataset | split | shot | encoder | method | variant | lr | accuracy | fit CPU s | SimCSE CPU s | "
+             "OOS recall by neighbours (fall) | threads | load | date |", "|" + "---|" * 14]
+    order = sorted(rows, key=lambda r: (r["dataset"], r.get("split", "val"), r["encoder"], r["method"], r["shot"],
+                                        (r["simcse"] or {}).get("lr") or 0, r["variant"] != "frozen"))
+    for r in order:
+        sim = r["simcse"] or {}
+        cpu = sim.get("pretrain_cpu_s")
+        o = r["oos"].get("neighbours")
+        oos = f"{100 * o['oos_recall']:.1f} ({100 * (r['accuracy'] - o['in_scope_accuracy']):.2f})" if o else ""
+        lines.append(f"| {r['dataset']} | {r.get('split', 'val')} | {r['shot']} | {r['encoder']} | {r['method']} | "
+                     f"{r['variant']} | {sim.get('lr', '')} | {100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} | "
+                     f"{r['fit_cpu_s']:.1f} | {'' if not sim else 'tuned beforehand' if cpu is None else f'{cpu:.0f}'} | "
+                     f"{oos} | {r['threads']} | {r['load'][0]:.1f}, {r['load'][1]:.1f} | {r['date']} |")
+    path.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
