@@ -114,9 +114,9 @@ def main() -> None:
                        "oos": {k: {m: o[m] for m in ("oos_recall", "in_scope_accuracy", "auroc")} for k, o in (res.oos or {}).items()},
                        "load": [load0, os.getloadavg()[0]], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
                 key = (dataset, args.split, shot, args.encoder, name, row["method"],
-                       *((args.steps, args.lr) if name == "simcse" else (None, None)))
+                       *((args.steps, args.lr, args.tuned) if name == "simcse" else (None, None, None)))
                 rows = [r for r in rows if (r["dataset"], r.get("split", "val"), r["shot"], r["encoder"], r["variant"], r["method"],
-                                            (r["simcse"] or {}).get("steps"), (r["simcse"] or {}).get("lr")) != key]
+                                            *((r["simcse"] or {}).get(k) for k in ("steps", "lr", "tuned"))) != key]
                 rows.append(row)
                 out.write_text(json.dumps(rows, indent=1))
                 render(rows, out.with_suffix(".md"))
@@ -139,11 +139,12 @@ def render(rows: list[dict], path: Path) -> None:
     for r in order:
         sim = r["simcse"] or {}
         cpu = sim.get("pretrain_cpu_s")
+        pretrained = "" if not sim else f"{cpu:.0f}" if cpu is not None else f"tuned beforehand ({sim.get('tuned')})"
         o = r["oos"].get("neighbours")
         oos = f"{100 * o['oos_recall']:.1f} ({100 * (r['accuracy'] - o['in_scope_accuracy']):.2f})" if o else ""
         lines.append(f"| {r['dataset']} | {r.get('split', 'val')} | {r['shot']} | {r['encoder']} | {r['method']} | "
                      f"{r['variant']} | {sim.get('lr', '')} | {100 * r['accuracy']:.2f} ± {100 * r['ci95']:.2f} | "
-                     f"{r['fit_cpu_s']:.1f} | {'' if not sim else 'tuned beforehand' if cpu is None else f'{cpu:.0f}'} | "
+                     f"{r['fit_cpu_s']:.1f} | {pretrained} | "
                      f"{oos} | {r['threads']} | {r['load'][0]:.1f}, {r['load'][1]:.1f} | {r['date']} |")
     path.write_text("\n".join(lines) + "\n")
 
