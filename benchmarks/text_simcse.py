@@ -79,6 +79,12 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default=str(RESULTS / "text_simcse.json"))
     args = ap.parse_args()
+    # before any pretraining: a bad name or a tuned encoder given for several datasets fails at once
+    if args.variant and args.variant not in VARIANTS:
+        ap.error(f"--variant {args.variant!r}: not a text_select.py variant; choose from {sorted(VARIANTS)}")
+    if args.tuned and "," in args.datasets:
+        ap.error("--tuned is one dataset's pretrained encoder: give a single --datasets name")
+    head, params = VARIANTS[args.variant] if args.variant else ("self_training", {})
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     frozen = load_encoder(args.encoder)
@@ -100,7 +106,6 @@ def main() -> None:
         print(f"{dataset}: {made}, {len(texts)} texts encoded in {encode_cpu:.0f} CPU s", flush=True)
         for shot in map(int, args.shots.split(",")):
             for name, enc in (("frozen", frozen), ("simcse", tuned)):
-                head, params = VARIANTS[args.variant] if args.variant else ("self_training", {})
                 res = evaluate_kshot(lambda seed: build_text_classifier(enc, head, **params), s["train"], s["val"],
                                      shot, range(args.seeds), val=s.get("threshold"), oos_test=s.get("oos"))
                 row = {"dataset": dataset, "split": args.split, "shot": shot, "encoder": args.encoder, "variant": name,
